@@ -1,0 +1,158 @@
+//! Verifying the `Digital-Signature` of a webhook Stark Bank posted to us.
+//!
+//! The steps follow the Python SDK's `event.parse`, which is the reference: decode the signature
+//! (no I/O if it is malformed), verify over the raw bytes, then over Python's sorted-keys
+//! re-serialization, and if both fail refresh Stark's public key once (it may have rotated) and
+//! try again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::event::Event;
+use crate::keys::{PublicKey, SignatureError, parse_signature};
+use crate::python_json;
+
+/// Why a webhook was not accepted. Each reason maps to one HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The header is missing, not base64, or not DER: answer 401.
+    #[error("malformed Digital-Signature: {0}")]
+    MalformedSignature(String),
+    /// The signature is well formed but does not match the body under Stark's current key, even
+    /// after refreshing the key: answer 401.
+    #[error("the Digital-Signature does not match the body and Stark's public key")]
+    SignatureMismatch,
+    /// Stark's public key could not be fetched: an infrastructure failure, answer 5xx so that
+    /// Stark retries the delivery.
+    #[error("Stark's public key is unavailable: {0}")]
+    PublicKeyUnavailable(#[source] Error),
+    /// The signature is valid but the body is not an event we can read: answer 400.
+    #[error("the signed body is not a valid event: {0}")]
+    InvalidEvent(String),
+}
+
+/// The cached Stark public key, shared by all clones of a [`Client`].
+#[derive(Debug)]
+pub(crate) struct PublicKeyCache {
+    current: RwLock<Option<CachedKey>>,
+    /// Serializes refreshes so that a burst of failures triggers one fetch, not one per request.
+    refresh: Mutex<()>,
+    min_refresh: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct CachedKey {
+    key: Arc<PublicKey>,
+    fetched: Instant,
+    generation: u64,
+}
+
+impl PublicKeyCache {
+    pub(crate) fn new(min_refresh: Duration) -> Self {
+        Self {
+            current: RwLock::new(None),
+            refresh: Mutex::new(()),
+            min_refresh,
+        }
+    }
+}
+
+/// The message Python's SDK falls back to: `json.dumps(json.loads(content), sort_keys=True)`.
+fn sorted_reserialization(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(python_json::to_string_sorted(&value))
+}
+
+fn matches(key: &PublicKey, body: &[u8], sorted: Option<&str>, signature: &k256::ecdsa::Signature) -> bool {
+    key.verify(body, signature).is_ok()
+        || sorted.is_some_and(|s| s.as_bytes() != body && key.verify(s.as_bytes(), signature).is_ok())
+}
+
+impl Client {
+    /// Verifies a webhook body against its `Digital-Signature` header and returns the event.
+    pub async fn verify_webhook(&self, body: &[u8], signature: Option<&str>) -> Result<Event, VerifyError> {
+        let signature = signature
+            .ok_or_else(|| VerifyError::MalformedSignature("the header is missing".into()))?;
+        let signature = parse_signature(signature).map_err(|e| match e {
+            SignatureError::Malformed(m) => VerifyError::MalformedSignature(m),
+            SignatureError::Mismatch => VerifyError::SignatureMismatch,
+        })?;
+        let sorted = sorted_reserialization(body);
+        let cached = self.stark_public_key(None).await?;
+        if !matches(&cached.key, body, sorted.as_deref(), &signature) {
+            let refreshed = self.stark_public_key(Some(&cached)).await?;
+            if refreshed.generation == cached.generation
+                || !matches(&refreshed.key, body, sorted.as_deref(), &signature)
+            {
+                return Err(VerifyError::SignatureMismatch);
+            }
+        }
+        parse_event(body)
+    }
+
+    /// Returns the cached key, or fetches it. With `stale`, the caller saw that key fail: fetch
+    /// a new one unless another task already did, or the last fetch is too recent.
+    async fn stark_public_key(&self, stale: Option<&CachedKey>) -> Result<CachedKey, VerifyError> {
+        let cache = &self.inner.public_keys;
+        if stale.is_none()
+            && let Some(current) = cache.current.read().await.clone()
+        {
+            return Ok(current);
+        }
+        let _guard = cache.refresh.lock().await;
+        let current = cache.current.read().await.clone();
+        match (&current, stale) {
+            (Some(current), None) => return Ok(current.clone()),
+            (Some(current), Some(stale)) if current.generation != stale.generation => {
+                return Ok(current.clone());
+            }
+            (Some(current), Some(_)) if current.fetched.elapsed() < cache.min_refresh => {
+                tracing::warn!(event = "stark_public_key_refresh_skipped", "signature mismatch, but Stark's key was fetched moments ago");
+                return Ok(current.clone());
+            }
+            _ => {}
+        }
+        let entries = self
+            .list_public_keys(1)
+            .await
+            .map_err(VerifyError::PublicKeyUnavailable)?;
+        let entry = entries.first().ok_or_else(|| {
+            VerifyError::PublicKeyUnavailable(Error::UnknownOutcome {
+                method: "GET".into(),
+                url: "public-key".into(),
+                detail: "Stark listed no public key".into(),
+            })
+        })?;
+        let key = PublicKey::from_pem(&entry.content).map_err(|e| {
+            VerifyError::PublicKeyUnavailable(Error::UnknownOutcome {
+                method: "GET".into(),
+                url: "public-key".into(),
+                detail: format!("Stark's public key does not parse: {e}"),
+            })
+        })?;
+        let fresh = CachedKey {
+            key: Arc::new(key),
+            fetched: Instant::now(),
+            generation: current.map_or(1, |c| c.generation + 1),
+        };
+        tracing::info!(event = "stark_public_key_fetched", generation = fresh.generation, "fetched Stark's webhook public key");
+        *cache.current.write().await = Some(fresh.clone());
+        Ok(fresh)
+    }
+}
+
+/// Parses `{"event": {...}}`.
+fn parse_event(body: &[u8]) -> Result<Event, VerifyError> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        event: Event,
+    }
+    serde_json::from_slice::<Envelope>(body)
+        .map(|envelope| envelope.event)
+        .map_err(|e| VerifyError::InvalidEvent(e.to_string()))
+}
