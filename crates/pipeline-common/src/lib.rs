@@ -1,0 +1,4 @@
+//! Domain and plumbing shared by the four pipeline services.
+#![forbid(unsafe_code)]
+
+pub mod publisher;
