@@ -190,7 +190,12 @@ pub struct SignedHeaders {
 }
 
 /// Signs `{access_id}:{access_time}:{body}` the way Stark Bank checks it.
-pub fn sign_request(key: &PrivateKey, access_id: &str, access_time: &str, body: &str) -> SignedHeaders {
+pub fn sign_request(
+    key: &PrivateKey,
+    access_id: &str,
+    access_time: &str,
+    body: &str,
+) -> SignedHeaders {
     let message = format!("{access_id}:{access_time}:{body}");
     SignedHeaders {
         access_id: access_id.to_owned(),
@@ -228,7 +233,11 @@ impl Client {
     }
 
     /// GET `path` with `query`, retrying transient failures with exponential backoff.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, Error> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, Error> {
         let mut attempt = 0;
         loop {
             match self.send(Method::GET, path, query, None).await {
@@ -244,12 +253,20 @@ impl Client {
     }
 
     /// POST a JSON body once. Never retried here.
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, Error> {
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, Error> {
         self.send(Method::POST, path, &[], Some(body)).await
     }
 
     /// PATCH a JSON body once.
-    pub async fn patch<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, Error> {
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, Error> {
         self.send(Method::PATCH, path, &[], Some(body)).await
     }
 

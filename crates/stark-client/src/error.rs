@@ -112,7 +112,10 @@ impl Error {
     /// True when a state-changing request may have been applied despite the error: the caller
     /// must look the object up before creating it again.
     pub fn may_have_happened(&self) -> bool {
-        matches!(self.kind(), ErrorKind::StarkFault | ErrorKind::UnknownOutcome)
+        matches!(
+            self.kind(),
+            ErrorKind::StarkFault | ErrorKind::UnknownOutcome
+        )
     }
 }
 

@@ -73,7 +73,8 @@ impl TryFrom<RawEvent> for Event {
                 serde_json::from_value(raw.log).map_err(|e| format!("invalid invoice log: {e}"))?,
             ),
             "transfer" => EventLog::Transfer(
-                serde_json::from_value(raw.log).map_err(|e| format!("invalid transfer log: {e}"))?,
+                serde_json::from_value(raw.log)
+                    .map_err(|e| format!("invalid transfer log: {e}"))?,
             ),
             _ => EventLog::Other(raw.log),
         };
@@ -144,13 +145,19 @@ pub struct PublicKeyEntry {
 impl Client {
     /// All events matching `query`.
     pub async fn query_events(&self, query: &EventQuery) -> Result<Vec<Event>, Error> {
-        self.collect("event", "events", &query.pairs(), query.limit).await
+        self.collect("event", "events", &query.pairs(), query.limit)
+            .await
     }
 
     /// One page of events.
-    pub async fn page_events(&self, query: &EventQuery, cursor: Option<&str>) -> Result<Page<Event>, Error> {
+    pub async fn page_events(
+        &self,
+        query: &EventQuery,
+        cursor: Option<&str>,
+    ) -> Result<Page<Event>, Error> {
         let limit = query.limit.unwrap_or(crate::page::MAX_PAGE);
-        self.page("event", "events", &query.pairs(), cursor, limit).await
+        self.page("event", "events", &query.pairs(), cursor, limit)
+            .await
     }
 
     /// `GET /v2/event/{id}`.
@@ -178,7 +185,9 @@ impl Client {
 
     /// `GET /v2/public-key`: Stark's webhook signing keys, newest first.
     pub async fn list_public_keys(&self, limit: usize) -> Result<Vec<PublicKeyEntry>, Error> {
-        let page: Page<PublicKeyEntry> = self.page("public-key", "publicKeys", &[], None, limit).await?;
+        let page: Page<PublicKeyEntry> = self
+            .page("public-key", "publicKeys", &[], None, limit)
+            .await?;
         Ok(page.items)
     }
 }

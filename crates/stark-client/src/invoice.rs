@@ -340,19 +340,27 @@ impl Client {
     /// `POST /v2/invoice` with 1 to 100 invoices. Stark creates all or none.
     pub async fn create_invoices(&self, invoices: &[NewInvoice]) -> Result<Vec<Invoice>, Error> {
         check_batch("invoice", invoices.len())?;
-        let body: CreatedInvoices = self.post("invoice", &json!({ "invoices": invoices })).await?;
+        let body: CreatedInvoices = self
+            .post("invoice", &json!({ "invoices": invoices }))
+            .await?;
         Ok(body.invoices)
     }
 
     /// All invoices matching `query`, following cursors.
     pub async fn query_invoices(&self, query: &InvoiceQuery) -> Result<Vec<Invoice>, Error> {
-        self.collect("invoice", "invoices", &query.pairs(), query.limit).await
+        self.collect("invoice", "invoices", &query.pairs(), query.limit)
+            .await
     }
 
     /// One page of invoices matching `query`.
-    pub async fn page_invoices(&self, query: &InvoiceQuery, cursor: Option<&str>) -> Result<Page<Invoice>, Error> {
+    pub async fn page_invoices(
+        &self,
+        query: &InvoiceQuery,
+        cursor: Option<&str>,
+    ) -> Result<Page<Invoice>, Error> {
         let limit = query.limit.unwrap_or(MAX_PAGE);
-        self.page("invoice", "invoices", &query.pairs(), cursor, limit).await
+        self.page("invoice", "invoices", &query.pairs(), cursor, limit)
+            .await
     }
 
     /// `GET /v2/invoice/{id}`.
@@ -370,14 +378,18 @@ impl Client {
     }
 
     /// All invoice logs matching `query`, following cursors.
-    pub async fn query_invoice_logs(&self, query: &InvoiceLogQuery) -> Result<Vec<InvoiceLog>, Error> {
+    pub async fn query_invoice_logs(
+        &self,
+        query: &InvoiceLogQuery,
+    ) -> Result<Vec<InvoiceLog>, Error> {
         let mut pairs = Vec::new();
         push_opt(&mut pairs, "after", query.after.as_deref());
         push_opt(&mut pairs, "before", query.before.as_deref());
         let types: Vec<String> = query.types.iter().map(|t| t.as_str().to_owned()).collect();
         push_list(&mut pairs, "types", &types);
         push_list(&mut pairs, "invoiceIds", &query.invoice_ids);
-        self.collect("invoice/log", "logs", &pairs, query.limit).await
+        self.collect("invoice/log", "logs", &pairs, query.limit)
+            .await
     }
 
     /// `GET /v2/invoice/log/{id}`.

@@ -31,7 +31,9 @@ pub enum KeyError {
     #[error("the key PEM is malformed: {0}")]
     Malformed(String),
     /// The key is on another curve.
-    #[error("the key is on curve {0}, but Stark Bank needs secp256k1 (OID 1.3.132.0.10); create one with `keygen` or `openssl ecparam -name secp256k1 -genkey`")]
+    #[error(
+        "the key is on curve {0}, but Stark Bank needs secp256k1 (OID 1.3.132.0.10); create one with `keygen` or `openssl ecparam -name secp256k1 -genkey`"
+    )]
     WrongCurve(String),
     /// The secret is zero, out of range, or does not match the embedded public key.
     #[error("the secp256k1 private key is invalid: {0}")]
@@ -267,7 +269,8 @@ pub fn parse_signature(signature_b64: &str) -> Result<Signature, SignatureError>
     let der = B64
         .decode(signature_b64.trim())
         .map_err(|e| SignatureError::Malformed(format!("not base64: {e}")))?;
-    Signature::from_der(&der).map_err(|_| SignatureError::Malformed("not a DER ECDSA signature".into()))
+    Signature::from_der(&der)
+        .map_err(|_| SignatureError::Malformed("not a DER ECDSA signature".into()))
 }
 
 /// Returns the high-S twin of a signature (same validity, `s' = n - s`). The sandbox uses it to
@@ -329,7 +332,10 @@ fn stark_pem(label: &str, der: &[u8]) -> String {
 /// Writes a new key pair as `private-key.pem` and `public-key.pem` into `dir` (created if
 /// missing). Refuses to overwrite existing files unless `overwrite` is set, because losing a
 /// registered private key locks the project out of Stark Bank.
-pub fn write_key_pair(dir: &Path, overwrite: bool) -> Result<(PrivateKey, [std::path::PathBuf; 2]), KeyError> {
+pub fn write_key_pair(
+    dir: &Path,
+    overwrite: bool,
+) -> Result<(PrivateKey, [std::path::PathBuf; 2]), KeyError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| KeyError::Io { path, source }
@@ -373,4 +379,3 @@ fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
 fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
     std::fs::write(path, pem)
 }
-

@@ -39,12 +39,14 @@ pub mod transfer;
 pub mod webhook;
 pub mod webhook_verify;
 
-pub use client::{AccessId, Client, ClientConfig, Environment, Language, SignedHeaders, sign_request};
+pub use client::{
+    AccessId, Client, ClientConfig, Environment, Language, SignedHeaders, sign_request,
+};
 pub use error::{Error, ErrorKind, StarkError};
 pub use event::{Event, EventLog, EventQuery, PublicKeyEntry};
 pub use invoice::{
-    Description, Discount, Invoice, InvoiceLog, InvoiceLogQuery, InvoiceLogType, InvoicePayment, InvoiceQuery,
-    InvoiceStatus, NewInvoice, Rule, Split,
+    Description, Discount, Invoice, InvoiceLog, InvoiceLogQuery, InvoiceLogType, InvoicePayment,
+    InvoiceQuery, InvoiceStatus, NewInvoice, Rule, Split,
 };
 pub use keys::{KeyError, PrivateKey, PublicKey, SignatureError};
 pub use page::Page;

@@ -83,7 +83,12 @@ impl Client {
 
 /// Rejects ids that could alter the request path (ids come from webhooks and messages).
 pub(crate) fn check_id(kind: &str, id: &str) -> Result<(), Error> {
-    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         Ok(())
     } else {
         Err(Error::InvalidRequest(format!("invalid {kind} id {id:?}")))

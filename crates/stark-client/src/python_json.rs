@@ -120,7 +120,14 @@ mod tests {
 
     #[test]
     fn floats_follow_python_repr() {
-        for (f, expected) in [(1e16, "1e+16"), (1.5e-5, "1.5e-05"), (0.0001, "0.0001"), (123.0, "123.0"), (-0.5, "-0.5"), (1e22, "1e+22")] {
+        for (f, expected) in [
+            (1e16, "1e+16"),
+            (1.5e-5, "1.5e-05"),
+            (0.0001, "0.0001"),
+            (123.0, "123.0"),
+            (-0.5, "-0.5"),
+            (1e22, "1e+22"),
+        ] {
             assert_eq!(to_string_sorted(&json!(f)), expected, "{f}");
         }
     }

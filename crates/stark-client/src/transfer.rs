@@ -179,7 +179,11 @@ impl TransferQuery {
         let mut pairs = Vec::new();
         push_opt(&mut pairs, "after", self.after.as_deref());
         push_opt(&mut pairs, "before", self.before.as_deref());
-        push_opt(&mut pairs, "status", self.status.map(TransferStatus::as_str));
+        push_opt(
+            &mut pairs,
+            "status",
+            self.status.map(TransferStatus::as_str),
+        );
         push_list(&mut pairs, "tags", &self.tags);
         push_list(&mut pairs, "ids", &self.ids);
         pairs
@@ -189,21 +193,32 @@ impl TransferQuery {
 impl Client {
     /// `POST /v2/transfer` with 1 to 100 transfers. Never retried: on an unknown outcome, look
     /// the transfer up by its tag or `externalId`.
-    pub async fn create_transfers(&self, transfers: &[NewTransfer]) -> Result<Vec<Transfer>, Error> {
+    pub async fn create_transfers(
+        &self,
+        transfers: &[NewTransfer],
+    ) -> Result<Vec<Transfer>, Error> {
         check_batch("transfer", transfers.len())?;
-        let body: CreatedTransfers = self.post("transfer", &json!({ "transfers": transfers })).await?;
+        let body: CreatedTransfers = self
+            .post("transfer", &json!({ "transfers": transfers }))
+            .await?;
         Ok(body.transfers)
     }
 
     /// All transfers matching `query`, following cursors.
     pub async fn query_transfers(&self, query: &TransferQuery) -> Result<Vec<Transfer>, Error> {
-        self.collect("transfer", "transfers", &query.pairs(), query.limit).await
+        self.collect("transfer", "transfers", &query.pairs(), query.limit)
+            .await
     }
 
     /// One page of transfers.
-    pub async fn page_transfers(&self, query: &TransferQuery, cursor: Option<&str>) -> Result<Page<Transfer>, Error> {
+    pub async fn page_transfers(
+        &self,
+        query: &TransferQuery,
+        cursor: Option<&str>,
+    ) -> Result<Page<Transfer>, Error> {
         let limit = query.limit.unwrap_or(MAX_PAGE);
-        self.page("transfer", "transfers", &query.pairs(), cursor, limit).await
+        self.page("transfer", "transfers", &query.pairs(), cursor, limit)
+            .await
     }
 
     /// `GET /v2/transfer/{id}`.

@@ -20,12 +20,21 @@ pub struct Webhook {
 
 impl Client {
     /// `POST /v2/webhook`.
-    pub async fn create_webhook(&self, url: &str, subscriptions: &[String]) -> Result<Webhook, Error> {
+    pub async fn create_webhook(
+        &self,
+        url: &str,
+        subscriptions: &[String],
+    ) -> Result<Webhook, Error> {
         if subscriptions.is_empty() {
-            return Err(Error::InvalidRequest("a webhook needs at least one subscription".into()));
+            return Err(Error::InvalidRequest(
+                "a webhook needs at least one subscription".into(),
+            ));
         }
         let body: OneWebhook = self
-            .post("webhook", &json!({ "url": url, "subscriptions": subscriptions }))
+            .post(
+                "webhook",
+                &json!({ "url": url, "subscriptions": subscriptions }),
+            )
             .await?;
         Ok(body.webhook)
     }

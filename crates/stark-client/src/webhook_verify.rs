@@ -68,14 +68,24 @@ fn sorted_reserialization(body: &[u8]) -> Option<String> {
     Some(python_json::to_string_sorted(&value))
 }
 
-fn matches(key: &PublicKey, body: &[u8], sorted: Option<&str>, signature: &k256::ecdsa::Signature) -> bool {
+fn matches(
+    key: &PublicKey,
+    body: &[u8],
+    sorted: Option<&str>,
+    signature: &k256::ecdsa::Signature,
+) -> bool {
     key.verify(body, signature).is_ok()
-        || sorted.is_some_and(|s| s.as_bytes() != body && key.verify(s.as_bytes(), signature).is_ok())
+        || sorted
+            .is_some_and(|s| s.as_bytes() != body && key.verify(s.as_bytes(), signature).is_ok())
 }
 
 impl Client {
     /// Verifies a webhook body against its `Digital-Signature` header and returns the event.
-    pub async fn verify_webhook(&self, body: &[u8], signature: Option<&str>) -> Result<Event, VerifyError> {
+    pub async fn verify_webhook(
+        &self,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> Result<Event, VerifyError> {
         let signature = signature
             .ok_or_else(|| VerifyError::MalformedSignature("the header is missing".into()))?;
         let signature = parse_signature(signature).map_err(|e| match e {
@@ -112,7 +122,10 @@ impl Client {
                 return Ok(current.clone());
             }
             (Some(current), Some(_)) if current.fetched.elapsed() < cache.min_refresh => {
-                tracing::warn!(event = "stark_public_key_refresh_skipped", "signature mismatch, but Stark's key was fetched moments ago");
+                tracing::warn!(
+                    event = "stark_public_key_refresh_skipped",
+                    "signature mismatch, but Stark's key was fetched moments ago"
+                );
                 return Ok(current.clone());
             }
             _ => {}
@@ -140,7 +153,11 @@ impl Client {
             fetched: Instant::now(),
             generation: current.map_or(1, |c| c.generation + 1),
         };
-        tracing::info!(event = "stark_public_key_fetched", generation = fresh.generation, "fetched Stark's webhook public key");
+        tracing::info!(
+            event = "stark_public_key_fetched",
+            generation = fresh.generation,
+            "fetched Stark's webhook public key"
+        );
         *cache.current.write().await = Some(fresh.clone());
         Ok(fresh)
     }
