@@ -33,7 +33,11 @@ pub struct PublishError {
 pub trait Publisher: Send + Sync + fmt::Debug {
     /// Publishes one message to `topic` (a short name such as `paid_invoices`) and resolves
     /// with the backend's message id once it is durably accepted.
-    fn publish<'a>(&'a self, topic: &'a str, message: OutgoingMessage) -> BoxFuture<'a, Result<String, PublishError>>;
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        message: OutgoingMessage,
+    ) -> BoxFuture<'a, Result<String, PublishError>>;
 }
 
 /// A shared publisher.

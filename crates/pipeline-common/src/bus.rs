@@ -1,0 +1,352 @@
+//! An in-process message bus with Pub/Sub's push contract, for local runs and tests where the
+//! emulator is not installed.
+//!
+//! Same contract as a Pub/Sub push subscription with a dead-letter policy: every message
+//! published to a topic is POSTed, as a push envelope, to each subscription's endpoint; a 2xx
+//! answer acks it; anything else (or no answer within the ack deadline) is retried with
+//! exponential backoff, and after `max_delivery_attempts` the message is parked in the
+//! subscription's dead-letter list. Acked messages are retained so that [`MemoryBus::seek`] can
+//! replay them, as `retain_acked_messages` allows on Pub/Sub.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::future::BoxFuture;
+
+use crate::envelope::{WireEnvelope, WireMessage};
+use crate::publisher::{OutgoingMessage, PublishError, Publisher};
+
+/// How a subscription retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// First backoff.
+    pub min_backoff: Duration,
+    /// Backoff cap.
+    pub max_backoff: Duration,
+    /// Attempts before dead-lettering (Pub/Sub allows 5 to 100).
+    pub max_delivery_attempts: u32,
+    /// How long one delivery may take before it counts as a failure.
+    pub ack_deadline: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            max_delivery_attempts: 5,
+            ack_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A message as stored by the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Bus-assigned id.
+    pub message_id: String,
+    /// Topic it was published to.
+    pub topic: String,
+    /// Payload.
+    pub data: Vec<u8>,
+    /// Attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Publish time.
+    pub publish_time: SystemTime,
+}
+
+/// What happened to one message on one subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Being delivered or waiting for a retry.
+    Pending,
+    /// Answered 2xx.
+    Acked,
+    /// Ran out of attempts.
+    DeadLettered,
+}
+
+/// Counts for one subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriptionStats {
+    /// Messages not yet acked or dead-lettered.
+    pub pending: usize,
+    /// Acked messages.
+    pub acked: usize,
+    /// Dead-lettered messages.
+    pub dead_lettered: usize,
+    /// POSTs made, retries included.
+    pub attempts: u64,
+}
+
+#[derive(Debug)]
+struct Subscription {
+    name: String,
+    endpoint: String,
+    policy: RetryPolicy,
+    /// State of every message this subscription received, by message id.
+    states: Mutex<HashMap<String, DeliveryState>>,
+    dead_letters: Mutex<Vec<StoredMessage>>,
+    attempts: AtomicU64,
+    /// Bumped by `seek`, so that deliveries started before a seek do not overwrite newer state.
+    generation: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Topic {
+    subscriptions: Vec<Arc<Subscription>>,
+    messages: Vec<StoredMessage>,
+}
+
+/// The in-process bus. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MemoryBus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    project: String,
+    topics: Mutex<HashMap<String, Topic>>,
+    http: reqwest::Client,
+    next_id: AtomicU64,
+    fail_publishes: AtomicBool,
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBus {
+    /// An empty bus; topics spring into existence on first use.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                project: "local".into(),
+                topics: Mutex::new(HashMap::new()),
+                http: reqwest::Client::new(),
+                next_id: AtomicU64::new(1),
+                fail_publishes: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Adds a push subscription to `topic`. Only messages published afterwards reach it.
+    pub fn subscribe(&self, topic: &str, name: &str, endpoint: &str, policy: RetryPolicy) {
+        let subscription = Arc::new(Subscription {
+            name: name.to_owned(),
+            endpoint: endpoint.to_owned(),
+            policy,
+            states: Mutex::new(HashMap::new()),
+            dead_letters: Mutex::new(Vec::new()),
+            attempts: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        });
+        let mut topics = self.inner.topics.lock().expect("bus lock");
+        topics
+            .entry(topic.to_owned())
+            .or_default()
+            .subscriptions
+            .push(subscription);
+    }
+
+    /// Makes every publish fail (to test that callers answer 5xx), or succeed again.
+    pub fn set_fail_publishes(&self, fail: bool) {
+        self.inner.fail_publishes.store(fail, Ordering::SeqCst);
+    }
+
+    /// Every message published to `topic`, in order.
+    pub fn published(&self, topic: &str) -> Vec<StoredMessage> {
+        let topics = self.inner.topics.lock().expect("bus lock");
+        topics
+            .get(topic)
+            .map(|t| t.messages.clone())
+            .unwrap_or_default()
+    }
+
+    /// Counts for subscription `name`.
+    pub fn stats(&self, name: &str) -> Option<SubscriptionStats> {
+        let subscription = self.find(name)?;
+        let states = subscription.states.lock().expect("bus lock");
+        let mut stats = SubscriptionStats {
+            attempts: subscription.attempts.load(Ordering::SeqCst),
+            ..Default::default()
+        };
+        for state in states.values() {
+            match state {
+                DeliveryState::Pending => stats.pending += 1,
+                DeliveryState::Acked => stats.acked += 1,
+                DeliveryState::DeadLettered => stats.dead_lettered += 1,
+            }
+        }
+        Some(stats)
+    }
+
+    /// The messages parked in `name`'s dead-letter list.
+    pub fn dead_letters(&self, name: &str) -> Vec<StoredMessage> {
+        self.find(name)
+            .map(|s| s.dead_letters.lock().expect("bus lock").clone())
+            .unwrap_or_default()
+    }
+
+    /// Redelivers every message of the subscription's topic published at or after `since`,
+    /// acked ones included, as seeking a Pub/Sub subscription back in time does.
+    pub fn seek(&self, name: &str, since: SystemTime) -> usize {
+        let Some(subscription) = self.find(name) else {
+            return 0;
+        };
+        let messages: Vec<StoredMessage> = {
+            let topics = self.inner.topics.lock().expect("bus lock");
+            topics
+                .values()
+                .filter(|t| {
+                    t.subscriptions
+                        .iter()
+                        .any(|s| Arc::ptr_eq(s, &subscription))
+                })
+                .flat_map(|t| {
+                    t.messages
+                        .iter()
+                        .filter(|m| m.publish_time >= since)
+                        .cloned()
+                })
+                .collect()
+        };
+        subscription.generation.fetch_add(1, Ordering::SeqCst);
+        for message in &messages {
+            self.spawn_delivery(subscription.clone(), message.clone());
+        }
+        messages.len()
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<Subscription>> {
+        let topics = self.inner.topics.lock().expect("bus lock");
+        topics
+            .values()
+            .flat_map(|t| t.subscriptions.iter())
+            .find(|s| s.name == name)
+            .cloned()
+    }
+
+    fn spawn_delivery(&self, subscription: Arc<Subscription>, message: StoredMessage) {
+        let generation = subscription.generation.load(Ordering::SeqCst);
+        subscription
+            .states
+            .lock()
+            .expect("bus lock")
+            .insert(message.message_id.clone(), DeliveryState::Pending);
+        let http = self.inner.http.clone();
+        let project = self.inner.project.clone();
+        tokio::spawn(async move {
+            let outcome = deliver(&http, &project, &subscription, &message).await;
+            if subscription.generation.load(Ordering::SeqCst) != generation {
+                return; // a seek restarted this message; the newer delivery owns its state
+            }
+            if outcome == DeliveryState::DeadLettered {
+                subscription
+                    .dead_letters
+                    .lock()
+                    .expect("bus lock")
+                    .push(message.clone());
+            }
+            subscription
+                .states
+                .lock()
+                .expect("bus lock")
+                .insert(message.message_id, outcome);
+        });
+    }
+}
+
+/// Delivers one message until acked or out of attempts.
+async fn deliver(
+    http: &reqwest::Client,
+    project: &str,
+    subscription: &Subscription,
+    message: &StoredMessage,
+) -> DeliveryState {
+    let publish_time = time::OffsetDateTime::from(message.publish_time)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let policy = &subscription.policy;
+    let mut backoff = policy.min_backoff;
+    for attempt in 1..=policy.max_delivery_attempts {
+        let envelope = WireEnvelope {
+            subscription: format!("projects/{project}/subscriptions/{}", subscription.name),
+            message: WireMessage {
+                data: Some(B64.encode(&message.data)),
+                attributes: Some(message.attributes.clone()),
+                message_id: Some(message.message_id.clone()),
+                message_id_snake: Some(message.message_id.clone()),
+                publish_time: Some(publish_time.clone()),
+                publish_time_snake: Some(publish_time.clone()),
+            },
+            delivery_attempt: Some(attempt),
+        };
+        subscription.attempts.fetch_add(1, Ordering::SeqCst);
+        let result = http
+            .post(&subscription.endpoint)
+            .timeout(policy.ack_deadline)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&envelope).unwrap_or_default())
+            .send()
+            .await;
+        let failure = match result {
+            Ok(response) if response.status().is_success() => return DeliveryState::Acked,
+            Ok(response) => format!("HTTP {}", response.status().as_u16()),
+            Err(err) => format!("no answer: {err}"),
+        };
+        tracing::debug!(event = "bus_delivery_failed", subscription = %subscription.name, message_id = %message.message_id, attempt, %failure, "push delivery failed");
+        if attempt < policy.max_delivery_attempts {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(policy.max_backoff);
+        }
+    }
+    tracing::warn!(event = "bus_dead_lettered", subscription = %subscription.name, message_id = %message.message_id, "message dead-lettered after max delivery attempts");
+    DeliveryState::DeadLettered
+}
+
+impl Publisher for MemoryBus {
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        message: OutgoingMessage,
+    ) -> BoxFuture<'a, Result<String, PublishError>> {
+        Box::pin(async move {
+            if self.inner.fail_publishes.load(Ordering::SeqCst) {
+                return Err(PublishError {
+                    topic: topic.to_owned(),
+                    reason: "the in-memory bus is set to fail publishes".into(),
+                });
+            }
+            let id = self
+                .inner
+                .next_id
+                .fetch_add(1, Ordering::SeqCst)
+                .to_string();
+            let stored = StoredMessage {
+                message_id: id.clone(),
+                topic: topic.to_owned(),
+                data: message.data,
+                attributes: message.attributes,
+                publish_time: SystemTime::now(),
+            };
+            let subscriptions = {
+                let mut topics = self.inner.topics.lock().expect("bus lock");
+                let entry = topics.entry(topic.to_owned()).or_default();
+                entry.messages.push(stored.clone());
+                entry.subscriptions.clone()
+            };
+            for subscription in subscriptions {
+                self.spawn_delivery(subscription, stored.clone());
+            }
+            Ok(id)
+        })
+    }
+}

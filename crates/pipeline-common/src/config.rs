@@ -1,0 +1,238 @@
+//! Configuration from the environment, read once at start.
+//!
+//! Every getter returns a [`ConfigError`] naming the variable, so that a service that cannot
+//! start says exactly which variable to fix. Values are never echoed for secret variables.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+use stark_client::{AccessId, Client, ClientConfig, Environment, Language, PrivateKey};
+
+/// A missing or invalid variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {variable}: {reason}")]
+pub struct ConfigError {
+    /// The variable's name.
+    pub variable: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `variable`.
+    pub fn new(variable: &str, reason: impl Into<String>) -> Self {
+        Self {
+            variable: variable.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A snapshot of environment variables (the process's, or a map in tests).
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// The process environment. Variables that are not valid UTF-8 are reported when read.
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.into_string().ok()?,
+                        v.into_string().unwrap_or_else(|_| "\u{fffd}".into()),
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// A fixed set of variables.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// The value if set and not empty.
+    pub fn optional(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// The value, or an error naming the variable.
+    pub fn required(&self, name: &str) -> Result<&str, ConfigError> {
+        self.optional(name)
+            .ok_or_else(|| ConfigError::new(name, "is required but not set"))
+    }
+
+    /// Parses the value, or returns `default` when unset.
+    pub fn parse_or<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e| ConfigError::new(name, format!("invalid value {raw:?}: {e}"))),
+        }
+    }
+
+    /// Parses a required value.
+    pub fn parse_required<T>(&self, name: &str) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        let raw = self.required(name)?;
+        raw.trim()
+            .parse()
+            .map_err(|e| ConfigError::new(name, format!("invalid value {raw:?}: {e}")))
+    }
+
+    /// `PORT` (Cloud Run sets it), default 8080.
+    pub fn port(&self) -> Result<u16, ConfigError> {
+        self.parse_or("PORT", 8080)
+    }
+}
+
+/// Reads the Stark Bank credentials and builds a client:
+/// `STARK_ACCESS_ID`, `STARK_ENVIRONMENT`, exactly one of `STARK_PRIVATE_KEY_FILE`,
+/// `STARK_PRIVATE_KEY_PEM`, `STARK_PRIVATE_KEY_BASE64`, and optional `STARK_LANGUAGE`,
+/// `STARK_TIMEOUT_SECONDS`.
+pub fn stark_client(env: &Env) -> Result<Client, ConfigError> {
+    let access_id = AccessId::parse(env.required("STARK_ACCESS_ID")?)
+        .map_err(|e| ConfigError::new("STARK_ACCESS_ID", e.to_string()))?;
+    let environment = Environment::parse(env.required("STARK_ENVIRONMENT")?)
+        .map_err(|e| ConfigError::new("STARK_ENVIRONMENT", e.to_string()))?;
+    let key = private_key(env)?;
+    let mut config = ClientConfig::new(access_id, key, environment);
+    config.language = match env.optional("STARK_LANGUAGE").unwrap_or("en-US") {
+        "en-US" => Language::English,
+        "pt-BR" => Language::Portuguese,
+        other => {
+            return Err(ConfigError::new(
+                "STARK_LANGUAGE",
+                format!("invalid value {other:?}: expected en-US or pt-BR"),
+            ));
+        }
+    };
+    let timeout: f64 = env.parse_or("STARK_TIMEOUT_SECONDS", 10.0)?;
+    if !(0.1..=300.0).contains(&timeout) {
+        return Err(ConfigError::new(
+            "STARK_TIMEOUT_SECONDS",
+            "must be between 0.1 and 300",
+        ));
+    }
+    config.timeout = Duration::from_secs_f64(timeout);
+    Client::new(config).map_err(|e| ConfigError::new("STARK_ENVIRONMENT", e.to_string()))
+}
+
+/// The private key from exactly one of the three variables. Errors describe the problem but
+/// never include the key.
+fn private_key(env: &Env) -> Result<PrivateKey, ConfigError> {
+    const FILE: &str = "STARK_PRIVATE_KEY_FILE";
+    const PEM: &str = "STARK_PRIVATE_KEY_PEM";
+    const BASE64: &str = "STARK_PRIVATE_KEY_BASE64";
+    let set: Vec<&str> = [FILE, PEM, BASE64]
+        .into_iter()
+        .filter(|v| env.optional(v).is_some())
+        .collect();
+    match set.as_slice() {
+        [FILE] => PrivateKey::from_file(env.required(FILE)?)
+            .map_err(|e| ConfigError::new(FILE, e.to_string())),
+        // A PEM pasted into one line often carries literal `\n` sequences.
+        [PEM] => PrivateKey::from_pem(&env.required(PEM)?.replace("\\n", "\n"))
+            .map_err(|e| ConfigError::new(PEM, e.to_string())),
+        [BASE64] => PrivateKey::from_base64_pem(env.required(BASE64)?)
+            .map_err(|e| ConfigError::new(BASE64, e.to_string())),
+        [] => Err(ConfigError::new(
+            FILE,
+            format!("no Stark private key: set one of {FILE}, {PEM} or {BASE64}"),
+        )),
+        many => Err(ConfigError::new(
+            many[0],
+            format!("set only one of {}", many.join(", ")),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "-----BEGIN EC PRIVATE KEY-----\nMHQCAQEEIKtZlER9AtrHGtFwaHqw9I+X0wxMfNOHE8ASRBjtG/gsoAcGBSuBBAAK\noUQDQgAECezR47SwR1qHfzqP1nCCx+Osu5iah4zT2VyV015/GGvIEzWa3UCPXD1D\nAP5HWKoPB5WgdPynYYzDfco13aHh/Q==\n-----END EC PRIVATE KEY-----\n";
+
+    #[test]
+    fn errors_name_the_variable() {
+        let env = Env::from_pairs([("STARK_ENVIRONMENT", "sandbox")]);
+        assert_eq!(stark_client(&env).unwrap_err().variable, "STARK_ACCESS_ID");
+        let env = Env::from_pairs([
+            ("STARK_ACCESS_ID", "project/1"),
+            ("STARK_ENVIRONMENT", "staging"),
+        ]);
+        assert_eq!(
+            stark_client(&env).unwrap_err().variable,
+            "STARK_ENVIRONMENT"
+        );
+        let env = Env::from_pairs([
+            ("STARK_ACCESS_ID", "project/1"),
+            ("STARK_ENVIRONMENT", "sandbox"),
+        ]);
+        assert_eq!(
+            stark_client(&env).unwrap_err().variable,
+            "STARK_PRIVATE_KEY_FILE"
+        );
+        let env = Env::from_pairs([
+            ("STARK_ACCESS_ID", "project/1"),
+            ("STARK_ENVIRONMENT", "sandbox"),
+            ("STARK_PRIVATE_KEY_PEM", "garbage"),
+        ]);
+        assert_eq!(
+            stark_client(&env).unwrap_err().variable,
+            "STARK_PRIVATE_KEY_PEM"
+        );
+        let env = Env::from_pairs([("PORT", "http")]);
+        let err = env.port().unwrap_err();
+        assert_eq!(err.variable, "PORT");
+        assert!(err.to_string().contains("\"http\""));
+    }
+
+    #[test]
+    fn one_line_pem_with_escaped_newlines_is_accepted_and_never_echoed() {
+        let escaped = KEY.replace('\n', "\\n");
+        let env = Env::from_pairs([
+            ("STARK_ACCESS_ID", "project/1"),
+            ("STARK_ENVIRONMENT", "http://127.0.0.1:1/v2"),
+            ("STARK_PRIVATE_KEY_PEM", escaped.as_str()),
+        ]);
+        assert!(stark_client(&env).is_ok());
+        let broken = KEY.replace("MHQCAQEE", "MHQCAQEF");
+        let env = Env::from_pairs([
+            ("STARK_ACCESS_ID", "project/1"),
+            ("STARK_ENVIRONMENT", "sandbox"),
+            ("STARK_PRIVATE_KEY_PEM", broken.as_str()),
+        ]);
+        let err = stark_client(&env).unwrap_err().to_string();
+        assert!(!err.contains("IKtZlER9AtrHGtFwaHqw9I"), "{err}");
+        let env = Env::from_pairs([
+            ("STARK_ACCESS_ID", "project/1"),
+            ("STARK_ENVIRONMENT", "sandbox"),
+            ("STARK_PRIVATE_KEY_PEM", KEY),
+            ("STARK_PRIVATE_KEY_FILE", "/k"),
+        ]);
+        assert!(stark_client(&env).unwrap_err().reason.contains("only one"));
+    }
+}

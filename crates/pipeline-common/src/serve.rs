@@ -1,0 +1,158 @@
+//! Serving a router the way Cloud Run expects: bind `0.0.0.0:$PORT`, answer `GET /healthz`,
+//! trace every request, and on SIGTERM stop accepting, let in-flight requests finish for up to
+//! 10 seconds, then exit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tracing::Instrument as _;
+
+use crate::logging::trace_id_from_header;
+
+/// How long in-flight requests may run after the shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A bound server, ready to run. Binding first lets tests use port 0 and read the real port.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    grace: Duration,
+}
+
+impl Server {
+    /// Binds `addr` and wraps `router` with `/healthz` and request tracing.
+    pub async fn bind(addr: SocketAddr, router: Router) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let router = router
+            .route("/healthz", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(trace_request));
+        Ok(Self {
+            listener,
+            router,
+            grace: SHUTDOWN_GRACE,
+        })
+    }
+
+    /// Changes the shutdown grace period (tests shorten it).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests for at most the grace
+    /// period.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!(
+                event = "shutdown_started",
+                "shutdown requested; finishing in-flight requests"
+            );
+            let _ = stopping_tx.send(());
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let grace = self.grace;
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = serve => {
+                tracing::info!(event = "shutdown_complete", "server stopped");
+                result
+            }
+            () = deadline => {
+                tracing::warn!(event = "shutdown_forced", grace_ms = grace.as_millis() as u64, "in-flight requests did not finish in time");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Cloud Run's stop signal) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// One span per request, carrying the Cloud trace id, and one log line when it ends.
+async fn trace_request(request: Request, next: Next) -> Response {
+    let trace = request
+        .headers()
+        .get("x-cloud-trace-context")
+        .and_then(|v| v.to_str().ok())
+        .and_then(trace_id_from_header);
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let span = match &trace {
+        Some(trace) => tracing::info_span!("request", %method, %path, trace_id = %trace),
+        None => tracing::info_span!("request", %method, %path),
+    };
+    let started = Instant::now();
+    async move {
+        let response = next.run(request).await;
+        let status = response.status().as_u16();
+        let latency_ms = started.elapsed().as_millis() as u64;
+        if path != "/healthz" {
+            if status >= 500 {
+                tracing::warn!(
+                    event = "request_finished",
+                    status,
+                    latency_ms,
+                    "request failed"
+                );
+            } else {
+                tracing::info!(
+                    event = "request_finished",
+                    status,
+                    latency_ms,
+                    "request finished"
+                );
+            }
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// `0.0.0.0:port`: Cloud Run routes to every interface.
+pub fn all_interfaces(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
+}

@@ -1,0 +1,287 @@
+//! The in-process bus honours the push contract; the server drains in-flight requests on stop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use pipeline_common::bus::{MemoryBus, RetryPolicy};
+use pipeline_common::envelope::PushEnvelope;
+use pipeline_common::publisher::{OutgoingMessage, Publisher};
+use pipeline_common::serve::Server;
+
+/// Polls `condition` every 10 ms until it holds or `deadline` passes.
+async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn fast_policy(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        min_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+        max_delivery_attempts: attempts,
+        ack_deadline: Duration::from_secs(2),
+    }
+}
+
+/// An endpoint that records envelopes and answers `status_for(nth call)`.
+async fn endpoint(
+    status_for: impl Fn(usize) -> StatusCode + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<PushEnvelope>>>) {
+    let seen: Arc<Mutex<Vec<PushEnvelope>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let status_for = Arc::new(status_for);
+    let app = {
+        let seen = seen.clone();
+        Router::new().route(
+            "/push",
+            post(move |envelope: PushEnvelope| {
+                let seen = seen.clone();
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                let status = status_for(n);
+                async move {
+                    seen.lock().unwrap().push(envelope);
+                    status
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/push"), seen)
+}
+
+fn message(text: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        data: text.as_bytes().to_vec(),
+        attributes: BTreeMap::from([("invoiceId".to_owned(), "42".to_owned())]),
+    }
+}
+
+#[tokio::test]
+async fn delivers_as_a_push_envelope_and_acks_on_2xx() {
+    let (url, seen) = endpoint(|_| StatusCode::OK).await;
+    let bus = MemoryBus::new();
+    bus.subscribe("paid_invoices", "money-sender", &url, fast_policy(5));
+    let id = bus
+        .publish("paid_invoices", message("hello"))
+        .await
+        .unwrap();
+    eventually("ack", Duration::from_secs(5), || {
+        bus.stats("money-sender").unwrap().acked == 1
+    })
+    .await;
+    let envelopes = seen.lock().unwrap().clone();
+    assert_eq!(envelopes.len(), 1);
+    assert_eq!(envelopes[0].message_id, id);
+    assert_eq!(envelopes[0].data, b"hello");
+    assert_eq!(envelopes[0].attributes["invoiceId"], "42");
+    assert_eq!(envelopes[0].delivery_attempt, Some(1));
+    assert!(
+        envelopes[0]
+            .subscription
+            .ends_with("/subscriptions/money-sender")
+    );
+    assert!(!envelopes[0].publish_time.is_empty());
+}
+
+#[tokio::test]
+async fn retries_with_backoff_then_succeeds() {
+    let (url, seen) = endpoint(|n| {
+        if n < 2 {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        }
+    })
+    .await;
+    let bus = MemoryBus::new();
+    bus.subscribe("t", "s", &url, fast_policy(5));
+    bus.publish("t", message("x")).await.unwrap();
+    eventually("ack after retries", Duration::from_secs(5), || {
+        bus.stats("s").unwrap().acked == 1
+    })
+    .await;
+    let attempts: Vec<Option<u32>> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.delivery_attempt)
+        .collect();
+    assert_eq!(attempts, vec![Some(1), Some(2), Some(3)]);
+    assert!(bus.dead_letters("s").is_empty());
+}
+
+#[tokio::test]
+async fn dead_letters_after_max_attempts_without_touching_other_messages() {
+    let (bad_url, bad_seen) = endpoint(|_| StatusCode::UNPROCESSABLE_ENTITY).await;
+    let (good_url, _) = endpoint(|_| StatusCode::OK).await;
+    let bus = MemoryBus::new();
+    bus.subscribe("t", "bad", &bad_url, fast_policy(4));
+    bus.subscribe("t", "good", &good_url, fast_policy(4));
+    bus.publish("t", message("poison")).await.unwrap();
+    eventually("dead letter", Duration::from_secs(5), || {
+        bus.stats("bad").unwrap().dead_lettered == 1
+    })
+    .await;
+    assert_eq!(bad_seen.lock().unwrap().len(), 4);
+    assert_eq!(bus.dead_letters("bad")[0].data, b"poison");
+    eventually(
+        "ack on the other subscription",
+        Duration::from_secs(5),
+        || bus.stats("good").unwrap().acked == 1,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn seek_redelivers_acked_messages() {
+    let (url, seen) = endpoint(|_| StatusCode::OK).await;
+    let bus = MemoryBus::new();
+    bus.subscribe("t", "s", &url, fast_policy(5));
+    let start = SystemTime::now();
+    for i in 0..3 {
+        bus.publish("t", message(&i.to_string())).await.unwrap();
+    }
+    eventually("3 acks", Duration::from_secs(5), || {
+        bus.stats("s").unwrap().acked == 3
+    })
+    .await;
+    assert_eq!(bus.seek("s", start), 3);
+    eventually("6 deliveries", Duration::from_secs(5), || {
+        seen.lock().unwrap().len() == 6
+    })
+    .await;
+    eventually("acked again", Duration::from_secs(5), || {
+        bus.stats("s").unwrap().acked == 3
+    })
+    .await;
+    assert_eq!(
+        bus.seek("s", SystemTime::now() + Duration::from_secs(60)),
+        0
+    );
+}
+
+#[tokio::test]
+async fn failing_publishes_report_the_topic() {
+    let bus = MemoryBus::new();
+    bus.set_fail_publishes(true);
+    let err = bus
+        .publish("paid_invoices", message("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.topic, "paid_invoices");
+    assert!(bus.published("paid_invoices").is_empty());
+}
+
+#[tokio::test]
+async fn malformed_push_bodies_get_400_with_the_reason() {
+    let app = Router::new().route("/push", post(|_: PushEnvelope| async { "ok" }));
+    let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), app)
+        .await
+        .unwrap();
+    let port = server.port();
+    tokio::spawn(server.run_until_stopped(std::future::pending()));
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("http://127.0.0.1:{port}/push"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("malformed push envelope")
+    );
+    let health = http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let notify = started.clone();
+    let app = Router::new().route(
+        "/slow",
+        get(move || async move {
+            notify.notify_one();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "done"
+        }),
+    );
+    let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), app)
+        .await
+        .unwrap();
+    let port = server.port();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+    let request = tokio::spawn(async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/slow"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    started.notified().await; // the request is in flight
+    stop_tx.send(()).unwrap();
+    assert_eq!(request.await.unwrap(), "done");
+    running.await.unwrap().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_is_forced_after_the_grace_period() {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let notify = started.clone();
+    let app = Router::new().route(
+        "/stuck",
+        get(move || async move {
+            notify.notify_one();
+            std::future::pending::<&'static str>().await
+        }),
+    );
+    let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), app)
+        .await
+        .unwrap()
+        .with_grace(Duration::from_millis(200));
+    let port = server.port();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+    let _stuck = tokio::spawn(reqwest::get(format!("http://127.0.0.1:{port}/stuck")));
+    started.notified().await;
+    let stopped_at = Instant::now();
+    stop_tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let took = stopped_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
