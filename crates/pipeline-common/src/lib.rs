@@ -6,6 +6,7 @@
 //! - [`envelope`]: the Pub/Sub push envelope as an axum extractor.
 //! - [`publisher`]: the `Publisher` trait (Pub/Sub in `gcp-pubsub`, in-process in [`bus`]).
 //! - [`bus`]: an in-process bus with Pub/Sub's push, retry and dead-letter contract.
+//! - [`locks`]: per-key async locks against concurrent duplicate deliveries.
 //! - [`config`]: environment variables, read once, errors that name the variable.
 //! - [`logging`]: Cloud Logging JSON lines with trace ids, or text in a terminal.
 //! - [`serve`]: bind, `/healthz`, request tracing, graceful shutdown.
@@ -14,6 +15,7 @@
 pub mod bus;
 pub mod config;
 pub mod envelope;
+pub mod locks;
 pub mod logging;
 pub mod messages;
 pub mod publisher;
