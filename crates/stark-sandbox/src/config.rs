@@ -1,0 +1,206 @@
+//! Everything a sandbox is started with, and the faults it can inject.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stark_client::{PrivateKey, PublicKey};
+
+use crate::error::SandboxError;
+
+/// How a sandbox behaves. Every delay is in **sandbox time** (see [`SandboxConfig::speed`])
+/// unless its doc says "real".
+///
+/// Start from [`SandboxConfig::default`] and override what a test cares about:
+/// ```
+/// # use std::time::Duration;
+/// let config = stark_sandbox::SandboxConfig {
+///     speed: 600.0,
+///     pay_probability: 1.0,
+///     pay_delay: Duration::from_secs(60),
+///     ..Default::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// TCP port on 127.0.0.1; 0 picks a free one (what tests want, so that they run in parallel).
+    pub port: u16,
+    /// Sandbox seconds per real second. Stark pays invoices minutes after creation and retries
+    /// webhooks over hours; a speed of 600 turns ten sandbox minutes into one real second so
+    /// that tests see all of it.
+    pub speed: f64,
+    /// Projects allowed to call the API, by project id (the digits of `project/{id}`) and the
+    /// public key registered for them. More can be added while running.
+    pub projects: Vec<(String, PublicKey)>,
+    /// Seed of every behavioural random choice (which invoices get paid, ids, high-S
+    /// signatures), so that a run can be repeated. Faults have their own seed in
+    /// [`FaultConfig::seed`].
+    pub seed: u64,
+    /// How long after creation a paid invoice is paid (the real sandbox took 7 to 9 minutes).
+    pub pay_delay: Duration,
+    /// How long after `paid` the money is `credited` to the balance.
+    pub credit_delay: Duration,
+    /// Chance that an invoice is ever paid. The real sandbox pays "most" invoices.
+    pub pay_probability: f64,
+    /// Fee in cents Stark keeps from each credited invoice (0 in 2024 sandbox samples, 50 in
+    /// a 2020 one).
+    pub invoice_fee: i64,
+    /// Fee in cents charged per transfer, debited with it.
+    pub transfer_fee: i64,
+    /// How long a transfer stays `created` before `processing` (when the balance is checked
+    /// and debited).
+    pub transfer_processing_delay: Duration,
+    /// How long a transfer stays `processing` before `success` or `failed`.
+    pub transfer_settle_delay: Duration,
+    /// Balance in cents at start. The real sandbox starts at zero and is funded by paid
+    /// invoices; tests of transfers may start with money instead of waiting.
+    pub initial_balance: i64,
+    /// Allowed difference, in **real** time, between `Access-Time` and the sandbox host's wall
+    /// clock. Clients sign with their wall clock, not the sandbox clock, so the skew check
+    /// ignores [`SandboxConfig::speed`]. Stark does not document its window.
+    pub access_time_skew: Duration,
+    /// `workspaceId` put on every event.
+    pub workspace_id: String,
+    /// The key the sandbox signs webhooks with; `None` draws a fresh one.
+    pub signing_key: Option<PrivateKey>,
+    /// **Real** time a webhook receiver has to answer before the attempt counts as `timeout`.
+    pub delivery_timeout: Duration,
+    /// Waits after each failed delivery before the next try. Stark retries 3 more times, after
+    /// 5, 30 and 120 minutes; when the list is used up the event stays `isDelivered=false`.
+    pub retry_schedule: Vec<Duration>,
+    /// Faults injected from the start; change them later with `SandboxHandle::set_faults`.
+    pub faults: FaultConfig,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            speed: 1.0,
+            projects: Vec::new(),
+            seed: 0,
+            pay_delay: Duration::from_secs(8 * 60),
+            credit_delay: Duration::from_secs(2),
+            pay_probability: 0.9,
+            invoice_fee: 0,
+            transfer_fee: 0,
+            transfer_processing_delay: Duration::from_secs(5),
+            transfer_settle_delay: Duration::from_secs(10),
+            initial_balance: 0,
+            access_time_skew: Duration::from_secs(300),
+            workspace_id: "6010044957065216".to_owned(),
+            signing_key: None,
+            delivery_timeout: Duration::from_secs(10),
+            retry_schedule: stark_retry_schedule(),
+            faults: FaultConfig::default(),
+        }
+    }
+}
+
+/// Stark's webhook retry schedule: 5, 30 and 120 minutes after each failure.
+pub fn stark_retry_schedule() -> Vec<Duration> {
+    [5, 30, 120].iter().map(|m| Duration::from_secs(m * 60)).collect()
+}
+
+impl SandboxConfig {
+    /// Refuses settings that cannot work, naming the field, before anything is bound.
+    pub fn validate(&self) -> Result<(), SandboxError> {
+        let bad = |field: &str, why: &str| Err(SandboxError::Config(format!("{field}: {why}")));
+        if !(self.speed.is_finite() && self.speed > 0.0) {
+            return bad("speed", "must be a positive number");
+        }
+        if !(0.0..=1.0).contains(&self.pay_probability) {
+            return bad("pay_probability", "must be between 0 and 1");
+        }
+        if self.invoice_fee < 0 || self.transfer_fee < 0 {
+            return bad("fee", "must not be negative");
+        }
+        if self.initial_balance < 0 {
+            return bad("initial_balance", "must not be negative");
+        }
+        if self.workspace_id.is_empty() || !self.workspace_id.bytes().all(|b| b.is_ascii_digit()) {
+            return bad("workspace_id", "must be decimal digits");
+        }
+        for (id, _) in &self.projects {
+            crate::auth::check_project_id(id).map_err(SandboxError::Config)?;
+        }
+        self.faults.validate()
+    }
+}
+
+/// Faults the sandbox injects, each with a rate in `[0, 1]`, all drawn from RNGs seeded by
+/// [`FaultConfig::seed`] so that a run with the same seed and the same requests injects the same
+/// faults. Each kind has its own random stream, so turning one on does not change when another
+/// fires.
+///
+/// Request faults are rolled once per `/v2` request in arrival order; webhook faults once per
+/// delivery in schedule order. The JSON form (for `POST /_sandbox/faults`) uses the camelCase
+/// field names; missing fields are 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Seed of the fault RNGs. Setting faults again reseeds them.
+    pub seed: u64,
+    /// Answer 500 (`internalServerError`) without doing anything.
+    pub server_error_rate: f64,
+    /// Answer only after [`FaultConfig::slow_delay_ms`] of **real** time.
+    pub slow_rate: f64,
+    /// Delay of a slow answer, in real milliseconds (so that it can exceed a client timeout).
+    pub slow_delay_ms: u64,
+    /// Close the connection without any answer, doing nothing.
+    pub drop_rate: f64,
+    /// For `POST /v2/invoice` and `POST /v2/transfer`: create the objects, then lose the
+    /// answer (half of the time a 500, half a cut connection). This is the case that makes
+    /// money move twice in a naive client.
+    pub lost_answer_rate: f64,
+    /// Deliver a webhook a second time after a successful delivery.
+    pub duplicate_delivery_rate: f64,
+    /// Hold back an event's first delivery by [`FaultConfig::out_of_order_delay_secs`] so that
+    /// later events overtake it (Stark does not guarantee order: `credited` may come before
+    /// `paid`).
+    pub out_of_order_rate: f64,
+    /// How long an out-of-order event is held back, in sandbox seconds.
+    pub out_of_order_delay_secs: u64,
+    /// Before a delivery, rotate the sandbox's signing key, as Stark may do at any time.
+    pub key_rotation_rate: f64,
+}
+
+impl Default for FaultConfig {
+    /// No faults; a slow answer takes 2 s and an out-of-order event is held back a minute.
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            server_error_rate: 0.0,
+            slow_rate: 0.0,
+            slow_delay_ms: 2_000,
+            drop_rate: 0.0,
+            lost_answer_rate: 0.0,
+            duplicate_delivery_rate: 0.0,
+            out_of_order_rate: 0.0,
+            out_of_order_delay_secs: 60,
+            key_rotation_rate: 0.0,
+        }
+    }
+}
+
+impl FaultConfig {
+    /// Checks that every rate is a probability.
+    pub fn validate(&self) -> Result<(), SandboxError> {
+        for (name, rate) in [
+            ("serverErrorRate", self.server_error_rate),
+            ("slowRate", self.slow_rate),
+            ("dropRate", self.drop_rate),
+            ("lostAnswerRate", self.lost_answer_rate),
+            ("duplicateDeliveryRate", self.duplicate_delivery_rate),
+            ("outOfOrderRate", self.out_of_order_rate),
+            ("keyRotationRate", self.key_rotation_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(SandboxError::Config(format!(
+                    "faults.{name}: {rate} is not a rate between 0 and 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! The axum application: `/v2` (authenticated, with faults) and `/_sandbox` (inspection and
+//! control, unauthenticated: the sandbox listens on loopback and holds no real money).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use stark_client::PublicKey;
+
+use crate::api::{RouteKind, dispatch, segments};
+use crate::auth::{authenticate, check_project_id};
+use crate::clock::timestamp;
+use crate::config::FaultConfig;
+use crate::conn::ConnHandle;
+use crate::engine::Shared;
+use crate::error::ApiError;
+use crate::faults::LostAnswer;
+use crate::query;
+
+/// Marks a response with the fault injected into it, for the request log.
+#[derive(Debug, Clone, Copy)]
+struct FaultTag(&'static str);
+
+/// Builds the router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/_sandbox/state", get(sandbox_state))
+        .route("/_sandbox/faults", get(get_faults).post(set_faults))
+        .route("/_sandbox/rotate-key", post(rotate_key))
+        .route("/_sandbox/advance", post(advance))
+        .route("/_sandbox/projects", post(register_project))
+        .fallback(v2)
+        .layer(middleware::from_fn(log_request))
+        .with_state(shared)
+}
+
+/// One log line per request: method, path, status, time taken, and the fault injected if any.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let fault = response.extensions().get::<FaultTag>().map_or("", |f| f.0);
+    tracing::info!(
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        fault,
+        "request"
+    );
+    response
+}
+
+fn tagged(mut response: Response, tag: &'static str) -> Response {
+    response.extensions_mut().insert(FaultTag(tag));
+    response
+}
+
+/// What the locked part of a `/v2` request decided.
+enum Outcome {
+    Answer(Response),
+    Drop(&'static str),
+}
+
+/// Every `/v2` request: infrastructure faults first (they happen before Stark looks at the
+/// request), then authentication, then the route, then the lost-answer fault for creates.
+async fn v2(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let segs = segments(uri.path());
+    if segs.first() != Some(&"v2") {
+        return ApiError::not_found(uri.path()).into_response();
+    }
+    let line = format!("{method} {}", uri.path());
+    let (faults, slow_delay) = {
+        let mut world = shared.lock();
+        world.requests += 1;
+        let faults = world.dice.roll_request();
+        for (on, kind) in [(faults.drop, "drop"), (faults.server_error, "serverError"), (faults.slow, "slow")] {
+            if on {
+                world.record_request_fault(kind, line.clone());
+            }
+        }
+        (faults, Duration::from_millis(world.dice.config.slow_delay_ms))
+    };
+    if faults.drop {
+        conn.kill();
+        return tagged(StatusCode::INTERNAL_SERVER_ERROR.into_response(), "drop");
+    }
+    if faults.slow {
+        tokio::time::sleep(slow_delay).await;
+    }
+    if faults.server_error {
+        return tagged(ApiError::internal().into_response(), "serverError");
+    }
+    let outcome = handle(&shared, &method, &uri, &headers, &body, &segs[1..], &line);
+    shared.wake.notify_one();
+    let response = match outcome {
+        Outcome::Answer(response) => response,
+        Outcome::Drop(tag) => {
+            conn.kill();
+            tagged(StatusCode::INTERNAL_SERVER_ERROR.into_response(), tag)
+        }
+    };
+    if faults.slow && response.extensions().get::<FaultTag>().is_none() {
+        return tagged(response, "slow");
+    }
+    response
+}
+
+/// The synchronous part of a `/v2` request, under the world lock.
+fn handle(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], path: &[&str], line: &str) -> Outcome {
+    let now = shared.clock.now();
+    let mut world = shared.lock();
+    if let Err(err) = authenticate(&world.projects, headers, body, shared.skew) {
+        return Outcome::Answer(err.into_response());
+    }
+    let q = query::parse(uri.query());
+    let (kind, result) = dispatch(&mut world, method, path, &q, body, now);
+    let lost = match (&kind, &result) {
+        (RouteKind::Create, Ok(_)) => world.dice.roll_lost_answer(),
+        _ => None,
+    };
+    match lost {
+        Some(LostAnswer::ServerError) => {
+            world.record_request_fault("lostAnswer500", line.to_owned());
+            Outcome::Answer(tagged(ApiError::internal().into_response(), "lostAnswer500"))
+        }
+        Some(LostAnswer::Drop) => {
+            world.record_request_fault("lostAnswerDrop", line.to_owned());
+            Outcome::Drop("lostAnswerDrop")
+        }
+        None => Outcome::Answer(match result {
+            Ok(value) => (StatusCode::OK, axum::Json(value)).into_response(),
+            Err(err) => err.into_response(),
+        }),
+    }
+}
+
+async fn sandbox_state(State(shared): State<Arc<Shared>>) -> Response {
+    let now = shared.clock.now();
+    let snapshot = shared.lock().snapshot(now);
+    axum::Json(snapshot).into_response()
+}
+
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
+    let config = shared.lock().dice.config.clone();
+    axum::Json(config).into_response()
+}
+
+/// Replaces the fault settings (fields left out are 0) and reseeds the dice.
+async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let config: FaultConfig = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return ApiError::bad("invalidJson", format!("Not a fault configuration: {e}")).into_response(),
+    };
+    if let Err(e) = config.validate() {
+        return ApiError::bad("invalidJson", e.to_string()).into_response();
+    }
+    shared.lock().set_faults(config.clone());
+    axum::Json(config).into_response()
+}
+
+async fn rotate_key(State(shared): State<Arc<Shared>>) -> Response {
+    let now = shared.clock.now();
+    let key = shared.lock().rotate_key(now);
+    axum::Json(json!({ "publicKey": key.to_pem(), "created": timestamp(now) })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    seconds: u64,
+}
+
+/// Moves sandbox time forward, e.g. to reach an expiration or the end of the retry schedule.
+async fn advance(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let Ok(Advance { seconds }) = serde_json::from_slice(&body) else {
+        return ApiError::bad("invalidJson", "The body must be {\"seconds\": integer}.").into_response();
+    };
+    shared.clock.advance(Duration::from_secs(seconds));
+    shared.wake.notify_one();
+    axum::Json(json!({ "now": timestamp(shared.clock.now()) })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewProject {
+    id: String,
+    public_key: String,
+}
+
+/// Registers a project at runtime (the local stack creates keys after the sandbox starts).
+async fn register_project(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let parsed: Result<NewProject, _> = serde_json::from_slice(&body);
+    let Ok(project) = parsed else {
+        return ApiError::bad("invalidJson", "The body must be {\"id\": digits, \"publicKey\": PEM}.").into_response();
+    };
+    if let Err(e) = check_project_id(&project.id) {
+        return ApiError::bad("invalidProject", e).into_response();
+    }
+    let key = match PublicKey::from_pem(&project.public_key) {
+        Ok(k) => k,
+        Err(e) => return ApiError::bad("invalidPublicKey", e.to_string()).into_response(),
+    };
+    shared.lock().projects.insert(project.id.clone(), key);
+    axum::Json(Value::from(json!({ "id": project.id }))).into_response()
+}

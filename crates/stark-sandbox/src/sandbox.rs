@@ -1,0 +1,262 @@
+//! Starting, driving and stopping a sandbox.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use stark_client::{AccessId, Client, ClientConfig, Environment, PrivateKey, PublicKey};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::auth::check_project_id;
+use crate::config::{FaultConfig, SandboxConfig};
+use crate::conn::{ConnHandle, KillableListener};
+use crate::engine::{self, Shared};
+use crate::error::SandboxError;
+use crate::state::SandboxState;
+use crate::world::World;
+
+/// Entry point: `Sandbox::start(config)` binds, spawns the server and the scheduler, and hands
+/// back a [`SandboxHandle`].
+#[derive(Debug)]
+pub struct Sandbox;
+
+impl Sandbox {
+    /// Binds `127.0.0.1:{config.port}` (0 picks a free port) and starts serving in the
+    /// background of the current tokio runtime.
+    pub async fn start(config: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST), config).await
+    }
+
+    /// Like [`Sandbox::start`] on another address, e.g. `0.0.0.0` so that containers can reach
+    /// the sandbox. URLs the handle gives still say `127.0.0.1` for unspecified addresses.
+    pub async fn start_on(host: IpAddr, config: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
+        config.validate()?;
+        let listener = TcpListener::bind(SocketAddr::new(host, config.port))
+            .await
+            .map_err(|source| SandboxError::Bind {
+                port: config.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
+            port: config.port,
+            source,
+        })?;
+        let shown_host = if host.is_unspecified() { "127.0.0.1".to_owned() } else { host.to_string() };
+        let root_url = format!("http://{shown_host}:{}", addr.port());
+        let clock = crate::clock::Clock::new(config.speed);
+        let world = World::new(&config, root_url.clone(), clock.now());
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| SandboxError::Config(format!("cannot build the webhook HTTP client: {e}")))?;
+        let shared = Arc::new(Shared {
+            world: std::sync::Mutex::new(world),
+            clock,
+            wake: Notify::new(),
+            http,
+            delivery_timeout: config.delivery_timeout,
+            skew: config.access_time_skew,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let engine = tokio::spawn(engine::run(shared.clone(), stopped.clone()));
+        let app = crate::http::router(shared.clone()).into_make_service_with_connect_info::<ConnHandle>();
+        let mut server_stop = stopped;
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(KillableListener::new(listener), app).with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            });
+            if let Err(err) = serve.await {
+                tracing::error!(error = %err, "the sandbox server stopped with an error");
+            }
+        });
+        tracing::info!(url = %format!("{root_url}/v2"), speed = config.speed, "stark sandbox listening");
+        Ok(SandboxHandle {
+            shared,
+            addr,
+            root_url,
+            stop,
+            tasks: Some((server, engine)),
+        })
+    }
+}
+
+/// A running sandbox. Dropping it stops the server; [`SandboxHandle::shutdown`] also waits
+/// until it has stopped.
+#[derive(Debug)]
+pub struct SandboxHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    root_url: String,
+    stop: watch::Sender<bool>,
+    /// The server and scheduler tasks, taken by `shutdown` to await them.
+    tasks: Option<(JoinHandle<()>, JoinHandle<()>)>,
+}
+
+impl SandboxHandle {
+    /// The port bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT/v2`: what `stark_client::Environment::Custom` wants.
+    pub fn base_url(&self) -> String {
+        format!("{}/v2", self.root_url)
+    }
+
+    /// `http://127.0.0.1:PORT`, the root of `/_sandbox/...` (and what the Python SDK monkeypatch
+    /// replaces `https://sandbox.api.starkbank.com` with).
+    pub fn root_url(&self) -> String {
+        self.root_url.clone()
+    }
+
+    /// Allows `project/{id}` to call the API with requests signed by `key`'s private half.
+    pub fn register_project(&self, id: &str, key: PublicKey) -> Result<(), SandboxError> {
+        check_project_id(id).map_err(SandboxError::Config)?;
+        self.shared.lock().projects.insert(id.to_owned(), key);
+        Ok(())
+    }
+
+    /// Registers a project with a fresh key and returns its id and private key: the one-liner a
+    /// test needs.
+    pub fn new_project(&self) -> (String, PrivateKey) {
+        let key = PrivateKey::generate();
+        let id = self.shared.lock().next_id();
+        self.shared.lock().projects.insert(id.clone(), key.public_key());
+        (id, key)
+    }
+
+    /// A `stark_client` configuration pointing at this sandbox.
+    pub fn client_config(&self, project_id: &str, key: PrivateKey) -> ClientConfig {
+        ClientConfig::new(
+            AccessId::Project(project_id.to_owned()),
+            key,
+            Environment::Custom(self.base_url()),
+        )
+    }
+
+    /// A `stark_client::Client` for a registered project.
+    pub fn client(&self, project_id: &str, key: PrivateKey) -> Result<Client, stark_client::Error> {
+        Client::new(self.client_config(project_id, key))
+    }
+
+    /// A snapshot of everything, for assertions.
+    pub fn state(&self) -> SandboxState {
+        let now = self.shared.clock.now();
+        self.shared.lock().snapshot(now)
+    }
+
+    /// Polls [`SandboxHandle::state`] every 10 ms until `condition` holds, or fails after
+    /// `within` (real time) with a description of the last state.
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        mut condition: impl FnMut(&SandboxState) -> bool,
+    ) -> Result<SandboxState, SandboxError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let state = self.state();
+            if condition(&state) {
+                return Ok(state);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SandboxError::Timeout(format!(
+                    "condition not met within {within:?}; at sandbox time {}: {} invoices, {} transfers, {} events, {} attempts, {} deliveries, balance {}",
+                    state.now,
+                    state.invoices.len(),
+                    state.transfers.len(),
+                    state.events.len(),
+                    state.attempts.len(),
+                    state.deliveries.len(),
+                    state.balance
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Cents available for transfers.
+    pub fn balance(&self) -> i64 {
+        self.shared.lock().balance
+    }
+
+    /// The fault settings in force.
+    pub fn faults(&self) -> FaultConfig {
+        self.shared.lock().dice.config.clone()
+    }
+
+    /// Replaces the fault settings and reseeds their dice, so that what follows repeats for the
+    /// same seed.
+    pub fn set_faults(&self, faults: FaultConfig) -> Result<(), SandboxError> {
+        faults.validate()?;
+        self.shared.lock().set_faults(faults);
+        Ok(())
+    }
+
+    /// Rotates the webhook signing key: `GET /v2/public-key` then lists the new key first and
+    /// the older ones after it.
+    pub fn rotate_key(&self) -> PublicKey {
+        let now = self.shared.clock.now();
+        self.shared.lock().rotate_key(now)
+    }
+
+    /// The key webhooks are signed with now.
+    pub fn public_key(&self) -> PublicKey {
+        self.shared.lock().public_key()
+    }
+
+    /// Current sandbox time.
+    pub fn now(&self) -> OffsetDateTime {
+        self.shared.clock.now()
+    }
+
+    /// Moves sandbox time forward and runs whatever became due.
+    pub fn advance(&self, by: Duration) {
+        self.shared.clock.advance(by);
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits until the server stops (it stops when [`SandboxHandle::shutdown`] is called from
+    /// elsewhere, or never): what a binary calls after start.
+    pub async fn run_until_stopped(mut self) {
+        if let Some((server, engine)) = self.tasks.take() {
+            let _ = server.await;
+            let _ = self.stop.send(true);
+            let _ = engine.await;
+        }
+    }
+
+    /// A handle to stop the sandbox from another task (for a binary waiting on a signal).
+    pub fn stopper(&self) -> SandboxStopper {
+        SandboxStopper { stop: self.stop.clone() }
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, and stops the scheduler.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some((server, engine)) = self.tasks.take() {
+            let _ = server.await;
+            let _ = engine.await;
+        }
+    }
+}
+
+impl Drop for SandboxHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Stops a sandbox from elsewhere (e.g. a signal handler).
+#[derive(Debug, Clone)]
+pub struct SandboxStopper {
+    stop: watch::Sender<bool>,
+}
+
+impl SandboxStopper {
+    /// Asks the sandbox to stop.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,158 @@
+//! What tests and operators can inspect: a snapshot of everything the sandbox holds.
+
+use serde::{Deserialize, Serialize};
+use stark_client::{Event, Invoice, InvoiceLog, PublicKeyEntry, Transfer, TransferLog, Webhook};
+
+/// One failed webhook delivery, as `GET /v2/event/attempt` shows it. Stark records only
+/// failures; a successful delivery sets the event's `isDelivered` instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventAttempt {
+    /// 16-digit id.
+    pub id: String,
+    /// `badHttpStatus`, `badConnection` or `timeout`.
+    pub code: String,
+    /// e.g. `HTTP POST request returned status 500`.
+    pub message: String,
+    /// The event that was being delivered.
+    pub event_id: String,
+    /// The webhook it was delivered to.
+    pub webhook_id: String,
+    /// When the attempt ended.
+    pub created: String,
+}
+
+/// How one POST to a webhook URL ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum DeliveryOutcome {
+    /// HTTP 200: the only answer that counts as delivered.
+    Delivered,
+    /// Any other HTTP status.
+    BadHttpStatus {
+        /// The status received.
+        status: u16,
+    },
+    /// The connection failed or broke.
+    BadConnection {
+        /// What the HTTP client said.
+        detail: String,
+    },
+    /// No answer within the delivery timeout.
+    Timeout,
+}
+
+/// A webhook POST the sandbox made, with the exact bytes and signature, so that tests can check
+/// what a receiver got (and replay it into a verifier, as the Python SDK test does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The event delivered.
+    pub event_id: String,
+    /// The webhook it went to.
+    pub webhook_id: String,
+    /// The URL posted to.
+    pub url: String,
+    /// The body, `{"event": {...}}` as Python's `json.dumps(sort_keys=True)` writes it.
+    pub body: String,
+    /// The `Digital-Signature` header.
+    pub signature: String,
+    /// Whether that signature was sent in its high-S form.
+    pub high_s: bool,
+    /// True for the extra copy sent by the duplicate-delivery fault.
+    pub duplicate: bool,
+    /// 1 for the first try, 2 to 4 for the retries.
+    pub try_number: u32,
+    /// Sandbox time the POST ended.
+    pub at: String,
+    /// How it ended.
+    pub outcome: DeliveryOutcome,
+}
+
+/// A fault the sandbox injected, in the order injected. Two runs with the same seed and the same
+/// requests produce the same list (minus the ids in `detail`, which name fresh objects).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectedFault {
+    /// Which `/v2` request it hit (counting from 1), or 0 for webhook faults.
+    pub request: u64,
+    /// `serverError`, `slow`, `drop`, `lostAnswer500`, `lostAnswerDrop`, `duplicateDelivery`,
+    /// `outOfOrder` or `keyRotation`.
+    pub kind: String,
+    /// The request line or the event id.
+    pub detail: String,
+}
+
+/// Everything the sandbox holds, oldest first, for assertions (`SandboxHandle::state`) and for
+/// `GET /_sandbox/state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxState {
+    /// Current sandbox time.
+    pub now: String,
+    /// Cents available: initial balance + credited invoices (net of fee) − transfers debited
+    /// (with their fee).
+    pub balance: i64,
+    /// `/v2` requests received so far (faulted ones included).
+    pub requests: u64,
+    /// All invoices.
+    pub invoices: Vec<Invoice>,
+    /// All invoice logs.
+    pub invoice_logs: Vec<InvoiceLog>,
+    /// All transfers.
+    pub transfers: Vec<Transfer>,
+    /// All transfer logs.
+    pub transfer_logs: Vec<TransferLog>,
+    /// Webhooks not deleted.
+    pub webhooks: Vec<Webhook>,
+    /// Events not deleted, with `isDelivered`.
+    pub events: Vec<Event>,
+    /// Failed delivery attempts.
+    pub attempts: Vec<EventAttempt>,
+    /// Every webhook POST made.
+    pub deliveries: Vec<Delivery>,
+    /// The webhook signing keys, newest first, as `GET /v2/public-key` lists them.
+    pub public_keys: Vec<PublicKeyEntry>,
+    /// Faults injected so far.
+    pub faults: Vec<InjectedFault>,
+}
+
+impl SandboxState {
+    /// An invoice by id.
+    pub fn invoice(&self, id: &str) -> Option<&Invoice> {
+        self.invoices.iter().find(|i| i.id == id)
+    }
+
+    /// A transfer by id.
+    pub fn transfer(&self, id: &str) -> Option<&Transfer> {
+        self.transfers.iter().find(|t| t.id == id)
+    }
+
+    /// An event by id.
+    pub fn event(&self, id: &str) -> Option<&Event> {
+        self.events.iter().find(|e| e.id == id)
+    }
+
+    /// The invoice log types of one invoice, in order (`["created", "paid", "credited"]`).
+    pub fn invoice_log_types(&self, invoice_id: &str) -> Vec<&'static str> {
+        self.invoice_logs
+            .iter()
+            .filter(|l| l.invoice.id == invoice_id)
+            .map(|l| l.log_type.as_str())
+            .collect()
+    }
+
+    /// The transfer log types of one transfer, in order.
+    pub fn transfer_log_types(&self, transfer_id: &str) -> Vec<&str> {
+        self.transfer_logs
+            .iter()
+            .filter(|l| l.transfer.id == transfer_id)
+            .map(|l| l.log_type.as_str())
+            .collect()
+    }
+
+    /// Attempts recorded for one event.
+    pub fn attempts_for(&self, event_id: &str) -> Vec<&EventAttempt> {
+        self.attempts.iter().filter(|a| a.event_id == event_id).collect()
+    }
+}

@@ -1,0 +1,172 @@
+//! Append-only tables with id lookup and Stark-style cursor pages.
+//!
+//! Rows are never removed (a deleted webhook or event is flagged), so a row's position is a
+//! stable key: the cursor is the position of the last row of a page, and the next page continues
+//! from there. Unlike an offset, that stays right while new rows are created between two pages,
+//! which is exactly when a paging client runs (newest first, new rows land before the cursor).
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+
+/// One stored object.
+#[derive(Debug, Clone)]
+pub struct Row<T> {
+    /// Creation time, for the `after`/`before` filters.
+    pub at: OffsetDateTime,
+    /// The object as the API shows it.
+    pub item: T,
+    /// Deleted rows stay in place (positions are cursors) but are never listed or found.
+    pub deleted: bool,
+}
+
+/// Rows in creation order, indexed by id.
+#[derive(Debug, Clone)]
+pub struct Table<T> {
+    rows: Vec<Row<T>>,
+    index: HashMap<String, usize>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Table<T> {
+    /// Appends a row.
+    pub fn insert(&mut self, id: String, at: OffsetDateTime, item: T) {
+        self.index.insert(id, self.rows.len());
+        self.rows.push(Row {
+            at,
+            item,
+            deleted: false,
+        });
+    }
+
+    /// A live row by id.
+    pub fn get(&self, id: &str) -> Option<&Row<T>> {
+        self.index.get(id).map(|&i| &self.rows[i]).filter(|r| !r.deleted)
+    }
+
+    /// A live row by id, mutable.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Row<T>> {
+        self.index.get(id).map(|&i| &mut self.rows[i]).filter(|r| !r.deleted)
+    }
+
+    /// Live rows, oldest first.
+    pub fn live(&self) -> impl DoubleEndedIterator<Item = &Row<T>> {
+        self.rows.iter().filter(|r| !r.deleted)
+    }
+
+    /// Mutable live rows, oldest first.
+    pub fn live_mut(&mut self) -> impl Iterator<Item = &mut Row<T>> {
+        self.rows.iter_mut().filter(|r| !r.deleted)
+    }
+
+    /// One page of live rows that pass `keep` and the date filters, in `order`.
+    pub fn page<'a>(
+        &'a self,
+        params: &ListParams,
+        keep: impl Fn(&T) -> bool,
+    ) -> (Vec<&'a T>, Option<String>) {
+        let len = self.rows.len();
+        let positions: Box<dyn Iterator<Item = usize>> = match (params.ascending, params.cursor) {
+            (false, None) => Box::new((0..len).rev()),
+            (false, Some(c)) => Box::new((0..c.min(len)).rev()),
+            (true, None) => Box::new(0..len),
+            (true, Some(c)) => Box::new(c.saturating_add(1)..len),
+        };
+        let mut matching = positions.filter(|&i| {
+            let row = &self.rows[i];
+            !row.deleted
+                && params.after.is_none_or(|d| row.at.date() >= d)
+                && params.before.is_none_or(|d| row.at.date() <= d)
+                && keep(&row.item)
+        });
+        let mut items = Vec::new();
+        let mut last = None;
+        for i in matching.by_ref().take(params.limit) {
+            items.push(&self.rows[i].item);
+            last = Some(i);
+        }
+        let cursor = match (last, matching.next()) {
+            (Some(last), Some(_)) => Some(encode_cursor(last)),
+            _ => None,
+        };
+        (items, cursor)
+    }
+}
+
+/// The common list parameters: `limit`, `cursor`, `after`, `before`, and the sort direction.
+#[derive(Debug, Clone)]
+pub struct ListParams {
+    /// 1 to 100; Stark's default and maximum is 100.
+    pub limit: usize,
+    /// Position of the last row of the previous page.
+    pub cursor: Option<usize>,
+    /// Created on or after this UTC date.
+    pub after: Option<time::Date>,
+    /// Created on or before this UTC date.
+    pub before: Option<time::Date>,
+    /// Oldest first instead of Stark's default newest first.
+    pub ascending: bool,
+}
+
+/// Encodes a position as an opaque cursor.
+pub fn encode_cursor(position: usize) -> String {
+    URL_SAFE_NO_PAD.encode(format!("sandbox-cursor:{position}"))
+}
+
+/// Decodes a cursor made by [`Table::page`] (or [`encode_cursor`]); anything else is `invalidCursor`.
+pub fn decode_cursor(text: &str) -> Result<usize, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("sandbox-cursor:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| ApiError::bad("invalidCursor", format!("Cursor {text:?} is not valid.")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(limit: usize, cursor: Option<String>) -> ListParams {
+        ListParams {
+            limit,
+            cursor: cursor.map(|c| decode_cursor(&c).unwrap()),
+            after: None,
+            before: None,
+            ascending: false,
+        }
+    }
+
+    #[test]
+    fn pages_newest_first_and_survive_inserts_between_pages() {
+        let mut t = Table::default();
+        let now = OffsetDateTime::now_utc();
+        for i in 0..5 {
+            t.insert(i.to_string(), now, i);
+        }
+        let (first, cursor) = t.page(&params(2, None), |_| true);
+        assert_eq!(first, [&4, &3]);
+        t.insert("5".into(), now, 5);
+        let (second, cursor) = t.page(&params(2, cursor), |_| true);
+        assert_eq!(second, [&2, &1]);
+        let (third, cursor) = t.page(&params(2, cursor), |_| true);
+        assert_eq!(third, [&0]);
+        assert!(cursor.is_none());
+        let (evens, cursor) = t.page(&params(3, None), |i| i % 2 == 0);
+        assert_eq!(evens, [&4, &2, &0]);
+        assert!(cursor.is_none(), "no cursor when the page ends the list exactly");
+        assert!(decode_cursor("garbage").is_err());
+    }
+}

@@ -1,0 +1,321 @@
+//! `/v2/transfer`: create (with Stark's duplicate blocking), list, get, cancel, logs.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+use stark_client::{Transfer, TransferStatus};
+use time::OffsetDateTime;
+
+use crate::clock::{DateOrTime, parse_date_or_time, timestamp};
+use crate::error::{ApiError, codes};
+use crate::query::{self, Query};
+use crate::validate::{Item, batch};
+use crate::world::{TransferRec, World};
+
+/// Fields `POST /v2/transfer` accepts.
+const FIELDS: &[&str] = &[
+    "amount", "name", "taxId", "bankCode", "branchCode", "accountNumber", "accountType", "externalId", "scheduled",
+    "description", "displayDescription", "tags", "rules", "metadata",
+];
+
+const ACCOUNT_TYPES: &[&str] = &["checking", "savings", "salary", "payment"];
+
+/// Transfer log types (API.md §4.2; `sending` was seen in a real sandbox event).
+const LOG_TYPES: &[&str] = &["created", "processing", "sending", "success", "failed", "canceled"];
+
+/// How far in the past a `scheduled` datetime may be (clients send "now" with their clock).
+const SCHEDULE_TOLERANCE: time::Duration = time::Duration::minutes(1);
+
+/// A transfer item that passed every check.
+struct Checked {
+    amount: i64,
+    name: String,
+    tax_id: String,
+    tax_digits: String,
+    bank_code: String,
+    branch_code: String,
+    account_number: String,
+    account_type: String,
+    external_id: Option<String>,
+    scheduled: Option<DateOrTime>,
+    description: Option<String>,
+    display_description: Option<String>,
+    tags: Vec<String>,
+    rules: Vec<stark_client::Rule>,
+    metadata: Option<Value>,
+}
+
+impl Checked {
+    fn day(&self, now: OffsetDateTime) -> time::Date {
+        self.scheduled.map_or(now.date(), DateOrTime::date)
+    }
+}
+
+/// Digits, optionally followed by `-` and one check character (`1357-9`, `876543-2`).
+fn account_like(text: &str, max_digits: usize, check_x: bool) -> bool {
+    let (main, check) = match text.split_once('-') {
+        Some((m, c)) => (m, Some(c)),
+        None => (text, None),
+    };
+    let main_ok = !main.is_empty() && main.len() <= max_digits && main.bytes().all(|b| b.is_ascii_digit());
+    let check_ok = check.is_none_or(|c| c.len() == 1 && c.bytes().all(|b| b.is_ascii_digit() || (check_x && (b == b'x' || b == b'X'))));
+    main_ok && check_ok
+}
+
+fn check(item: &mut Item<'_>, now: OffsetDateTime) -> Option<Checked> {
+    item.only(FIELDS);
+    let amount = item.amount(1);
+    let name = item.name();
+    let tax_id = item.tax_id();
+    let bank_code = item.required_str("bankCode");
+    if let Some(b) = &bank_code
+        && !(b.bytes().all(|c| c.is_ascii_digit()) && matches!(b.len(), 1..=3 | 8))
+    {
+        item.err("invalidBankCode", format!("bankCode {b:?} must be an 8-digit ISPB (Pix) or a 1-3 digit bank code (TED)."));
+    }
+    let branch_code = item.required_str("branchCode");
+    if let Some(b) = &branch_code
+        && !account_like(b, 5, false)
+    {
+        item.err("invalidBranchCode", format!("branchCode {b:?} must be digits, with an optional -digit."));
+    }
+    let account_number = item.required_str("accountNumber");
+    if let Some(a) = &account_number
+        && !account_like(a, 20, true)
+    {
+        item.err("invalidAccountNumber", format!("accountNumber {a:?} must be digits, with an optional -digit."));
+    }
+    let account_type = item.opt_str("accountType", "invalidAccountType").unwrap_or_else(|| "checking".into());
+    if !ACCOUNT_TYPES.contains(&account_type.as_str()) {
+        item.err("invalidAccountType", format!("accountType must be one of {ACCOUNT_TYPES:?}."));
+    }
+    let external_id = item.opt_str("externalId", codes::INVALID_EXTERNAL_ID);
+    if let Some(e) = &external_id
+        && !((1..=100).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)))
+    {
+        item.err(codes::INVALID_EXTERNAL_ID, format!("externalId {e:?} must be 1 to 100 URL-safe characters."));
+    }
+    let scheduled = match item.get("scheduled") {
+        None => None,
+        Some(Value::String(s)) => match parse_date_or_time(s) {
+            Some(DateOrTime::Date(d)) if d < now.date() => {
+                item.err("invalidDate", format!("scheduled {s:?} is in the past."));
+                None
+            }
+            Some(DateOrTime::Time(t)) if t < now - SCHEDULE_TOLERANCE => {
+                item.err("invalidDateTime", format!("scheduled {s:?} is in the past."));
+                None
+            }
+            Some(d) => Some(d),
+            None => {
+                item.err("invalidDate", format!("scheduled {s:?} is not a date or datetime."));
+                None
+            }
+        },
+        Some(other) => {
+            item.err("invalidDate", format!("scheduled must be a string; got {other}."));
+            None
+        }
+    };
+    let description = item.opt_str("description", "invalidDescription");
+    let display_description = item.opt_str("displayDescription", "invalidDescription");
+    let tags = item.tags();
+    let rules = item.rules();
+    let metadata = match item.get("metadata") {
+        None => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => {
+            item.err("invalidMetadata", "metadata must be an object.");
+            None
+        }
+    };
+    let tax_id = tax_id?;
+    Some(Checked {
+        amount: amount?,
+        name: name?,
+        tax_id: tax_id.formatted(),
+        tax_digits: tax_id.digits,
+        bank_code: bank_code?,
+        branch_code: branch_code?,
+        account_number: account_number?,
+        account_type,
+        external_id,
+        scheduled,
+        description,
+        display_description,
+        tags,
+        rules,
+        metadata,
+    })
+}
+
+fn parse_status(text: &str) -> Result<TransferStatus, ApiError> {
+    serde_json::from_value::<TransferStatus>(Value::String(text.to_owned()))
+        .ok()
+        .filter(|s| s.as_str() == text)
+        .ok_or_else(|| ApiError::bad("invalidStatus", format!("Unknown transfer status {text:?}.")))
+}
+
+type DuplicateKey = (String, String, String, String, i64, time::Date);
+
+impl World {
+    /// `POST /v2/transfer`. Besides field checks, two duplicate rules, each failing only the
+    /// offending item (and with it the batch): an `externalId` already used, and, for items
+    /// without one, the same amount to the same receiver on the same scheduled day as a transfer
+    /// that has not failed or been canceled.
+    pub fn create_transfers(&mut self, body: &[u8], now: OffsetDateTime) -> Result<Value, ApiError> {
+        let items = batch(body, "transfers")?;
+        let mut errors = Vec::new();
+        let mut checked = Vec::new();
+        let mut batch_external_ids = HashSet::new();
+        let mut batch_keys: HashSet<DuplicateKey> = HashSet::new();
+        let existing_keys: HashSet<DuplicateKey> = self
+            .transfers
+            .live()
+            .filter(|r| !matches!(r.item.transfer.status, TransferStatus::Failed | TransferStatus::Canceled))
+            .map(|r| {
+                let (t, b, br, a) = r.item.receiver.clone();
+                (t, b, br, a, r.item.transfer.amount, r.item.scheduled_day)
+            })
+            .collect();
+        for (i, value) in items.iter().enumerate() {
+            let before = errors.len();
+            let Some(mut item) = Item::new(i, value, &mut errors) else { continue };
+            let Some(c) = check(&mut item, now) else { continue };
+            if let Some(e) = &c.external_id {
+                if let Some(existing) = self.external_ids.get(e) {
+                    item.err(codes::INVALID_EXTERNAL_ID, format!("externalId {e:?} was already used by transfer {existing}."));
+                } else if !batch_external_ids.insert(e.clone()) {
+                    item.err(codes::INVALID_EXTERNAL_ID, format!("externalId {e:?} is repeated in this request."));
+                }
+            } else {
+                let key = (
+                    c.tax_digits.clone(),
+                    c.bank_code.clone(),
+                    c.branch_code.clone(),
+                    c.account_number.clone(),
+                    c.amount,
+                    c.day(now),
+                );
+                if existing_keys.contains(&key) || !batch_keys.insert(key) {
+                    item.err(
+                        codes::DUPLICATE_TRANSFER,
+                        "a transfer of the same amount to the same receiver is already scheduled for that day; send an externalId to make a deliberate repeat.",
+                    );
+                }
+            }
+            if errors.len() == before {
+                checked.push(c);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::many(errors));
+        }
+        let mut created = Vec::new();
+        for c in checked {
+            let scheduled_at = c.scheduled.map_or(now, DateOrTime::start);
+            let scheduled_day = c.day(now);
+            let transfer = Transfer {
+                id: self.next_id(),
+                amount: c.amount,
+                description: c.description.unwrap_or_else(|| format!("{} ({})", c.name, c.tax_id)),
+                name: c.name,
+                tax_id: c.tax_id,
+                bank_code: c.bank_code.clone(),
+                branch_code: c.branch_code.clone(),
+                account_number: c.account_number.clone(),
+                account_type: c.account_type,
+                external_id: c.external_id,
+                scheduled: timestamp(scheduled_at.max(now)),
+                display_description: c.display_description,
+                tags: c.tags,
+                rules: c.rules,
+                metadata: c.metadata,
+                fee: 0,
+                status: TransferStatus::Created,
+                transaction_ids: Vec::new(),
+                created: timestamp(now),
+                updated: timestamp(now),
+            };
+            let rec = TransferRec {
+                transfer,
+                scheduled_at,
+                scheduled_day,
+                receiver: (c.tax_digits, c.bank_code, c.branch_code, c.account_number),
+                debited: false,
+            };
+            created.push(self.add_transfer(rec, now));
+        }
+        Ok(json!({ "transfers": created, "message": "Transfer(s) successfully created" }))
+    }
+
+    /// `GET /v2/transfer`: `status`, `tags`, `ids`, `transactionIds`, `taxId`, `sort`, and the
+    /// common list parameters.
+    pub fn list_transfers(&self, q: &Query) -> Result<Value, ApiError> {
+        let params = query::list_params(q)?;
+        let status = q.get("status").map(|s| parse_status(s)).transpose()?;
+        let tags = query::list(q, "tags");
+        let ids = query::list(q, "ids");
+        let transaction_ids = query::list(q, "transactionIds");
+        let tax_id = q.get("taxId").map(|t| t.chars().filter(char::is_ascii_digit).collect::<String>());
+        let (items, cursor) = self.transfers.page(&params, |r| {
+            let t = &r.transfer;
+            status.is_none_or(|s| t.status == s)
+                && (tags.is_empty() || t.tags.iter().any(|x| tags.iter().any(|w| w.to_lowercase() == *x)))
+                && (ids.is_empty() || ids.contains(&t.id))
+                && (transaction_ids.is_empty() || t.transaction_ids.iter().any(|x| transaction_ids.contains(x)))
+                && tax_id.as_ref().is_none_or(|d| *d == r.receiver.0)
+        });
+        let transfers: Vec<&Transfer> = items.into_iter().map(|r| &r.transfer).collect();
+        Ok(json!({ "cursor": cursor, "transfers": transfers }))
+    }
+
+    /// `GET /v2/transfer/{id}`.
+    pub fn get_transfer(&self, id: &str) -> Result<Value, ApiError> {
+        let row = self
+            .transfers
+            .get(id)
+            .ok_or_else(|| ApiError::bad("invalidTransfer", format!("Transfer {id} not found.")))?;
+        Ok(json!({ "transfer": row.item.transfer }))
+    }
+
+    /// `DELETE /v2/transfer/{id}`: cancels a transfer scheduled for later; anything else is
+    /// `invalidAction`.
+    pub fn cancel_transfer(&mut self, id: &str, now: OffsetDateTime) -> Result<Value, ApiError> {
+        let row = self
+            .transfers
+            .get_mut(id)
+            .ok_or_else(|| ApiError::bad("invalidTransfer", format!("Transfer {id} not found.")))?;
+        let rec = &mut row.item;
+        if rec.transfer.status != TransferStatus::Created || rec.scheduled_at <= now {
+            return Err(ApiError::bad("invalidAction", format!("Transfer {id} is not scheduled for later, so it cannot be canceled.")));
+        }
+        rec.transfer.status = TransferStatus::Canceled;
+        rec.transfer.updated = timestamp(now);
+        self.transfer_log(id, "canceled", Vec::new(), now);
+        self.get_transfer(id)
+    }
+
+    /// `GET /v2/transfer/log`: `types`, `transferIds`, and the common list parameters.
+    pub fn list_transfer_logs(&self, q: &Query) -> Result<Value, ApiError> {
+        let params = query::list_params(q)?;
+        let types = query::list(q, "types");
+        if let Some(bad) = types.iter().find(|t| !LOG_TYPES.contains(&t.as_str())) {
+            return Err(ApiError::bad("invalidTransferLog", format!("Unknown transfer log type {bad:?}.")));
+        }
+        let ids = query::list(q, "transferIds");
+        let (logs, cursor) = self.transfer_logs.page(&params, |l| {
+            (types.is_empty() || types.contains(&l.log_type)) && (ids.is_empty() || ids.contains(&l.transfer.id))
+        });
+        Ok(json!({ "cursor": cursor, "logs": logs }))
+    }
+
+    /// `GET /v2/transfer/log/{id}`.
+    pub fn get_transfer_log(&self, id: &str) -> Result<Value, ApiError> {
+        let log = self
+            .transfer_logs
+            .get(id)
+            .ok_or_else(|| ApiError::bad("invalidTransferLog", format!("Transfer log {id} not found.")))?;
+        Ok(json!({ "log": log.item }))
+    }
+}
