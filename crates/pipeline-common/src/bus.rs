@@ -13,11 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use futures::future::BoxFuture;
 
-use crate::envelope::{WireEnvelope, WireMessage};
+use crate::envelope::WireEnvelope;
 use crate::publisher::{OutgoingMessage, PublishError, Publisher};
 
 /// How a subscription retries.
@@ -277,18 +275,17 @@ async fn deliver(
     let policy = &subscription.policy;
     let mut backoff = policy.min_backoff;
     for attempt in 1..=policy.max_delivery_attempts {
-        let envelope = WireEnvelope {
-            subscription: format!("projects/{project}/subscriptions/{}", subscription.name),
-            message: WireMessage {
-                data: Some(B64.encode(&message.data)),
-                attributes: Some(message.attributes.clone()),
-                message_id: Some(message.message_id.clone()),
-                message_id_snake: Some(message.message_id.clone()),
-                publish_time: Some(publish_time.clone()),
-                publish_time_snake: Some(publish_time.clone()),
-            },
-            delivery_attempt: Some(attempt),
+        let outgoing = OutgoingMessage {
+            data: message.data.clone(),
+            attributes: message.attributes.clone(),
         };
+        let envelope = WireEnvelope::for_message(
+            &format!("projects/{project}/subscriptions/{}", subscription.name),
+            &message.message_id,
+            &publish_time,
+            &outgoing,
+            Some(attempt),
+        );
         subscription.attempts.fetch_add(1, Ordering::SeqCst);
         let result = http
             .post(&subscription.endpoint)

@@ -101,6 +101,31 @@ impl IntoResponse for PushRejection {
     }
 }
 
+impl WireEnvelope {
+    /// The delivery Pub/Sub would POST for `message` (both id and time spellings, as real
+    /// Pub/Sub sends them). The in-process bus and tests build deliveries with it.
+    pub fn for_message(
+        subscription: &str,
+        message_id: &str,
+        publish_time: &str,
+        message: &crate::publisher::OutgoingMessage,
+        delivery_attempt: Option<u32>,
+    ) -> Self {
+        WireEnvelope {
+            subscription: subscription.to_owned(),
+            message: WireMessage {
+                data: Some(B64.encode(&message.data)),
+                attributes: Some(message.attributes.clone()),
+                message_id: Some(message_id.to_owned()),
+                message_id_snake: Some(message_id.to_owned()),
+                publish_time: Some(publish_time.to_owned()),
+                publish_time_snake: Some(publish_time.to_owned()),
+            },
+            delivery_attempt,
+        }
+    }
+}
+
 impl PushEnvelope {
     /// Parses the JSON body of a push request.
     pub fn parse(body: &[u8]) -> Result<Self, PushRejection> {

@@ -1,0 +1,84 @@
+//! Test helpers shared by the service crates (a dev-dependency only).
+//!
+//! - [`stark`]: a local Stark sandbox plus a client registered with it.
+//! - [`spawn`]: serves a router on `127.0.0.1:0` through the production [`Server`].
+//! - [`push`]: delivers a message the way Pub/Sub push does, returning the HTTP status.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use pipeline_common::envelope::WireEnvelope;
+use pipeline_common::messages::TopicMessage;
+use pipeline_common::publisher::OutgoingMessage;
+use pipeline_common::serve::Server;
+use stark_client::Client;
+use stark_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+
+/// A running sandbox and a client of one of its projects.
+#[derive(Debug)]
+pub struct Stark {
+    /// The sandbox.
+    pub sandbox: SandboxHandle,
+    /// A client signed as the registered project.
+    pub client: Client,
+}
+
+/// Starts a sandbox with `config` and registers a fresh project.
+pub async fn stark(config: SandboxConfig) -> Stark {
+    let sandbox = Sandbox::start(config).await.expect("sandbox starts");
+    let (project, key) = sandbox.new_project();
+    let mut client_config = sandbox.client_config(&project, key);
+    client_config.retry_backoff = Duration::from_millis(5);
+    client_config.timeout = Duration::from_secs(3);
+    let client = Client::new(client_config).expect("client builds");
+    Stark { sandbox, client }
+}
+
+/// Serves `router` on an ephemeral loopback port and returns its base URL.
+pub async fn spawn(router: axum::Router) -> String {
+    let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), router)
+        .await
+        .expect("bind loopback");
+    let port = server.port();
+    tokio::spawn(server.run_until_stopped(std::future::pending()));
+    format!("http://127.0.0.1:{port}")
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// POSTs `message` to `url` as a Pub/Sub push delivery and returns the status code.
+pub async fn push(url: &str, message: &impl TopicMessage) -> u16 {
+    push_raw(url, &message.to_message()).await
+}
+
+/// POSTs an already serialized message as a push delivery.
+pub async fn push_raw(url: &str, message: &OutgoingMessage) -> u16 {
+    let id = NEXT_ID.fetch_add(1, Ordering::SeqCst).to_string();
+    let envelope = WireEnvelope::for_message(
+        "projects/test/subscriptions/test",
+        &id,
+        "2026-11-27T00:00:00Z",
+        message,
+        Some(1),
+    );
+    post_json(
+        url,
+        serde_json::to_vec(&envelope).expect("envelope serializes"),
+    )
+    .await
+}
+
+/// POSTs raw bytes as JSON and returns the status code.
+pub async fn post_json(url: &str, body: Vec<u8>) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the service answers")
+        .status()
+        .as_u16()
+}
