@@ -17,8 +17,19 @@ use crate::world::World;
 /// Subscriptions Stark offers (API.md §5.1). The sandbox only produces `invoice` and `transfer`
 /// events, but accepts the others so that a client's registration code runs unchanged.
 const SUBSCRIPTIONS: &[&str] = &[
-    "transfer", "invoice", "deposit", "boleto", "boleto-payment", "boleto-holmes", "brcode-payment", "utility-payment",
-    "tax-payment", "darf-payment", "payment-request", "invoice-pull-request", "invoice-pull-subscription",
+    "transfer",
+    "invoice",
+    "deposit",
+    "boleto",
+    "boleto-payment",
+    "boleto-holmes",
+    "brcode-payment",
+    "utility-payment",
+    "tax-payment",
+    "darf-payment",
+    "payment-request",
+    "invoice-pull-request",
+    "invoice-pull-subscription",
 ];
 
 /// Splits a path into segments, dropping empty ones (`//`, trailing `/`).
@@ -75,11 +86,22 @@ pub fn dispatch(
         ["event", id] if get => get_event(world, id),
         ["event", id] if patch => patch_event(world, id, body),
         ["event", id] if delete => delete_event(world, id),
-        ["public-key"] | ["invoice"] | ["invoice", "log"] | ["invoice", "log", _] | ["invoice", _]
-        | ["invoice", _, "payment"] | ["transfer"] | ["transfer", "log"] | ["transfer", "log", _] | ["transfer", _]
-        | ["webhook"] | ["webhook", _] | ["event"] | ["event", "attempt"] | ["event", "attempt", _] | ["event", _] => {
-            not_allowed()
-        }
+        ["public-key"]
+        | ["invoice"]
+        | ["invoice", "log"]
+        | ["invoice", "log", _]
+        | ["invoice", _]
+        | ["invoice", _, "payment"]
+        | ["transfer"]
+        | ["transfer", "log"]
+        | ["transfer", "log", _]
+        | ["transfer", _]
+        | ["webhook"]
+        | ["webhook", _]
+        | ["event"]
+        | ["event", "attempt"]
+        | ["event", "attempt", _]
+        | ["event", _] => not_allowed(),
         _ => Err(ApiError::not_found(&display)),
     };
     (RouteKind::Other, result)
@@ -105,27 +127,53 @@ fn create_webhook(world: &mut World, body: &[u8], now: OffsetDateTime) -> Result
         .as_object()
         .ok_or_else(|| ApiError::bad("invalidJson", "The body must be an object."))?;
     let mut errors = Vec::new();
-    let mut push = |code: &str, message: String| errors.push(stark_client::StarkError { code: code.into(), message });
+    let mut push = |code: &str, message: String| {
+        errors.push(stark_client::StarkError {
+            code: code.into(),
+            message,
+        })
+    };
     for key in obj.keys().filter(|k| *k != "url" && *k != "subscriptions") {
         push("invalidJson", format!("Unknown field {key:?}."));
     }
     // Stark requires HTTPS with a valid certificate; the sandbox also takes http so that local
     // receivers work.
-    let url = obj.get("url").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let url_ok = url::Url::parse(&url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    let url = obj
+        .get("url")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let url_ok = url::Url::parse(&url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
     if !url_ok {
-        push("invalidUrl", format!("url {url:?} must be an http or https URL."));
+        push(
+            "invalidUrl",
+            format!("url {url:?} must be an http or https URL."),
+        );
     }
     let subscriptions: Vec<String> = obj
         .get("subscriptions")
         .and_then(Value::as_array)
-        .map(|l| l.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
-    let subs_ok = obj.get("subscriptions").and_then(Value::as_array).is_some_and(|l| l.len() == subscriptions.len())
+    let subs_ok = obj
+        .get("subscriptions")
+        .and_then(Value::as_array)
+        .is_some_and(|l| l.len() == subscriptions.len())
         && !subscriptions.is_empty()
-        && subscriptions.iter().all(|s| SUBSCRIPTIONS.contains(&s.as_str()));
+        && subscriptions
+            .iter()
+            .all(|s| SUBSCRIPTIONS.contains(&s.as_str()));
     if !subs_ok {
-        push("invalidSubscription", format!("subscriptions must be a non-empty list from {SUBSCRIPTIONS:?}."));
+        push(
+            "invalidSubscription",
+            format!("subscriptions must be a non-empty list from {SUBSCRIPTIONS:?}."),
+        );
     }
     if !errors.is_empty() {
         return Err(ApiError::many(errors));
@@ -135,7 +183,9 @@ fn create_webhook(world: &mut World, body: &[u8], now: OffsetDateTime) -> Result
         url,
         subscriptions,
     };
-    world.webhooks.insert(webhook.id.clone(), now, webhook.clone());
+    world
+        .webhooks
+        .insert(webhook.id.clone(), now, webhook.clone());
     Ok(json!({ "webhook": webhook, "message": "Webhook successfully created" }))
 }
 
@@ -150,12 +200,18 @@ fn webhook_not_found(id: &str) -> ApiError {
 }
 
 fn get_webhook(world: &World, id: &str) -> Result<Value, ApiError> {
-    let row = world.webhooks.get(id).ok_or_else(|| webhook_not_found(id))?;
+    let row = world
+        .webhooks
+        .get(id)
+        .ok_or_else(|| webhook_not_found(id))?;
     Ok(json!({ "webhook": row.item }))
 }
 
 fn delete_webhook(world: &mut World, id: &str) -> Result<Value, ApiError> {
-    let row = world.webhooks.get_mut(id).ok_or_else(|| webhook_not_found(id))?;
+    let row = world
+        .webhooks
+        .get_mut(id)
+        .ok_or_else(|| webhook_not_found(id))?;
     row.deleted = true;
     Ok(json!({ "webhook": row.item, "message": "Webhook successfully deleted" }))
 }
@@ -163,9 +219,9 @@ fn delete_webhook(world: &mut World, id: &str) -> Result<Value, ApiError> {
 fn list_events(world: &World, q: &Query) -> Result<Value, ApiError> {
     let params = query::list_params(q)?;
     let delivered = query::boolean(q, "isDelivered")?;
-    let (events, cursor) = world
-        .events
-        .page(&params, |r| delivered.is_none_or(|d| r.event.is_delivered == Some(d)));
+    let (events, cursor) = world.events.page(&params, |r| {
+        delivered.is_none_or(|d| r.event.is_delivered == Some(d))
+    });
     let events: Vec<&Event> = events.into_iter().map(|r| &r.event).collect();
     Ok(json!({ "cursor": cursor, "events": events }))
 }
@@ -190,13 +246,19 @@ fn patch_event(world: &mut World, id: &str, body: &[u8]) -> Result<Value, ApiErr
         .and_then(|o| o.get("isDelivered"))
         .and_then(Value::as_bool)
         .ok_or_else(|| ApiError::bad("invalidJson", "The body must be {\"isDelivered\": true}."))?;
-    let row = world.events.get_mut(id).ok_or_else(|| event_not_found(id))?;
+    let row = world
+        .events
+        .get_mut(id)
+        .ok_or_else(|| event_not_found(id))?;
     row.item.event.is_delivered = Some(delivered);
     Ok(json!({ "event": row.item.event }))
 }
 
 fn delete_event(world: &mut World, id: &str) -> Result<Value, ApiError> {
-    let row = world.events.get_mut(id).ok_or_else(|| event_not_found(id))?;
+    let row = world
+        .events
+        .get_mut(id)
+        .ok_or_else(|| event_not_found(id))?;
     row.deleted = true;
     Ok(json!({ "event": row.item.event }))
 }
@@ -213,10 +275,12 @@ fn list_attempts(world: &World, q: &Query) -> Result<Value, ApiError> {
 }
 
 fn get_attempt(world: &World, id: &str) -> Result<Value, ApiError> {
-    let row = world
-        .attempts
-        .get(id)
-        .ok_or_else(|| ApiError::bad("invalidEventAttempt", format!("Event attempt {id} not found.")))?;
+    let row = world.attempts.get(id).ok_or_else(|| {
+        ApiError::bad(
+            "invalidEventAttempt",
+            format!("Event attempt {id} not found."),
+        )
+    })?;
     Ok(json!({ "attempt": row.item }))
 }
 
@@ -228,6 +292,9 @@ mod tests {
     fn collapses_slashes() {
         assert_eq!(segments("/v2//public-key"), ["v2", "public-key"]);
         assert_eq!(segments("/v2//invoice/"), ["v2", "invoice"]);
-        assert_eq!(segments("/v2/invoice/log/12"), ["v2", "invoice", "log", "12"]);
+        assert_eq!(
+            segments("/v2/invoice/log/12"),
+            ["v2", "invoice", "log", "12"]
+        );
     }
 }

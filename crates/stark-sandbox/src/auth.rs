@@ -43,7 +43,12 @@ pub fn authenticate(
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::bad(codes::INVALID_CREDENTIALS, format!("Missing or unreadable header {name}.")))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    codes::INVALID_CREDENTIALS,
+                    format!("Missing or unreadable header {name}."),
+                )
+            })
     };
     let access_id = header("Access-Id")?;
     let project = access_id
@@ -56,7 +61,10 @@ pub fn authenticate(
             )
         })?;
     let Some(key) = projects.get(project) else {
-        return Err(ApiError::bad(codes::INVALID_PROJECT, format!("Project {project} does not exist or is not registered in this sandbox.")));
+        return Err(ApiError::bad(
+            codes::INVALID_PROJECT,
+            format!("Project {project} does not exist or is not registered in this sandbox."),
+        ));
     };
     let access_time = header("Access-Time")?;
     check_time(access_time, skew)?;
@@ -81,7 +89,12 @@ fn check_time(text: &str, skew: Duration) -> Result<(), ApiError> {
         .parse()
         .ok()
         .filter(|s: &f64| s.is_finite() && *s > 0.0)
-        .ok_or_else(|| ApiError::bad(codes::INVALID_CREDENTIALS, format!("Access-Time {text:?} is not a number of seconds since the epoch.")))?;
+        .ok_or_else(|| {
+            ApiError::bad(
+                codes::INVALID_CREDENTIALS,
+                format!("Access-Time {text:?} is not a number of seconds since the epoch."),
+            )
+        })?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -113,7 +126,13 @@ mod tests {
     }
 
     fn now() -> String {
-        format!("{:.7}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64())
+        format!(
+            "{:.7}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        )
     }
 
     #[test]
@@ -123,12 +142,21 @@ mod tests {
         let skew = Duration::from_secs(60);
         let t = now();
         let body = br#"{"a": "Jo\u00e3o"}"#;
-        let msg = [b"project/5656565656565656:".as_slice(), t.as_bytes(), b":", body].concat();
+        let msg = [
+            b"project/5656565656565656:".as_slice(),
+            t.as_bytes(),
+            b":",
+            body,
+        ]
+        .concat();
         let low = key.sign(&msg);
         let high = signature_to_base64(&high_s_twin(&low));
         let low = signature_to_base64(&low);
         let id = "project/5656565656565656";
-        assert_eq!(authenticate(&projects, &headers(id, &t, &low), body, skew).unwrap(), "5656565656565656");
+        assert_eq!(
+            authenticate(&projects, &headers(id, &t, &low), body, skew).unwrap(),
+            "5656565656565656"
+        );
         assert!(authenticate(&projects, &headers(id, &t, &high), body, skew).is_ok());
         let err = authenticate(&projects, &headers(id, &t, &low), b"{}", skew).unwrap_err();
         assert_eq!(err.errors[0].code, "invalidCredentials");
@@ -136,7 +164,13 @@ mod tests {
         assert_eq!(err.errors[0].code, "invalidProject");
         let err = authenticate(&projects, &headers(id, "1000", &low), body, skew).unwrap_err();
         assert_eq!(err.errors[0].code, "invalidCredentials");
-        let err = authenticate(&projects, &headers(id, &t, "bm90IGEgc2lnbmF0dXJl"), body, skew).unwrap_err();
+        let err = authenticate(
+            &projects,
+            &headers(id, &t, "bm90IGEgc2lnbmF0dXJl"),
+            body,
+            skew,
+        )
+        .unwrap_err();
         assert_eq!(err.errors[0].code, "invalidCredentials");
         assert!(authenticate(&projects, &HeaderMap::new(), body, skew).is_err());
     }

@@ -97,7 +97,9 @@ impl DateOrTime {
     pub fn end(self) -> OffsetDateTime {
         match self {
             DateOrTime::Time(t) => t,
-            DateOrTime::Date(d) => (d.midnight() + time::Duration::DAY - time::Duration::MICROSECOND).assume_utc(),
+            DateOrTime::Date(d) => {
+                (d.midnight() + time::Duration::DAY - time::Duration::MICROSECOND).assume_utc()
+            }
         }
     }
 
@@ -142,17 +144,32 @@ mod tests {
 
     #[test]
     fn formats_like_stark() {
-        assert_eq!(timestamp(datetime!(2024-02-29 05:00:12.051456 UTC)), "2024-02-29T05:00:12.051456+00:00");
-        assert_eq!(timestamp(datetime!(2024-02-29 05:00:12 UTC)), "2024-02-29T05:00:12.000000+00:00");
-        assert_eq!(timestamp(datetime!(2024-02-29 02:00:00 -3)), "2024-02-29T05:00:00.000000+00:00");
+        assert_eq!(
+            timestamp(datetime!(2024-02-29 05:00:12.051456 UTC)),
+            "2024-02-29T05:00:12.051456+00:00"
+        );
+        assert_eq!(
+            timestamp(datetime!(2024-02-29 05:00:12 UTC)),
+            "2024-02-29T05:00:12.000000+00:00"
+        );
+        assert_eq!(
+            timestamp(datetime!(2024-02-29 02:00:00 -3)),
+            "2024-02-29T05:00:00.000000+00:00"
+        );
     }
 
     #[test]
     fn parses_sdk_values() {
         let t = parse_date_or_time("2030-01-02T03:04:05+00:00").unwrap();
         assert_eq!(t, DateOrTime::Time(datetime!(2030-01-02 03:04:05 UTC)));
-        assert_eq!(parse_date_or_time("2030-01-02T03:04:05.5Z").unwrap().date(), time::macros::date!(2030 - 01 - 02));
-        assert_eq!(parse_date_or_time("2030-01-02T03:04:05").unwrap().end(), datetime!(2030-01-02 03:04:05 UTC));
+        assert_eq!(
+            parse_date_or_time("2030-01-02T03:04:05.5Z").unwrap().date(),
+            time::macros::date!(2030 - 01 - 02)
+        );
+        assert_eq!(
+            parse_date_or_time("2030-01-02T03:04:05").unwrap().end(),
+            datetime!(2030-01-02 03:04:05 UTC)
+        );
         let d = parse_date_or_time("2030-01-02").unwrap();
         assert_eq!(d.end(), datetime!(2030-01-02 23:59:59.999999 UTC));
         assert_eq!(d.start(), datetime!(2030-01-02 00:00:00 UTC));

@@ -99,7 +99,10 @@ impl Default for SandboxConfig {
 
 /// Stark's webhook retry schedule: 5, 30 and 120 minutes after each failure.
 pub fn stark_retry_schedule() -> Vec<Duration> {
-    [5, 30, 120].iter().map(|m| Duration::from_secs(m * 60)).collect()
+    [5, 30, 120]
+        .iter()
+        .map(|m| Duration::from_secs(m * 60))
+        .collect()
 }
 
 impl SandboxConfig {

@@ -77,12 +77,17 @@ impl FaultDice {
     pub fn roll_lost_answer(&mut self) -> Option<LostAnswer> {
         let lost = self.lost.random_bool(self.config.lost_answer_rate);
         let as_500 = self.lost.random_bool(0.5);
-        lost.then_some(if as_500 { LostAnswer::ServerError } else { LostAnswer::Drop })
+        lost.then_some(if as_500 {
+            LostAnswer::ServerError
+        } else {
+            LostAnswer::Drop
+        })
     }
 
     /// Rolls whether a delivered webhook is sent again.
     pub fn roll_duplicate(&mut self) -> bool {
-        self.duplicate.random_bool(self.config.duplicate_delivery_rate)
+        self.duplicate
+            .random_bool(self.config.duplicate_delivery_rate)
     }
 
     /// Rolls whether an event's first delivery is held back.
@@ -115,10 +120,24 @@ mod tests {
         let a = run(config.clone());
         assert_eq!(a, run(config.clone()));
         assert!(a.iter().any(|f| f.server_error) && a.iter().any(|f| !f.server_error));
-        let other_seed = run(FaultConfig { seed: 8, ..config.clone() });
+        let other_seed = run(FaultConfig {
+            seed: 8,
+            ..config.clone()
+        });
         assert_ne!(a, other_seed);
-        let with_slow = run(FaultConfig { slow_rate: 0.5, ..config });
-        let errors = |v: &[RequestFaults]| v.iter().map(|f| (f.server_error, f.drop)).collect::<Vec<_>>();
-        assert_eq!(errors(&a), errors(&with_slow), "turning on slow answers must not move other faults");
+        let with_slow = run(FaultConfig {
+            slow_rate: 0.5,
+            ..config
+        });
+        let errors = |v: &[RequestFaults]| {
+            v.iter()
+                .map(|f| (f.server_error, f.drop))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            errors(&a),
+            errors(&with_slow),
+            "turning on slow answers must not move other faults"
+        );
     }
 }

@@ -90,12 +90,19 @@ async fn v2(
         let mut world = shared.lock();
         world.requests += 1;
         let faults = world.dice.roll_request();
-        for (on, kind) in [(faults.drop, "drop"), (faults.server_error, "serverError"), (faults.slow, "slow")] {
+        for (on, kind) in [
+            (faults.drop, "drop"),
+            (faults.server_error, "serverError"),
+            (faults.slow, "slow"),
+        ] {
             if on {
                 world.record_request_fault(kind, line.clone());
             }
         }
-        (faults, Duration::from_millis(world.dice.config.slow_delay_ms))
+        (
+            faults,
+            Duration::from_millis(world.dice.config.slow_delay_ms),
+        )
     };
     if faults.drop {
         conn.kill();
@@ -123,7 +130,15 @@ async fn v2(
 }
 
 /// The synchronous part of a `/v2` request, under the world lock.
-fn handle(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], path: &[&str], line: &str) -> Outcome {
+fn handle(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    path: &[&str],
+    line: &str,
+) -> Outcome {
     let now = shared.clock.now();
     let mut world = shared.lock();
     if let Err(err) = authenticate(&world.projects, headers, body, shared.skew) {
@@ -138,7 +153,10 @@ fn handle(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
     match lost {
         Some(LostAnswer::ServerError) => {
             world.record_request_fault("lostAnswer500", line.to_owned());
-            Outcome::Answer(tagged(ApiError::internal().into_response(), "lostAnswer500"))
+            Outcome::Answer(tagged(
+                ApiError::internal().into_response(),
+                "lostAnswer500",
+            ))
         }
         Some(LostAnswer::Drop) => {
             world.record_request_fault("lostAnswerDrop", line.to_owned());
@@ -166,7 +184,10 @@ async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
 async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let config: FaultConfig = match serde_json::from_slice(&body) {
         Ok(c) => c,
-        Err(e) => return ApiError::bad("invalidJson", format!("Not a fault configuration: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::bad("invalidJson", format!("Not a fault configuration: {e}"))
+                .into_response();
+        }
     };
     if let Err(e) = config.validate() {
         return ApiError::bad("invalidJson", e.to_string()).into_response();
@@ -190,7 +211,8 @@ struct Advance {
 /// Moves sandbox time forward, e.g. to reach an expiration or the end of the retry schedule.
 async fn advance(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let Ok(Advance { seconds }) = serde_json::from_slice(&body) else {
-        return ApiError::bad("invalidJson", "The body must be {\"seconds\": integer}.").into_response();
+        return ApiError::bad("invalidJson", "The body must be {\"seconds\": integer}.")
+            .into_response();
     };
     shared.clock.advance(Duration::from_secs(seconds));
     shared.wake.notify_one();
@@ -208,7 +230,11 @@ struct NewProject {
 async fn register_project(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let parsed: Result<NewProject, _> = serde_json::from_slice(&body);
     let Ok(project) = parsed else {
-        return ApiError::bad("invalidJson", "The body must be {\"id\": digits, \"publicKey\": PEM}.").into_response();
+        return ApiError::bad(
+            "invalidJson",
+            "The body must be {\"id\": digits, \"publicKey\": PEM}.",
+        )
+        .into_response();
     };
     if let Err(e) = check_project_id(&project.id) {
         return ApiError::bad("invalidProject", e).into_response();

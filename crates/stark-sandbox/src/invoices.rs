@@ -12,7 +12,17 @@ use crate::world::{InvoiceRec, Job, World};
 
 /// Fields `POST /v2/invoice` accepts; any other is refused.
 const FIELDS: &[&str] = &[
-    "amount", "taxId", "name", "due", "expiration", "fine", "interest", "discounts", "descriptions", "tags", "rules",
+    "amount",
+    "taxId",
+    "name",
+    "due",
+    "expiration",
+    "fine",
+    "interest",
+    "discounts",
+    "descriptions",
+    "tags",
+    "rules",
     "splits",
 ];
 
@@ -44,7 +54,10 @@ fn percentage(item: &mut Item<'_>, key: &str, code: &str, default: f64) -> f64 {
         Some(v) => match v.as_f64().filter(|p| (0.0..=100.0).contains(p)) {
             Some(p) => p,
             None => {
-                item.err(code, format!("{key} must be a percentage from 0 to 100; got {v}."));
+                item.err(
+                    code,
+                    format!("{key} must be a percentage from 0 to 100; got {v}."),
+                );
                 default
             }
         },
@@ -61,12 +74,18 @@ fn check(item: &mut Item<'_>, now: OffsetDateTime) -> Option<Checked> {
         Some(Value::String(s)) => match parse_date_or_time(s) {
             Some(d) => d.end(),
             None => {
-                item.err("invalidDateTime", format!("due {s:?} is not a date or datetime."));
+                item.err(
+                    "invalidDateTime",
+                    format!("due {s:?} is not a date or datetime."),
+                );
                 now
             }
         },
         Some(other) => {
-            item.err("invalidDateTime", format!("due must be a string; got {other}."));
+            item.err(
+                "invalidDateTime",
+                format!("due must be a string; got {other}."),
+            );
             now
         }
     };
@@ -75,7 +94,10 @@ fn check(item: &mut Item<'_>, now: OffsetDateTime) -> Option<Checked> {
         Some(v) => match v.as_i64().filter(|e| (0..=MAX_AMOUNT).contains(e)) {
             Some(e) => e,
             None => {
-                item.err("invalidExpiration", format!("expiration must be a whole number of seconds; got {v}."));
+                item.err(
+                    "invalidExpiration",
+                    format!("expiration must be a whole number of seconds; got {v}."),
+                );
                 DEFAULT_EXPIRATION
             }
         },
@@ -106,45 +128,82 @@ fn check(item: &mut Item<'_>, now: OffsetDateTime) -> Option<Checked> {
 /// Up to 5 `{percentage, due}`; percentages in (0, 100), strictly decreasing as dates increase,
 /// no date after the invoice's due.
 fn discounts(item: &mut Item<'_>, due: OffsetDateTime) -> Vec<(f64, OffsetDateTime)> {
-    let Some(value) = item.get("discounts") else { return Vec::new() };
+    let Some(value) = item.get("discounts") else {
+        return Vec::new();
+    };
     let Some(list) = value.as_array().filter(|l| l.len() <= 5) else {
-        item.err("invalidDiscount", "discounts must be a list of at most 5 items.");
+        item.err(
+            "invalidDiscount",
+            "discounts must be a list of at most 5 items.",
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
     for d in list {
-        let Some(obj) = d.as_object().filter(|o| o.keys().all(|k| k == "percentage" || k == "due")) else {
-            item.err("invalidDiscount", "each discount must be {\"percentage\": number, \"due\": date}.");
+        let Some(obj) = d
+            .as_object()
+            .filter(|o| o.keys().all(|k| k == "percentage" || k == "due"))
+        else {
+            item.err(
+                "invalidDiscount",
+                "each discount must be {\"percentage\": number, \"due\": date}.",
+            );
             continue;
         };
-        let pct = obj.get("percentage").and_then(Value::as_f64).filter(|p| *p > 0.0 && *p < 100.0);
-        let date = obj.get("due").and_then(Value::as_str).and_then(parse_date_or_time).map(DateOrTime::end);
+        let pct = obj
+            .get("percentage")
+            .and_then(Value::as_f64)
+            .filter(|p| *p > 0.0 && *p < 100.0);
+        let date = obj
+            .get("due")
+            .and_then(Value::as_str)
+            .and_then(parse_date_or_time)
+            .map(DateOrTime::end);
         match (pct, date) {
-            (None, _) => item.err("invalidDiscount", "discount percentage must be between 0 and 100."),
-            (_, None) => item.err("invalidDiscountDate", "discount due must be a date or datetime."),
-            (Some(_), Some(d)) if d > due => item.err("invalidDiscountDate", "a discount due cannot be after the invoice due."),
+            (None, _) => item.err(
+                "invalidDiscount",
+                "discount percentage must be between 0 and 100.",
+            ),
+            (_, None) => item.err(
+                "invalidDiscountDate",
+                "discount due must be a date or datetime.",
+            ),
+            (Some(_), Some(d)) if d > due => item.err(
+                "invalidDiscountDate",
+                "a discount due cannot be after the invoice due.",
+            ),
             (Some(p), Some(d)) => out.push((p, d)),
         }
     }
     out.sort_by_key(|(_, d)| *d);
     if out.windows(2).any(|w| w[0].1 == w[1].1 || w[0].0 <= w[1].0) {
-        item.err("invalidDiscount", "discount percentages must decrease as their dates increase, without repeats.");
+        item.err(
+            "invalidDiscount",
+            "discount percentages must decrease as their dates increase, without repeats.",
+        );
     }
     out
 }
 
 /// Up to 15 `{key, value?}`.
 fn descriptions(item: &mut Item<'_>) -> Vec<Description> {
-    let Some(value) = item.get("descriptions") else { return Vec::new() };
+    let Some(value) = item.get("descriptions") else {
+        return Vec::new();
+    };
     let Some(list) = value.as_array().filter(|l| l.len() <= 15) else {
-        item.err("invalidDescription", "descriptions must be a list of at most 15 items.");
+        item.err(
+            "invalidDescription",
+            "descriptions must be a list of at most 15 items.",
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
     for d in list {
         let ok = d.as_object().filter(|o| {
             o.keys().all(|k| k == "key" || k == "value")
-                && o.get("key").and_then(Value::as_str).is_some_and(|k| !k.is_empty())
+                && o.get("key")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| !k.is_empty())
                 && o.get("value").is_none_or(Value::is_string)
         });
         match ok {
@@ -152,7 +211,10 @@ fn descriptions(item: &mut Item<'_>) -> Vec<Description> {
                 key: o["key"].as_str().unwrap_or_default().to_owned(),
                 value: o.get("value").and_then(Value::as_str).map(str::to_owned),
             }),
-            None => item.err("invalidDescription", "each description must be {\"key\": string, \"value\": string}."),
+            None => item.err(
+                "invalidDescription",
+                "each description must be {\"key\": string, \"value\": string}.",
+            ),
         }
     }
     out
@@ -160,11 +222,16 @@ fn descriptions(item: &mut Item<'_>) -> Vec<Description> {
 
 /// `[{amount, receiverId}]`.
 fn splits(item: &mut Item<'_>) -> Vec<Split> {
-    let Some(value) = item.get("splits") else { return Vec::new() };
+    let Some(value) = item.get("splits") else {
+        return Vec::new();
+    };
     match serde_json::from_value::<Vec<Split>>(value.clone()) {
         Ok(splits) if splits.iter().all(|s| s.amount > 0) => splits,
         _ => {
-            item.err("invalidSplit", "splits must be a list of {\"amount\": cents, \"receiverId\": string}.");
+            item.err(
+                "invalidSplit",
+                "splits must be a list of {\"amount\": cents, \"receiverId\": string}.",
+            );
             Vec::new()
         }
     }
@@ -176,7 +243,8 @@ fn brcode(token: &str, amount: i64) -> String {
     fn tlv(tag: &str, value: &str) -> String {
         format!("{tag}{:02}{value}", value.len())
     }
-    let account = tlv("00", "br.gov.bcb.pix") + &tlv("25", &format!("brcode-h.sandbox.starkinfra.com/v2/{token}"));
+    let account = tlv("00", "br.gov.bcb.pix")
+        + &tlv("25", &format!("brcode-h.sandbox.starkinfra.com/v2/{token}"));
     let mut payload = String::new();
     payload += &tlv("00", "01");
     payload += &tlv("01", "12");
@@ -194,7 +262,11 @@ fn brcode(token: &str, amount: i64) -> String {
     let crc = payload.bytes().fold(0xFFFFu16, |mut crc, byte| {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
         crc
     });
@@ -216,7 +288,9 @@ impl World {
         let mut checked = Vec::new();
         for (i, value) in items.iter().enumerate() {
             let before = errors.len();
-            let Some(mut item) = Item::new(i, value, &mut errors) else { continue };
+            let Some(mut item) = Item::new(i, value, &mut errors) else {
+                continue;
+            };
             let result = check(&mut item, now);
             if errors.len() == before
                 && let Some(c) = result
@@ -287,7 +361,11 @@ impl World {
         let (items, cursor) = self.invoices.page(&params, |r| {
             let inv = &r.invoice;
             status.is_none_or(|s| inv.status == s)
-                && (tags.is_empty() || inv.tags.iter().any(|t| tags.iter().any(|w| w.to_lowercase() == *t)))
+                && (tags.is_empty()
+                    || inv
+                        .tags
+                        .iter()
+                        .any(|t| tags.iter().any(|w| w.to_lowercase() == *t)))
                 && (ids.is_empty() || ids.contains(&inv.id))
         });
         let invoices: Vec<&Invoice> = items.into_iter().map(|r| &r.invoice).collect();
@@ -309,50 +387,102 @@ impl World {
     /// `GET /v2/invoice/{id}/payment`: who paid, once paid.
     pub fn get_invoice_payment(&self, id: &str) -> Result<Value, ApiError> {
         let rec = self.invoice_rec(id)?;
-        let payment = rec
-            .payment
-            .as_ref()
-            .ok_or_else(|| ApiError::bad("invalidPayment", format!("Invoice {id} has not been paid.")))?;
+        let payment = rec.payment.as_ref().ok_or_else(|| {
+            ApiError::bad("invalidPayment", format!("Invoice {id} has not been paid."))
+        })?;
         Ok(json!({ "payment": payment }))
     }
 
     /// `PATCH /v2/invoice/{id}`: `{"status": "canceled"}`, or new `amount`/`due`/`expiration`
     /// while unpaid. Reversals (lowering a paid invoice's amount) are not simulated.
-    pub fn patch_invoice(&mut self, id: &str, body: &[u8], now: OffsetDateTime) -> Result<Value, ApiError> {
+    pub fn patch_invoice(
+        &mut self,
+        id: &str,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
         let status = self.invoice_rec(id)?.invoice.status;
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad("invalidJson", format!("The body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad("invalidJson", format!("The body is not valid JSON: {e}"))
+        })?;
         let obj = value
             .as_object()
-            .filter(|o| !o.is_empty() && o.keys().all(|k| ["status", "amount", "due", "expiration"].contains(&k.as_str())))
-            .ok_or_else(|| ApiError::bad("invalidJson", "The body must hold status, amount, due or expiration."))?;
+            .filter(|o| {
+                !o.is_empty()
+                    && o.keys()
+                        .all(|k| ["status", "amount", "due", "expiration"].contains(&k.as_str()))
+            })
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "invalidJson",
+                    "The body must hold status, amount, due or expiration.",
+                )
+            })?;
         let open = matches!(status, InvoiceStatus::Created | InvoiceStatus::Overdue);
         if !open {
             return Err(ApiError::bad(
                 "invalidOperation",
-                format!("Invoice {id} is {}; only created or overdue invoices can change (reversals are not simulated).", status.as_str()),
+                format!(
+                    "Invoice {id} is {}; only created or overdue invoices can change (reversals are not simulated).",
+                    status.as_str()
+                ),
             ));
         }
         if let Some(s) = obj.get("status") {
             if s != "canceled" || obj.len() > 1 {
-                return Err(ApiError::bad("invalidStatus", "status can only be set to \"canceled\", alone."));
+                return Err(ApiError::bad(
+                    "invalidStatus",
+                    "status can only be set to \"canceled\", alone.",
+                ));
             }
-            self.invoice_status_change(id, &[InvoiceStatus::Created, InvoiceStatus::Overdue], InvoiceStatus::Canceled, InvoiceLogType::Canceled, now);
+            self.invoice_status_change(
+                id,
+                &[InvoiceStatus::Created, InvoiceStatus::Overdue],
+                InvoiceStatus::Canceled,
+                InvoiceLogType::Canceled,
+                now,
+            );
             return self.get_invoice(id);
         }
         let amount = match obj.get("amount") {
             None => None,
-            Some(v) => Some(v.as_i64().filter(|a| (0..=MAX_AMOUNT).contains(a)).ok_or_else(|| ApiError::bad("invalidAmount", format!("amount must be cents; got {v}.")))?),
+            Some(v) => Some(
+                v.as_i64()
+                    .filter(|a| (0..=MAX_AMOUNT).contains(a))
+                    .ok_or_else(|| {
+                        ApiError::bad("invalidAmount", format!("amount must be cents; got {v}."))
+                    })?,
+            ),
         };
         let due = match obj.get("due") {
             None => None,
-            Some(v) => Some(v.as_str().and_then(parse_date_or_time).map(DateOrTime::end).ok_or_else(|| ApiError::bad("invalidDateTime", format!("due must be a date or datetime; got {v}.")))?),
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(parse_date_or_time)
+                    .map(DateOrTime::end)
+                    .ok_or_else(|| {
+                        ApiError::bad(
+                            "invalidDateTime",
+                            format!("due must be a date or datetime; got {v}."),
+                        )
+                    })?,
+            ),
         };
         let expiration = match obj.get("expiration") {
             None => None,
-            Some(v) => Some(v.as_i64().filter(|e| *e >= 0).ok_or_else(|| ApiError::bad("invalidExpiration", format!("expiration must be seconds; got {v}.")))?),
+            Some(v) => Some(v.as_i64().filter(|e| *e >= 0).ok_or_else(|| {
+                ApiError::bad(
+                    "invalidExpiration",
+                    format!("expiration must be seconds; got {v}."),
+                )
+            })?),
         };
-        let Some(row) = self.invoices.get_mut(id) else { return Err(ApiError::bad("invalidInvoice", format!("Invoice {id} not found."))) };
+        let Some(row) = self.invoices.get_mut(id) else {
+            return Err(ApiError::bad(
+                "invalidInvoice",
+                format!("Invoice {id} not found."),
+            ));
+        };
         let rec = &mut row.item;
         if let Some(a) = amount {
             rec.invoice.amount = a;
@@ -369,7 +499,10 @@ impl World {
             rec.invoice.expiration = e;
         }
         rec.invoice.updated = timestamp(now);
-        let (due_at, expire_at) = (rec.due_at, rec.due_at + time::Duration::seconds(rec.invoice.expiration));
+        let (due_at, expire_at) = (
+            rec.due_at,
+            rec.due_at + time::Duration::seconds(rec.invoice.expiration),
+        );
         // The old overdue/expiry jobs check the stored times and do nothing when early.
         self.schedule(due_at, Job::InvoiceOverdue(id.to_owned()));
         self.schedule(expire_at, Job::InvoiceExpire(id.to_owned()));
@@ -385,22 +518,27 @@ impl World {
             let parsed = serde_json::from_value::<InvoiceLogType>(Value::String(t.clone()))
                 .ok()
                 .filter(|p| p.as_str() == t)
-                .ok_or_else(|| ApiError::bad("invalidInvoiceLog", format!("Unknown invoice log type {t:?}.")))?;
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        "invalidInvoiceLog",
+                        format!("Unknown invoice log type {t:?}."),
+                    )
+                })?;
             types.push(parsed);
         }
         let ids = query::list(q, "invoiceIds");
         let (logs, cursor) = self.invoice_logs.page(&params, |l| {
-            (types.is_empty() || types.contains(&l.log_type)) && (ids.is_empty() || ids.contains(&l.invoice.id))
+            (types.is_empty() || types.contains(&l.log_type))
+                && (ids.is_empty() || ids.contains(&l.invoice.id))
         });
         Ok(json!({ "cursor": cursor, "logs": logs }))
     }
 
     /// `GET /v2/invoice/log/{id}`.
     pub fn get_invoice_log(&self, id: &str) -> Result<Value, ApiError> {
-        let log = self
-            .invoice_logs
-            .get(id)
-            .ok_or_else(|| ApiError::bad("invalidInvoiceLog", format!("Invoice log {id} not found.")))?;
+        let log = self.invoice_logs.get(id).ok_or_else(|| {
+            ApiError::bad("invalidInvoiceLog", format!("Invoice log {id} not found."))
+        })?;
         Ok(json!({ "log": log.item }))
     }
 }

@@ -57,8 +57,8 @@ mod query;
 pub mod sandbox;
 pub mod state;
 mod table;
-mod transfers;
 pub mod taxid;
+mod transfers;
 mod validate;
 mod world;
 

@@ -84,7 +84,11 @@ struct Args {
     access_time_skew: u64,
 
     /// workspaceId put on events.
-    #[arg(long, env = "STARK_SANDBOX_WORKSPACE_ID", default_value = "6010044957065216")]
+    #[arg(
+        long,
+        env = "STARK_SANDBOX_WORKSPACE_ID",
+        default_value = "6010044957065216"
+    )]
     workspace_id: String,
 
     /// PEM of the sandbox's own webhook signing key (secp256k1); a fresh one by default.
@@ -146,7 +150,8 @@ struct Args {
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value).with_context(|| format!("--{name} must be a non-negative number of seconds"))
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("--{name} must be a non-negative number of seconds"))
 }
 
 /// Parses `ID=PATH` and reads the public key (relative paths against `base`).
@@ -158,8 +163,14 @@ fn project(spec: &str, base: Option<&Path>) -> anyhow::Result<(String, PublicKey
         Some(dir) if Path::new(path.trim()).is_relative() => dir.join(path.trim()),
         _ => PathBuf::from(path.trim()),
     };
-    let pem = std::fs::read_to_string(&path).with_context(|| format!("project {id}: cannot read {}", path.display()))?;
-    let key = PublicKey::from_pem(&pem).with_context(|| format!("project {id}: {} is not a secp256k1 public key PEM", path.display()))?;
+    let pem = std::fs::read_to_string(&path)
+        .with_context(|| format!("project {id}: cannot read {}", path.display()))?;
+    let key = PublicKey::from_pem(&pem).with_context(|| {
+        format!(
+            "project {id}: {} is not a secp256k1 public key PEM",
+            path.display()
+        )
+    })?;
     Ok((id.trim().to_owned(), key))
 }
 
@@ -169,21 +180,35 @@ fn config(args: &Args) -> anyhow::Result<SandboxConfig> {
         projects.push(project(spec, None)?);
     }
     if let Some(file) = &args.projects_file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read projects file {}", file.display()))?;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read projects file {}", file.display()))?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             projects.push(project(line, file.parent())?);
         }
     }
     if projects.is_empty() {
-        tracing::warn!("no project registered: every /v2 call will get invalidProject until one is (POST /_sandbox/projects)");
+        tracing::warn!(
+            "no project registered: every /v2 call will get invalidProject until one is (POST /_sandbox/projects)"
+        );
     }
     let signing_key = match &args.signing_key {
         Some(path) => Some(PrivateKey::from_file(path).context("--signing-key")?),
         None => None,
     };
     let mut retry_schedule = Vec::new();
-    for part in args.retry_schedule.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let secs: f64 = part.parse().with_context(|| format!("--retry-schedule: {part:?} is not a number"))?;
+    for part in args
+        .retry_schedule
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let secs: f64 = part
+            .parse()
+            .with_context(|| format!("--retry-schedule: {part:?} is not a number"))?;
         retry_schedule.push(seconds("retry-schedule", secs)?);
     }
     if args.workspace_id.is_empty() {
@@ -199,7 +224,10 @@ fn config(args: &Args) -> anyhow::Result<SandboxConfig> {
         pay_probability: args.pay_probability,
         invoice_fee: args.invoice_fee,
         transfer_fee: args.transfer_fee,
-        transfer_processing_delay: seconds("transfer-processing-delay", args.transfer_processing_delay)?,
+        transfer_processing_delay: seconds(
+            "transfer-processing-delay",
+            args.transfer_processing_delay,
+        )?,
         transfer_settle_delay: seconds("transfer-settle-delay", args.transfer_settle_delay)?,
         initial_balance: args.initial_balance,
         access_time_skew: Duration::from_secs(args.access_time_skew),
@@ -225,9 +253,13 @@ fn config(args: &Args) -> anyhow::Result<SandboxConfig> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }

@@ -21,7 +21,13 @@ pub fn parse(raw: Option<&str>) -> Query {
 /// A comma-separated list (`tags=a,b`); empty entries are dropped.
 pub fn list(q: &Query, key: &str) -> Vec<String> {
     q.get(key)
-        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -31,7 +37,10 @@ pub fn boolean(q: &Query, key: &str) -> Result<Option<bool>, ApiError> {
         None => Ok(None),
         Some(v) if v == "true" => Ok(Some(true)),
         Some(v) if v == "false" => Ok(Some(false)),
-        Some(v) => Err(ApiError::bad("invalidJson", format!("{key} must be true or false; got {v:?}."))),
+        Some(v) => Err(ApiError::bad(
+            "invalidJson",
+            format!("{key} must be true or false; got {v:?}."),
+        )),
     }
 }
 
@@ -43,7 +52,12 @@ pub fn list_params(q: &Query) -> Result<ListParams, ApiError> {
         None => MAX_ITEMS,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if n >= 1 => n.min(MAX_ITEMS),
-            _ => return Err(ApiError::bad("invalidLimit", format!("limit must be an integer from 1 to {MAX_ITEMS}; got {v:?}."))),
+            _ => {
+                return Err(ApiError::bad(
+                    "invalidLimit",
+                    format!("limit must be an integer from 1 to {MAX_ITEMS}; got {v:?}."),
+                ));
+            }
         },
     };
     let cursor = match q.get("cursor").filter(|c| !c.is_empty()) {
@@ -53,9 +67,12 @@ pub fn list_params(q: &Query) -> Result<ListParams, ApiError> {
     let date = |key: &str| -> Result<Option<time::Date>, ApiError> {
         match q.get(key).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => parse_date(v)
-                .map(Some)
-                .ok_or_else(|| ApiError::bad("invalidDate", format!("{key} must be a date YYYY-MM-DD; got {v:?}."))),
+            Some(v) => parse_date(v).map(Some).ok_or_else(|| {
+                ApiError::bad(
+                    "invalidDate",
+                    format!("{key} must be a date YYYY-MM-DD; got {v:?}."),
+                )
+            }),
         }
     };
     Ok(ListParams {
@@ -63,7 +80,10 @@ pub fn list_params(q: &Query) -> Result<ListParams, ApiError> {
         cursor,
         after: date("after")?,
         before: date("before")?,
-        ascending: matches!(q.get("sort").map(String::as_str), Some("created" | "updated")),
+        ascending: matches!(
+            q.get("sort").map(String::as_str),
+            Some("created" | "updated")
+        ),
     })
 }
 
@@ -73,7 +93,9 @@ mod tests {
 
     #[test]
     fn reads_sdk_query_strings() {
-        let q = parse(Some("limit=3&after=2024-01-01&tags=a%2Cb&isDelivered=False"));
+        let q = parse(Some(
+            "limit=3&after=2024-01-01&tags=a%2Cb&isDelivered=False",
+        ));
         assert_eq!(list(&q, "tags"), ["a", "b"]);
         assert_eq!(boolean(&q, "isDelivered").unwrap(), Some(false));
         let p = list_params(&q).unwrap();
@@ -82,7 +104,11 @@ mod tests {
         assert_eq!(list_params(&parse(Some("limit=500"))).unwrap().limit, 100);
         assert!(list_params(&parse(Some("limit=0"))).is_err());
         assert!(list_params(&parse(Some("after=yesterday"))).is_err());
-        assert!(boolean(&parse(Some("isDelivered=TRUE")), "isDelivered").unwrap().unwrap());
+        assert!(
+            boolean(&parse(Some("isDelivered=TRUE")), "isDelivered")
+                .unwrap()
+                .unwrap()
+        );
         assert!(boolean(&parse(Some("isDelivered=1")), "isDelivered").is_err());
     }
 }

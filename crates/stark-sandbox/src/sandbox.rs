@@ -32,7 +32,10 @@ impl Sandbox {
 
     /// Like [`Sandbox::start`] on another address, e.g. `0.0.0.0` so that containers can reach
     /// the sandbox. URLs the handle gives still say `127.0.0.1` for unspecified addresses.
-    pub async fn start_on(host: IpAddr, config: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
+    pub async fn start_on(
+        host: IpAddr,
+        config: SandboxConfig,
+    ) -> Result<SandboxHandle, SandboxError> {
         config.validate()?;
         let listener = TcpListener::bind(SocketAddr::new(host, config.port))
             .await
@@ -44,13 +47,17 @@ impl Sandbox {
             port: config.port,
             source,
         })?;
-        let shown_host = if host.is_unspecified() { "127.0.0.1".to_owned() } else { host.to_string() };
+        let shown_host = if host.is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            host.to_string()
+        };
         let root_url = format!("http://{shown_host}:{}", addr.port());
         let clock = crate::clock::Clock::new(config.speed);
         let world = World::new(&config, root_url.clone(), clock.now());
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(|e| SandboxError::Config(format!("cannot build the webhook HTTP client: {e}")))?;
+        let http = reqwest::Client::builder().build().map_err(|e| {
+            SandboxError::Config(format!("cannot build the webhook HTTP client: {e}"))
+        })?;
         let shared = Arc::new(Shared {
             world: std::sync::Mutex::new(world),
             clock,
@@ -61,12 +68,15 @@ impl Sandbox {
         });
         let (stop, stopped) = watch::channel(false);
         let engine = tokio::spawn(engine::run(shared.clone(), stopped.clone()));
-        let app = crate::http::router(shared.clone()).into_make_service_with_connect_info::<ConnHandle>();
+        let app =
+            crate::http::router(shared.clone()).into_make_service_with_connect_info::<ConnHandle>();
         let mut server_stop = stopped;
         let server = tokio::spawn(async move {
-            let serve = axum::serve(KillableListener::new(listener), app).with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            });
+            let serve = axum::serve(KillableListener::new(listener), app).with_graceful_shutdown(
+                async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                },
+            );
             if let Err(err) = serve.await {
                 tracing::error!(error = %err, "the sandbox server stopped with an error");
             }
@@ -123,7 +133,10 @@ impl SandboxHandle {
     pub fn new_project(&self) -> (String, PrivateKey) {
         let key = PrivateKey::generate();
         let id = self.shared.lock().next_id();
-        self.shared.lock().projects.insert(id.clone(), key.public_key());
+        self.shared
+            .lock()
+            .projects
+            .insert(id.clone(), key.public_key());
         (id, key)
     }
 
@@ -229,7 +242,9 @@ impl SandboxHandle {
 
     /// A handle to stop the sandbox from another task (for a binary waiting on a signal).
     pub fn stopper(&self) -> SandboxStopper {
-        SandboxStopper { stop: self.stop.clone() }
+        SandboxStopper {
+            stop: self.stop.clone(),
+        }
     }
 
     /// Stops accepting requests, lets in-flight ones finish, and stops the scheduler.

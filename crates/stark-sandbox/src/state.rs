@@ -153,6 +153,9 @@ impl SandboxState {
 
     /// Attempts recorded for one event.
     pub fn attempts_for(&self, event_id: &str) -> Vec<&EventAttempt> {
-        self.attempts.iter().filter(|a| a.event_id == event_id).collect()
+        self.attempts
+            .iter()
+            .filter(|a| a.event_id == event_id)
+            .collect()
     }
 }

@@ -53,12 +53,18 @@ impl<T> Table<T> {
 
     /// A live row by id.
     pub fn get(&self, id: &str) -> Option<&Row<T>> {
-        self.index.get(id).map(|&i| &self.rows[i]).filter(|r| !r.deleted)
+        self.index
+            .get(id)
+            .map(|&i| &self.rows[i])
+            .filter(|r| !r.deleted)
     }
 
     /// A live row by id, mutable.
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Row<T>> {
-        self.index.get(id).map(|&i| &mut self.rows[i]).filter(|r| !r.deleted)
+        self.index
+            .get(id)
+            .map(|&i| &mut self.rows[i])
+            .filter(|r| !r.deleted)
     }
 
     /// Live rows, oldest first.
@@ -131,7 +137,10 @@ pub fn decode_cursor(text: &str) -> Result<usize, ApiError> {
         .decode(text)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("sandbox-cursor:").and_then(|n| n.parse().ok()))
+        .and_then(|s| {
+            s.strip_prefix("sandbox-cursor:")
+                .and_then(|n| n.parse().ok())
+        })
         .ok_or_else(|| ApiError::bad("invalidCursor", format!("Cursor {text:?} is not valid.")))
 }
 
@@ -166,7 +175,10 @@ mod tests {
         assert!(cursor.is_none());
         let (evens, cursor) = t.page(&params(3, None), |i| i % 2 == 0);
         assert_eq!(evens, [&4, &2, &0]);
-        assert!(cursor.is_none(), "no cursor when the page ends the list exactly");
+        assert!(
+            cursor.is_none(),
+            "no cursor when the page ends the list exactly"
+        );
         assert!(decode_cursor("garbage").is_err());
     }
 }

@@ -18,7 +18,10 @@ impl TaxId {
     /// Only digits and the usual separators (`.`, `-`, `/`) are accepted, so that `"abc"` or an
     /// alphanumeric CNPJ (not known to be accepted by Stark) is refused.
     pub fn parse(text: &str) -> Option<Self> {
-        if !text.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '/')) {
+        if !text
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '/'))
+        {
             return None;
         }
         let digits: Vec<u32> = text.chars().filter_map(|c| c.to_digit(10)).collect();
@@ -29,7 +32,10 @@ impl TaxId {
         };
         let all_equal = digits.windows(2).all(|w| w[0] == w[1]);
         (valid && !all_equal).then(|| Self {
-            digits: digits.iter().map(|d| char::from_digit(*d, 10).unwrap_or('0')).collect(),
+            digits: digits
+                .iter()
+                .map(|d| char::from_digit(*d, 10).unwrap_or('0'))
+                .collect(),
         })
     }
 
@@ -44,7 +50,14 @@ impl TaxId {
         if self.is_cpf() {
             format!("{}.{}.{}-{}", &d[0..3], &d[3..6], &d[6..9], &d[9..11])
         } else {
-            format!("{}.{}.{}/{}-{}", &d[0..2], &d[2..5], &d[5..8], &d[8..12], &d[12..14])
+            format!(
+                "{}.{}.{}/{}-{}",
+                &d[0..2],
+                &d[2..5],
+                &d[5..8],
+                &d[8..12],
+                &d[12..14]
+            )
         }
     }
 }
@@ -76,10 +89,22 @@ mod tests {
 
     #[test]
     fn accepts_known_valid_ids_and_formats_them() {
-        assert_eq!(TaxId::parse("012.345.678-90").unwrap().formatted(), "012.345.678-90");
-        assert_eq!(TaxId::parse("01234567890").unwrap().formatted(), "012.345.678-90");
-        assert_eq!(TaxId::parse("20.018.183/0001-80").unwrap().formatted(), "20.018.183/0001-80");
-        assert_eq!(TaxId::parse("20018183000180").unwrap().formatted(), "20.018.183/0001-80");
+        assert_eq!(
+            TaxId::parse("012.345.678-90").unwrap().formatted(),
+            "012.345.678-90"
+        );
+        assert_eq!(
+            TaxId::parse("01234567890").unwrap().formatted(),
+            "012.345.678-90"
+        );
+        assert_eq!(
+            TaxId::parse("20.018.183/0001-80").unwrap().formatted(),
+            "20.018.183/0001-80"
+        );
+        assert_eq!(
+            TaxId::parse("20018183000180").unwrap().formatted(),
+            "20.018.183/0001-80"
+        );
         assert!(TaxId::parse("11.222.333/0001-81").is_some());
     }
 

@@ -14,14 +14,33 @@ use crate::world::{TransferRec, World};
 
 /// Fields `POST /v2/transfer` accepts.
 const FIELDS: &[&str] = &[
-    "amount", "name", "taxId", "bankCode", "branchCode", "accountNumber", "accountType", "externalId", "scheduled",
-    "description", "displayDescription", "tags", "rules", "metadata",
+    "amount",
+    "name",
+    "taxId",
+    "bankCode",
+    "branchCode",
+    "accountNumber",
+    "accountType",
+    "externalId",
+    "scheduled",
+    "description",
+    "displayDescription",
+    "tags",
+    "rules",
+    "metadata",
 ];
 
 const ACCOUNT_TYPES: &[&str] = &["checking", "savings", "salary", "payment"];
 
 /// Transfer log types (API.md §4.2; `sending` was seen in a real sandbox event).
-const LOG_TYPES: &[&str] = &["created", "processing", "sending", "success", "failed", "canceled"];
+const LOG_TYPES: &[&str] = &[
+    "created",
+    "processing",
+    "sending",
+    "success",
+    "failed",
+    "canceled",
+];
 
 /// How far in the past a `scheduled` datetime may be (clients send "now" with their clock).
 const SCHEDULE_TOLERANCE: time::Duration = time::Duration::minutes(1);
@@ -57,8 +76,13 @@ fn account_like(text: &str, max_digits: usize, check_x: bool) -> bool {
         Some((m, c)) => (m, Some(c)),
         None => (text, None),
     };
-    let main_ok = !main.is_empty() && main.len() <= max_digits && main.bytes().all(|b| b.is_ascii_digit());
-    let check_ok = check.is_none_or(|c| c.len() == 1 && c.bytes().all(|b| b.is_ascii_digit() || (check_x && (b == b'x' || b == b'X'))));
+    let main_ok =
+        !main.is_empty() && main.len() <= max_digits && main.bytes().all(|b| b.is_ascii_digit());
+    let check_ok = check.is_none_or(|c| {
+        c.len() == 1
+            && c.bytes()
+                .all(|b| b.is_ascii_digit() || (check_x && (b == b'x' || b == b'X')))
+    });
     main_ok && check_ok
 }
 
@@ -71,29 +95,48 @@ fn check(item: &mut Item<'_>, now: OffsetDateTime) -> Option<Checked> {
     if let Some(b) = &bank_code
         && !(b.bytes().all(|c| c.is_ascii_digit()) && matches!(b.len(), 1..=3 | 8))
     {
-        item.err("invalidBankCode", format!("bankCode {b:?} must be an 8-digit ISPB (Pix) or a 1-3 digit bank code (TED)."));
+        item.err(
+            "invalidBankCode",
+            format!("bankCode {b:?} must be an 8-digit ISPB (Pix) or a 1-3 digit bank code (TED)."),
+        );
     }
     let branch_code = item.required_str("branchCode");
     if let Some(b) = &branch_code
         && !account_like(b, 5, false)
     {
-        item.err("invalidBranchCode", format!("branchCode {b:?} must be digits, with an optional -digit."));
+        item.err(
+            "invalidBranchCode",
+            format!("branchCode {b:?} must be digits, with an optional -digit."),
+        );
     }
     let account_number = item.required_str("accountNumber");
     if let Some(a) = &account_number
         && !account_like(a, 20, true)
     {
-        item.err("invalidAccountNumber", format!("accountNumber {a:?} must be digits, with an optional -digit."));
+        item.err(
+            "invalidAccountNumber",
+            format!("accountNumber {a:?} must be digits, with an optional -digit."),
+        );
     }
-    let account_type = item.opt_str("accountType", "invalidAccountType").unwrap_or_else(|| "checking".into());
+    let account_type = item
+        .opt_str("accountType", "invalidAccountType")
+        .unwrap_or_else(|| "checking".into());
     if !ACCOUNT_TYPES.contains(&account_type.as_str()) {
-        item.err("invalidAccountType", format!("accountType must be one of {ACCOUNT_TYPES:?}."));
+        item.err(
+            "invalidAccountType",
+            format!("accountType must be one of {ACCOUNT_TYPES:?}."),
+        );
     }
     let external_id = item.opt_str("externalId", codes::INVALID_EXTERNAL_ID);
     if let Some(e) = &external_id
-        && !((1..=100).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)))
+        && !((1..=100).contains(&e.len())
+            && e.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)))
     {
-        item.err(codes::INVALID_EXTERNAL_ID, format!("externalId {e:?} must be 1 to 100 URL-safe characters."));
+        item.err(
+            codes::INVALID_EXTERNAL_ID,
+            format!("externalId {e:?} must be 1 to 100 URL-safe characters."),
+        );
     }
     let scheduled = match item.get("scheduled") {
         None => None,
@@ -103,17 +146,26 @@ fn check(item: &mut Item<'_>, now: OffsetDateTime) -> Option<Checked> {
                 None
             }
             Some(DateOrTime::Time(t)) if t < now - SCHEDULE_TOLERANCE => {
-                item.err("invalidDateTime", format!("scheduled {s:?} is in the past."));
+                item.err(
+                    "invalidDateTime",
+                    format!("scheduled {s:?} is in the past."),
+                );
                 None
             }
             Some(d) => Some(d),
             None => {
-                item.err("invalidDate", format!("scheduled {s:?} is not a date or datetime."));
+                item.err(
+                    "invalidDate",
+                    format!("scheduled {s:?} is not a date or datetime."),
+                );
                 None
             }
         },
         Some(other) => {
-            item.err("invalidDate", format!("scheduled must be a string; got {other}."));
+            item.err(
+                "invalidDate",
+                format!("scheduled must be a string; got {other}."),
+            );
             None
         }
     };
@@ -153,7 +205,12 @@ fn parse_status(text: &str) -> Result<TransferStatus, ApiError> {
     serde_json::from_value::<TransferStatus>(Value::String(text.to_owned()))
         .ok()
         .filter(|s| s.as_str() == text)
-        .ok_or_else(|| ApiError::bad("invalidStatus", format!("Unknown transfer status {text:?}.")))
+        .ok_or_else(|| {
+            ApiError::bad(
+                "invalidStatus",
+                format!("Unknown transfer status {text:?}."),
+            )
+        })
 }
 
 type DuplicateKey = (String, String, String, String, i64, time::Date);
@@ -163,7 +220,11 @@ impl World {
     /// offending item (and with it the batch): an `externalId` already used, and, for items
     /// without one, the same amount to the same receiver on the same scheduled day as a transfer
     /// that has not failed or been canceled.
-    pub fn create_transfers(&mut self, body: &[u8], now: OffsetDateTime) -> Result<Value, ApiError> {
+    pub fn create_transfers(
+        &mut self,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
         let items = batch(body, "transfers")?;
         let mut errors = Vec::new();
         let mut checked = Vec::new();
@@ -172,7 +233,12 @@ impl World {
         let existing_keys: HashSet<DuplicateKey> = self
             .transfers
             .live()
-            .filter(|r| !matches!(r.item.transfer.status, TransferStatus::Failed | TransferStatus::Canceled))
+            .filter(|r| {
+                !matches!(
+                    r.item.transfer.status,
+                    TransferStatus::Failed | TransferStatus::Canceled
+                )
+            })
             .map(|r| {
                 let (t, b, br, a) = r.item.receiver.clone();
                 (t, b, br, a, r.item.transfer.amount, r.item.scheduled_day)
@@ -180,13 +246,23 @@ impl World {
             .collect();
         for (i, value) in items.iter().enumerate() {
             let before = errors.len();
-            let Some(mut item) = Item::new(i, value, &mut errors) else { continue };
-            let Some(c) = check(&mut item, now) else { continue };
+            let Some(mut item) = Item::new(i, value, &mut errors) else {
+                continue;
+            };
+            let Some(c) = check(&mut item, now) else {
+                continue;
+            };
             if let Some(e) = &c.external_id {
                 if let Some(existing) = self.external_ids.get(e) {
-                    item.err(codes::INVALID_EXTERNAL_ID, format!("externalId {e:?} was already used by transfer {existing}."));
+                    item.err(
+                        codes::INVALID_EXTERNAL_ID,
+                        format!("externalId {e:?} was already used by transfer {existing}."),
+                    );
                 } else if !batch_external_ids.insert(e.clone()) {
-                    item.err(codes::INVALID_EXTERNAL_ID, format!("externalId {e:?} is repeated in this request."));
+                    item.err(
+                        codes::INVALID_EXTERNAL_ID,
+                        format!("externalId {e:?} is repeated in this request."),
+                    );
                 }
             } else {
                 let key = (
@@ -218,7 +294,9 @@ impl World {
             let transfer = Transfer {
                 id: self.next_id(),
                 amount: c.amount,
-                description: c.description.unwrap_or_else(|| format!("{} ({})", c.name, c.tax_id)),
+                description: c
+                    .description
+                    .unwrap_or_else(|| format!("{} ({})", c.name, c.tax_id)),
                 name: c.name,
                 tax_id: c.tax_id,
                 bank_code: c.bank_code.clone(),
@@ -257,13 +335,21 @@ impl World {
         let tags = query::list(q, "tags");
         let ids = query::list(q, "ids");
         let transaction_ids = query::list(q, "transactionIds");
-        let tax_id = q.get("taxId").map(|t| t.chars().filter(char::is_ascii_digit).collect::<String>());
+        let tax_id = q
+            .get("taxId")
+            .map(|t| t.chars().filter(char::is_ascii_digit).collect::<String>());
         let (items, cursor) = self.transfers.page(&params, |r| {
             let t = &r.transfer;
             status.is_none_or(|s| t.status == s)
-                && (tags.is_empty() || t.tags.iter().any(|x| tags.iter().any(|w| w.to_lowercase() == *x)))
+                && (tags.is_empty()
+                    || t.tags
+                        .iter()
+                        .any(|x| tags.iter().any(|w| w.to_lowercase() == *x)))
                 && (ids.is_empty() || ids.contains(&t.id))
-                && (transaction_ids.is_empty() || t.transaction_ids.iter().any(|x| transaction_ids.contains(x)))
+                && (transaction_ids.is_empty()
+                    || t.transaction_ids
+                        .iter()
+                        .any(|x| transaction_ids.contains(x)))
                 && tax_id.as_ref().is_none_or(|d| *d == r.receiver.0)
         });
         let transfers: Vec<&Transfer> = items.into_iter().map(|r| &r.transfer).collect();
@@ -288,7 +374,10 @@ impl World {
             .ok_or_else(|| ApiError::bad("invalidTransfer", format!("Transfer {id} not found.")))?;
         let rec = &mut row.item;
         if rec.transfer.status != TransferStatus::Created || rec.scheduled_at <= now {
-            return Err(ApiError::bad("invalidAction", format!("Transfer {id} is not scheduled for later, so it cannot be canceled.")));
+            return Err(ApiError::bad(
+                "invalidAction",
+                format!("Transfer {id} is not scheduled for later, so it cannot be canceled."),
+            ));
         }
         rec.transfer.status = TransferStatus::Canceled;
         rec.transfer.updated = timestamp(now);
@@ -301,21 +390,27 @@ impl World {
         let params = query::list_params(q)?;
         let types = query::list(q, "types");
         if let Some(bad) = types.iter().find(|t| !LOG_TYPES.contains(&t.as_str())) {
-            return Err(ApiError::bad("invalidTransferLog", format!("Unknown transfer log type {bad:?}.")));
+            return Err(ApiError::bad(
+                "invalidTransferLog",
+                format!("Unknown transfer log type {bad:?}."),
+            ));
         }
         let ids = query::list(q, "transferIds");
         let (logs, cursor) = self.transfer_logs.page(&params, |l| {
-            (types.is_empty() || types.contains(&l.log_type)) && (ids.is_empty() || ids.contains(&l.transfer.id))
+            (types.is_empty() || types.contains(&l.log_type))
+                && (ids.is_empty() || ids.contains(&l.transfer.id))
         });
         Ok(json!({ "cursor": cursor, "logs": logs }))
     }
 
     /// `GET /v2/transfer/log/{id}`.
     pub fn get_transfer_log(&self, id: &str) -> Result<Value, ApiError> {
-        let log = self
-            .transfer_logs
-            .get(id)
-            .ok_or_else(|| ApiError::bad("invalidTransferLog", format!("Transfer log {id} not found.")))?;
+        let log = self.transfer_logs.get(id).ok_or_else(|| {
+            ApiError::bad(
+                "invalidTransferLog",
+                format!("Transfer log {id} not found."),
+            )
+        })?;
         Ok(json!({ "log": log.item }))
     }
 }

@@ -19,21 +19,36 @@ pub fn batch(body: &[u8], key: &str) -> Result<Vec<Value>, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("invalidJson", format!("The body is not valid JSON: {e}")))?;
     let Value::Object(mut map) = value else {
-        return Err(ApiError::bad("invalidJson", format!("The body must be an object with a list {key:?}.")));
+        return Err(ApiError::bad(
+            "invalidJson",
+            format!("The body must be an object with a list {key:?}."),
+        ));
     };
     if let Some(other) = map.keys().find(|k| *k != key) {
-        return Err(ApiError::bad("invalidJson", format!("Unknown field {other:?} in the body.")));
+        return Err(ApiError::bad(
+            "invalidJson",
+            format!("Unknown field {other:?} in the body."),
+        ));
     }
     let Some(Value::Array(items)) = map.remove(key) else {
-        return Err(ApiError::bad("invalidJson", format!("The body must have a list {key:?}.")));
+        return Err(ApiError::bad(
+            "invalidJson",
+            format!("The body must have a list {key:?}."),
+        ));
     };
     if items.is_empty() {
-        return Err(ApiError::bad("invalidJson", format!("The list {key:?} is empty.")));
+        return Err(ApiError::bad(
+            "invalidJson",
+            format!("The list {key:?} is empty."),
+        ));
     }
     if items.len() > MAX_ITEMS {
         return Err(ApiError::bad(
             "invalidJson",
-            format!("At most {MAX_ITEMS} {key} can be created at once; got {}.", items.len()),
+            format!(
+                "At most {MAX_ITEMS} {key} can be created at once; got {}.",
+                items.len()
+            ),
         ));
     }
     Ok(items)
@@ -74,7 +89,12 @@ impl<'a> Item<'a> {
 
     /// Refuses fields Stark does not know (its tests expect an error per unknown property).
     pub fn only(&mut self, allowed: &[&str]) {
-        let unknown: Vec<String> = self.obj.keys().filter(|k| !allowed.contains(&k.as_str())).cloned().collect();
+        let unknown: Vec<String> = self
+            .obj
+            .keys()
+            .filter(|k| !allowed.contains(&k.as_str()))
+            .cloned()
+            .collect();
         for key in unknown {
             self.err("invalidJson", format!("unknown field {key:?}."));
         }
@@ -150,12 +170,18 @@ impl<'a> Item<'a> {
             Some(Value::String(s)) => {
                 let parsed = TaxId::parse(s);
                 if parsed.is_none() {
-                    self.err("invalidTaxId", format!("taxId {s:?} is not a valid CPF or CNPJ."));
+                    self.err(
+                        "invalidTaxId",
+                        format!("taxId {s:?} is not a valid CPF or CNPJ."),
+                    );
                 }
                 parsed
             }
             Some(other) => {
-                self.err("invalidTaxId", format!("taxId must be a string; got {other}."));
+                self.err(
+                    "invalidTaxId",
+                    format!("taxId must be a string; got {other}."),
+                );
                 None
             }
         }
@@ -185,13 +211,20 @@ impl<'a> Item<'a> {
                 let mut rules = Vec::new();
                 for item in items {
                     match item.as_object() {
-                        Some(o) if o.len() == 2 && o.get("key").is_some_and(Value::is_string) && o.contains_key("value") => {
+                        Some(o)
+                            if o.len() == 2
+                                && o.get("key").is_some_and(Value::is_string)
+                                && o.contains_key("value") =>
+                        {
                             rules.push(Rule {
                                 key: o["key"].as_str().unwrap_or_default().to_owned(),
                                 value: o["value"].clone(),
                             });
                         }
-                        _ => self.err("invalidRule", "each rule must be {\"key\": string, \"value\": ...}."),
+                        _ => self.err(
+                            "invalidRule",
+                            "each rule must be {\"key\": string, \"value\": ...}.",
+                        ),
                     }
                 }
                 rules

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use stark_client::keys::{high_s_twin, signature_to_base64};
 use stark_client::python_json::to_string_sorted;
 use stark_client::{
-    Event, EventLog, Invoice, InvoiceLog, InvoiceLogType, InvoicePayment, InvoiceStatus, PrivateKey, PublicKey,
-    PublicKeyEntry, Transfer, TransferLog, TransferStatus, Webhook,
+    Event, EventLog, Invoice, InvoiceLog, InvoiceLogType, InvoicePayment, InvoiceStatus,
+    PrivateKey, PublicKey, PublicKeyEntry, Transfer, TransferLog, TransferStatus, Webhook,
 };
 use time::OffsetDateTime;
 
@@ -180,7 +180,10 @@ impl World {
             retry_schedule: config.retry_schedule.clone(),
             root_url,
         };
-        let key = config.signing_key.clone().unwrap_or_else(PrivateKey::generate);
+        let key = config
+            .signing_key
+            .clone()
+            .unwrap_or_else(PrivateKey::generate);
         Self {
             settings,
             projects: config.projects.iter().cloned().collect(),
@@ -227,7 +230,9 @@ impl World {
 
     /// `n` random decimal digits.
     fn digits(&mut self, n: usize) -> String {
-        (0..n).map(|_| char::from(b'0' + self.ids_rng.random_range(0..10u8))).collect()
+        (0..n)
+            .map(|_| char::from(b'0' + self.ids_rng.random_range(0..10u8)))
+            .collect()
     }
 
     /// A 32-digit ledger transaction id (the 2024 sandbox shape).
@@ -256,7 +261,9 @@ impl World {
     pub fn run_due(&mut self, now: OffsetDateTime) -> Vec<Outgoing> {
         let mut outgoing = Vec::new();
         while self.jobs.peek().is_some_and(|s| s.at <= now) {
-            let Some(Scheduled { job, .. }) = self.jobs.pop() else { break };
+            let Some(Scheduled { job, .. }) = self.jobs.pop() else {
+                break;
+            };
             match job {
                 Job::PayInvoice(id) => self.pay_invoice(&id, now),
                 Job::CreditInvoice(id) => self.credit_invoice(&id, now),
@@ -309,7 +316,13 @@ impl World {
 
     /// Writes a log with the invoice's current snapshot and emits its events.
     pub fn invoice_log(&mut self, invoice_id: &str, log_type: InvoiceLogType, now: OffsetDateTime) {
-        let Some(invoice) = self.invoices.get(invoice_id).map(|r| r.item.invoice.clone()) else { return };
+        let Some(invoice) = self
+            .invoices
+            .get(invoice_id)
+            .map(|r| r.item.invoice.clone())
+        else {
+            return;
+        };
         let log = InvoiceLog {
             id: self.next_id(),
             created: timestamp(now),
@@ -323,15 +336,25 @@ impl World {
 
     fn pay_invoice(&mut self, id: &str, now: OffsetDateTime) {
         let any_amount_paid = self.pay_rng.random_range(100..=100_000i64);
-        let bank = ["00000000", "60701190", "60746948", "00360305", "18236120"][self.ids_rng.random_range(0..5usize)];
+        let bank = ["00000000", "60701190", "60746948", "00360305", "18236120"]
+            [self.ids_rng.random_range(0..5usize)];
         let branch = self.digits(4);
         let account = format!("{}-{}", self.digits(6), self.digits(1));
         let e2e_tail: String = (0..11)
-            .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[self.ids_rng.random_range(0..36usize)]))
+            .map(|_| {
+                char::from(
+                    b"abcdefghijklmnopqrstuvwxyz0123456789"[self.ids_rng.random_range(0..36usize)],
+                )
+            })
             .collect();
-        let Some(row) = self.invoices.get_mut(id) else { return };
+        let Some(row) = self.invoices.get_mut(id) else {
+            return;
+        };
         let rec = &mut row.item;
-        if !matches!(rec.invoice.status, InvoiceStatus::Created | InvoiceStatus::Overdue) {
+        if !matches!(
+            rec.invoice.status,
+            InvoiceStatus::Created | InvoiceStatus::Overdue
+        ) {
             return;
         }
         let inv = &mut rec.invoice;
@@ -347,7 +370,10 @@ impl World {
             .map_or(0, |(pct, _)| percent_of(nominal, *pct));
         let (fine, interest) = if now > rec.due_at {
             let days_late = (now - rec.due_at).whole_days();
-            (percent_of(nominal, inv.fine), interest_for_days(nominal, inv.interest, days_late))
+            (
+                percent_of(nominal, inv.fine),
+                interest_for_days(nominal, inv.interest, days_late),
+            )
         } else {
             (0, 0)
         };
@@ -359,8 +385,10 @@ impl World {
         inv.updated = timestamp(now);
         let end_to_end_id = format!(
             "E{bank}{}{e2e_tail}",
-            now.format(time::macros::format_description!("[year][month][day][hour][minute]"))
-                .unwrap_or_default()
+            now.format(time::macros::format_description!(
+                "[year][month][day][hour][minute]"
+            ))
+            .unwrap_or_default()
         );
         rec.payment = Some(InvoicePayment {
             amount: inv.amount,
@@ -374,13 +402,18 @@ impl World {
             method: "pix".to_owned(),
         });
         self.invoice_log(id, InvoiceLogType::Paid, now);
-        self.schedule(now + self.settings.credit_delay, Job::CreditInvoice(id.to_owned()));
+        self.schedule(
+            now + self.settings.credit_delay,
+            Job::CreditInvoice(id.to_owned()),
+        );
     }
 
     fn credit_invoice(&mut self, id: &str, now: OffsetDateTime) {
         let transaction_id = self.transaction_id();
         let fee = self.settings.invoice_fee;
-        let Some(row) = self.invoices.get_mut(id) else { return };
+        let Some(row) = self.invoices.get_mut(id) else {
+            return;
+        };
         let rec = &mut row.item;
         if rec.invoice.status != InvoiceStatus::Paid || rec.credited {
             return;
@@ -398,11 +431,19 @@ impl World {
         if self.invoices.get(id).is_none_or(|r| now < r.item.due_at) {
             return;
         }
-        self.invoice_status_change(id, &[InvoiceStatus::Created], InvoiceStatus::Overdue, InvoiceLogType::Overdue, now);
+        self.invoice_status_change(
+            id,
+            &[InvoiceStatus::Created],
+            InvoiceStatus::Overdue,
+            InvoiceLogType::Overdue,
+            now,
+        );
     }
 
     fn invoice_expire(&mut self, id: &str, now: OffsetDateTime) {
-        let expires = |r: &crate::table::Row<InvoiceRec>| r.item.due_at + time::Duration::seconds(r.item.invoice.expiration);
+        let expires = |r: &crate::table::Row<InvoiceRec>| {
+            r.item.due_at + time::Duration::seconds(r.item.invoice.expiration)
+        };
         if self.invoices.get(id).is_none_or(|r| now < expires(r)) {
             return;
         }
@@ -424,7 +465,9 @@ impl World {
         log_type: InvoiceLogType,
         now: OffsetDateTime,
     ) -> bool {
-        let Some(row) = self.invoices.get_mut(id) else { return false };
+        let Some(row) = self.invoices.get_mut(id) else {
+            return false;
+        };
         if !from.contains(&row.item.invoice.status) {
             return false;
         }
@@ -446,13 +489,28 @@ impl World {
         let transfer = rec.transfer.clone();
         self.transfers.insert(id.clone(), now, rec);
         self.transfer_log(&id, "created", Vec::new(), now);
-        self.schedule(start + self.settings.transfer_processing_delay, Job::ProcessTransfer(id));
+        self.schedule(
+            start + self.settings.transfer_processing_delay,
+            Job::ProcessTransfer(id),
+        );
         transfer
     }
 
     /// Writes a transfer log and emits its events.
-    pub fn transfer_log(&mut self, transfer_id: &str, log_type: &str, errors: Vec<Value>, now: OffsetDateTime) {
-        let Some(transfer) = self.transfers.get(transfer_id).map(|r| r.item.transfer.clone()) else { return };
+    pub fn transfer_log(
+        &mut self,
+        transfer_id: &str,
+        log_type: &str,
+        errors: Vec<Value>,
+        now: OffsetDateTime,
+    ) {
+        let Some(transfer) = self
+            .transfers
+            .get(transfer_id)
+            .map(|r| r.item.transfer.clone())
+        else {
+            return;
+        };
         let log = TransferLog {
             id: self.next_id(),
             created: timestamp(now),
@@ -469,7 +527,9 @@ impl World {
     fn process_transfer(&mut self, id: &str, now: OffsetDateTime) {
         let fee = self.settings.transfer_fee;
         let balance = self.balance;
-        let Some(row) = self.transfers.get_mut(id) else { return };
+        let Some(row) = self.transfers.get_mut(id) else {
+            return;
+        };
         let rec = &mut row.item;
         if rec.transfer.status != TransferStatus::Created {
             return;
@@ -483,13 +543,18 @@ impl World {
             self.balance -= cost;
         }
         self.transfer_log(id, "processing", Vec::new(), now);
-        self.schedule(now + self.settings.transfer_settle_delay, Job::SettleTransfer(id.to_owned()));
+        self.schedule(
+            now + self.settings.transfer_settle_delay,
+            Job::SettleTransfer(id.to_owned()),
+        );
     }
 
     fn settle_transfer(&mut self, id: &str, now: OffsetDateTime) {
         let transaction_id = self.transaction_id();
         let balance = self.balance;
-        let Some(row) = self.transfers.get_mut(id) else { return };
+        let Some(row) = self.transfers.get_mut(id) else {
+            return;
+        };
         let rec = &mut row.item;
         if rec.transfer.status != TransferStatus::Processing {
             return;
@@ -584,7 +649,11 @@ impl World {
     /// Stark's do, so that receivers that forget `normalize_s()` fail in tests, not in
     /// production.
     fn sign(&mut self, message: &[u8]) -> (String, bool) {
-        let low = self.keys.last().map(|(k, _)| k.sign(message)).expect("the sandbox always has a key");
+        let low = self
+            .keys
+            .last()
+            .map(|(k, _)| k.sign(message))
+            .expect("the sandbox always has a key");
         let low = low.normalize_s().unwrap_or(low);
         if self.signature_rng.random_bool(0.5) {
             (signature_to_base64(&high_s_twin(&low)), true)
@@ -595,7 +664,12 @@ impl World {
 
     /// Records how a POST ended; on failure records an attempt and schedules the next try. On
     /// success returns the duplicate to send, if the fault rolled one.
-    pub fn record_delivery(&mut self, out: &Outgoing, outcome: DeliveryOutcome, now: OffsetDateTime) -> Option<Outgoing> {
+    pub fn record_delivery(
+        &mut self,
+        out: &Outgoing,
+        outcome: DeliveryOutcome,
+        now: OffsetDateTime,
+    ) -> Option<Outgoing> {
         self.deliveries.push(Delivery {
             event_id: out.event_id.clone(),
             webhook_id: out.webhook_id.clone(),
@@ -625,10 +699,14 @@ impl World {
                 }
                 return None;
             }
-            DeliveryOutcome::BadHttpStatus { status } => {
-                ("badHttpStatus", format!("HTTP POST request returned status {status}"))
-            }
-            DeliveryOutcome::BadConnection { detail } => ("badConnection", format!("HTTP POST request failed: {detail}")),
+            DeliveryOutcome::BadHttpStatus { status } => (
+                "badHttpStatus",
+                format!("HTTP POST request returned status {status}"),
+            ),
+            DeliveryOutcome::BadConnection { detail } => (
+                "badConnection",
+                format!("HTTP POST request failed: {detail}"),
+            ),
             DeliveryOutcome::Timeout => ("timeout", "HTTP POST request timed out".to_owned()),
         };
         let attempt = EventAttempt {
@@ -640,7 +718,9 @@ impl World {
             created: timestamp(now),
         };
         self.attempts.insert(attempt.id.clone(), now, attempt);
-        let Some(row) = self.events.get_mut(&out.event_id) else { return None };
+        let Some(row) = self.events.get_mut(&out.event_id) else {
+            return None;
+        };
         row.item.failures += 1;
         let failures = row.item.failures as usize;
         if let Some(wait) = self.settings.retry_schedule.get(failures - 1).copied() {
@@ -661,7 +741,10 @@ impl World {
 
     /// The key that signs webhooks now.
     pub fn public_key(&self) -> PublicKey {
-        self.keys.last().map(|(k, _)| k.public_key()).expect("the sandbox always has a key")
+        self.keys
+            .last()
+            .map(|(k, _)| k.public_key())
+            .expect("the sandbox always has a key")
     }
 
     /// `GET /v2/public-key` entries, newest first.
@@ -682,9 +765,17 @@ impl World {
             now: timestamp(now),
             balance: self.balance,
             requests: self.requests,
-            invoices: self.invoices.live().map(|r| r.item.invoice.clone()).collect(),
+            invoices: self
+                .invoices
+                .live()
+                .map(|r| r.item.invoice.clone())
+                .collect(),
             invoice_logs: self.invoice_logs.live().map(|r| r.item.clone()).collect(),
-            transfers: self.transfers.live().map(|r| r.item.transfer.clone()).collect(),
+            transfers: self
+                .transfers
+                .live()
+                .map(|r| r.item.transfer.clone())
+                .collect(),
             transfer_logs: self.transfer_logs.live().map(|r| r.item.clone()).collect(),
             webhooks: self.webhooks.live().map(|r| r.item.clone()).collect(),
             events: self.events.live().map(|r| r.item.event.clone()).collect(),

@@ -1,0 +1,9 @@
+//! Black-box tests of the sandbox through `stark-client` and raw signed HTTP.
+
+mod common;
+
+mod api;
+mod auth;
+mod faults;
+mod lifecycle;
+mod webhooks;
