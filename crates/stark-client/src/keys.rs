@@ -173,10 +173,18 @@ impl PrivateKey {
     /// SEC1 PEM exactly as the Python SDK's `starkbank.key.create()` writes it: a leading newline,
     /// 64-character lines, the curve OID and the public key embedded.
     pub fn to_pem(&self) -> String {
-        let secret = k256::SecretKey::from(&self.signing);
-        let der = secret
-            .to_sec1_der()
-            .expect("a valid secp256k1 secret always encodes as SEC1");
+        // Built by hand: `SecretKey::to_sec1_der` leaves out the curve parameters, and the
+        // Python SDK's `PrivateKey.fromDer` refuses a SEC1 key without all four fields.
+        use k256::pkcs8::der::Encode as _;
+        let secret = self.signing.to_bytes();
+        let public = self.signing.verifying_key().to_encoded_point(false);
+        let der = sec1::EcPrivateKey {
+            private_key: &secret,
+            parameters: Some(sec1::EcParameters::NamedCurve(SECP256K1_OID)),
+            public_key: Some(public.as_bytes()),
+        }
+        .to_der()
+        .expect("a valid secp256k1 secret always encodes as SEC1");
         stark_pem("EC PRIVATE KEY", &der)
     }
 
