@@ -1,0 +1,182 @@
+"""Runs the official Stark Bank Python SDK against a local stark-sandbox.
+
+Environment (set by tests/python_sdk.rs):
+  SANDBOX_ROOT      http://127.0.0.1:PORT (the sandbox, without /v2)
+  PROJECT_ID        a project registered in the sandbox
+  PRIVATE_KEY_PATH  its private key PEM (SEC1, as starkbank.key.create writes it)
+  RECEIVER_URL      where the sandbox should post webhooks (answers 200)
+
+Exits non-zero with a message on the first mismatch. Prints one JSON summary line on success.
+"""
+import json
+import os
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import requests
+import starkcore.utils.rest as core_rest
+
+import starkbank
+from starkbank.error import InputErrors
+
+ROOT = os.environ["SANDBOX_ROOT"]
+
+
+def _redirect(fn):
+    # API.md section 2.2: the SDK hard-codes its hosts; re-binding starkcore's request
+    # functions sends every call (event.parse's public-key fetch included) to the sandbox.
+    def wrapper(url, **kw):
+        return fn(url.replace("https://sandbox.api.starkbank.com", ROOT, 1), **kw)
+
+    return wrapper
+
+
+for name in ("get", "post", "patch", "put", "delete"):
+    setattr(core_rest, name, _redirect(getattr(requests, name)))
+
+
+def check(condition, message):
+    if not condition:
+        print("MISMATCH: " + message, file=sys.stderr)
+        sys.exit(1)
+
+
+with open(os.environ["PRIVATE_KEY_PATH"]) as f:
+    private_key = f.read()
+
+starkbank.user = starkbank.Project(
+    environment="sandbox",
+    id=os.environ["PROJECT_ID"],
+    private_key=private_key,
+)
+
+# Webhook first, so that every later log produces a delivery.
+webhook = starkbank.webhook.create(url=os.environ["RECEIVER_URL"], subscriptions=["invoice", "transfer"])
+check(len(webhook.id) == 16, "webhook id %r" % webhook.id)
+check([w.id for w in starkbank.webhook.query()] == [webhook.id], "webhook.query")
+
+# Invoices, with every optional field the SDK README shows.
+due = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+invoices = starkbank.invoice.create([
+    starkbank.Invoice(
+        amount=23571,
+        name="Jo\u00e3o da Silva",
+        tax_id="012.345.678-90",
+        due=due,
+        expiration=timedelta(hours=3),
+        fine=5,
+        interest=2.5,
+        discounts=[{"percentage": 10, "due": "2030-01-01"}],
+        descriptions=[{"key": "Product A", "value": "R$10,00"}],
+        rules=[{"key": "allowedTaxIds", "value": ["012.345.678-90"]}],
+        tags=["Immediate"],
+    ),
+    starkbank.Invoice(amount=1000, name="Maria", tax_id="20.018.183/0001-80"),
+    starkbank.Invoice(amount=2000, name="Jos\u00e9", tax_id="01234567890", tags=["paging"]),
+])
+check(len(invoices) == 3, "created %d invoices" % len(invoices))
+first = invoices[0]
+check(first.tags == ["immediate"], "tags not lowercased: %r" % first.tags)
+check(first.name == "Jo\u00e3o da Silva", "name %r" % first.name)
+check(first.status == "created", "status %r" % first.status)
+check(first.expiration == timedelta(hours=3), "expiration %r" % first.expiration)
+check(isinstance(first.created, datetime), "created %r" % first.created)
+check(invoices[2].tax_id == "012.345.678-90", "tax id formatted: %r" % invoices[2].tax_id)
+
+queried = list(starkbank.invoice.query(tags=["immediate"]))
+check([i.id for i in queried] == [first.id], "query by tags")
+everything = list(starkbank.invoice.query(limit=10))
+check(len(everything) == 3, "query all: %d" % len(everything))
+page, cursor = starkbank.invoice.page(limit=2)
+check(len(page) == 2 and cursor, "first page")
+rest, cursor = starkbank.invoice.page(limit=2, cursor=cursor)
+check(len(rest) == 1 and cursor is None, "second page")
+check(starkbank.invoice.get(first.id).amount == 23571, "invoice.get")
+try:
+    starkbank.invoice.get("1234567890123456")
+    check(False, "unknown invoice accepted")
+except InputErrors as e:
+    check(e.errors[0].code == "invalidInvoice", "unknown invoice code %r" % e.errors[0].code)
+logs = list(starkbank.invoice.log.query(invoice_ids=[first.id]))
+check([l.type for l in logs] == ["created"], "invoice logs %r" % [l.type for l in logs])
+
+# A batch with a bad tax id fails item by item.
+try:
+    starkbank.invoice.create([starkbank.Invoice(amount=1, name="X", tax_id="000.000.000-00")])
+    check(False, "bad tax id accepted")
+except InputErrors as e:
+    check([x.code for x in e.errors] == ["invalidTaxId"], "tax id errors %r" % [x.code for x in e.errors])
+
+# Transfers; a repeated externalId is a 400 on that item.
+transfer_args = dict(
+    amount=100,
+    bank_code="20018183",
+    branch_code="0001",
+    account_number="10000-0",
+    account_type="checking",
+    tax_id="012.345.678-90",
+    name="Tony Stark",
+    external_id="py-ext-1",
+    tags=["X"],
+    rules=[{"key": "resendingLimit", "value": 5}],
+)
+transfers = starkbank.transfer.create([starkbank.Transfer(**transfer_args)])
+check(transfers[0].status == "created" and transfers[0].tags == ["x"], "transfer %r" % transfers[0])
+check(starkbank.transfer.get(transfers[0].id).external_id == "py-ext-1", "transfer.get")
+try:
+    starkbank.transfer.create([starkbank.Transfer(**transfer_args)])
+    check(False, "repeated externalId accepted")
+except InputErrors as e:
+    check(e.errors[0].code == "invalidExternalId", "duplicate code %r" % e.errors[0].code)
+check(len(list(starkbank.transfer.query(tags=["x"]))) == 1, "transfer.query")
+
+# Webhook bodies the sandbox delivered, parsed (and signature-checked) by the SDK. The sandbox
+# pays the invoices by itself, so paid and credited events come too.
+deadline = time.time() + 60
+while True:
+    state = requests.get(ROOT + "/_sandbox/state", timeout=10).json()
+    delivered = [d for d in state["deliveries"] if d["outcome"]["kind"] == "delivered"]
+    credited = [d for d in delivered if '"type": "credited"' in d["body"]]
+    if len(credited) >= 3 and {d["highS"] for d in delivered} == {True, False}:
+        break
+    check(time.time() < deadline, "deliveries: %d delivered, %d credited" % (len(delivered), len(credited)))
+    time.sleep(0.2)
+
+parsed = 0
+for delivery in delivered:
+    event = starkbank.event.parse(content=delivery["body"], signature=delivery["signature"])
+    check(event.id == delivery["eventId"], "event id")
+    check(event.subscription in ("invoice", "transfer"), "subscription %r" % event.subscription)
+    if event.subscription == "invoice":
+        check(event.log.invoice.id in [i.id for i in invoices], "event invoice id")
+        if event.log.type == "credited":
+            check(event.log.invoice.status == "paid", "credited status")
+            check(len(event.log.invoice.transaction_ids) == 1, "transaction ids")
+    else:
+        check(event.log.transfer.id == transfers[0].id, "event transfer id")
+    parsed += 1
+
+try:
+    starkbank.event.parse(content=delivered[0]["body"].replace("invoice", "invoicx", 1), signature=delivered[0]["signature"])
+    check(False, "tampered body accepted")
+except starkbank.error.InvalidSignatureError:
+    pass
+
+events = list(starkbank.event.query(is_delivered=True, limit=5))
+check(len(events) == 5 and all(e.is_delivered for e in events), "event.query(is_delivered=True)")
+check(starkbank.event.get(events[0].id).id == events[0].id, "event.get")
+updated = starkbank.event.update(events[0].id, is_delivered=True)
+check(updated.is_delivered is True, "event.update")
+undelivered = list(starkbank.event.query(is_delivered=False))
+check(all(e.is_delivered is False for e in undelivered), "event.query(is_delivered=False)")
+check(list(starkbank.event.attempt.query(limit=5)) == [], "event.attempt.query: the receiver always answered 200")
+
+print(json.dumps({
+    "ok": True,
+    "invoices": len(invoices),
+    "transfers": len(transfers),
+    "parsed_events": parsed,
+    "high_s": sum(1 for d in delivered if d["highS"]),
+    "low_s": sum(1 for d in delivered if not d["highS"]),
+}))
