@@ -1,5 +1,6 @@
-//! Operator CLI and local stack (built in later issues).
-fn main() {
-    eprintln!("stark-pipeline: the local stack and operator commands are not built yet; see README.md");
-    std::process::exit(2);
+//! `stark-pipeline`: with no arguments, runs the whole pipeline locally; see `--help`.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    stark_pipeline::cli::main()
 }

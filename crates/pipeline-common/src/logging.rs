@@ -41,22 +41,45 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`). Safe to call twice (the
-/// second call does nothing), which tests rely on.
+/// Installs the global subscriber writing to stdout (what Cloud Run collects). `RUST_LOG`
+/// filters (default `info`). Safe to call twice (the second call does nothing), which tests rely
+/// on.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with(format, "info", false);
+}
+
+/// Like [`init`], with another default filter, and optionally writing to stderr (for commands
+/// whose stdout is their output, such as a dry run printing JSON or the local stack's report).
+pub fn init_with(format: LogFormat, default_filter: &str, to_stderr: bool) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let project = std::env::var("GOOGLE_CLOUD_PROJECT")
         .ok()
         .filter(|p| !p.is_empty());
+    let writer = move || -> Box<dyn std::io::Write> {
+        if to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
+    };
     let result = match format {
         LogFormat::Json => tracing_subscriber::registry()
             .with(filter)
             .with(SpanFieldsLayer)
-            .with(tracing_subscriber::fmt::layer().event_format(CloudJson { project }))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(CloudJson { project })
+                    .with_writer(writer),
+            )
             .try_init(),
         LogFormat::Text => tracing_subscriber::registry()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_writer(writer),
+            )
             .try_init(),
     };
     let _ = result;

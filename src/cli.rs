@@ -1,0 +1,224 @@
+//! The command line.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use stark_sandbox::FaultConfig;
+
+use crate::local::bus::BusChoice;
+use crate::local::report::Progress;
+use crate::local::{Stack, StackOptions};
+use crate::provision::{self, ProvisionArgs};
+
+/// Stark Bank invoice → payout pipeline: local stack and operator tools.
+///
+/// With no subcommand, runs the whole pipeline on this machine: a local Stark Bank sandbox,
+/// the Pub/Sub emulator (or an in-process bus), the services, and a 24-hour campaign on a
+/// compressed clock; then prints a table per hour and the exactly-once checks. The exit code is
+/// 0 only when every check holds.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stark-pipeline",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole pipeline locally (the default).
+    Run(RunArgs),
+    /// Apply the Pub/Sub topology to a Google Cloud project (or the emulator), idempotently.
+    Provision(ProvisionArgs),
+}
+
+/// Options of the local run.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Message bus: the Pub/Sub emulator if installed (auto), or force one.
+    #[arg(long, value_enum, default_value_t = BusChoice::Auto)]
+    pub bus: BusChoice,
+    /// Campaign length in hourly slots.
+    #[arg(long, default_value_t = 24)]
+    pub hours: u32,
+    /// Campaign seconds per real second: 720 plays an hour in 5 s and 24 hours in 2 minutes.
+    #[arg(long, default_value_t = 720.0)]
+    pub speed: f64,
+    /// Campaign name (becomes part of every request id and tag).
+    #[arg(long, default_value = "local")]
+    pub campaign: String,
+    /// Chance that the sandbox's payer pays an invoice.
+    #[arg(long, default_value_t = 0.9)]
+    pub pay_probability: f64,
+    /// Stark's fee per credited invoice, in cents.
+    #[arg(long, default_value_t = 50)]
+    pub invoice_fee: i64,
+    /// Seed of the sandbox's behaviour.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Push attempts before a message goes to the dead-letter subscription.
+    #[arg(long, default_value_t = 5)]
+    pub max_delivery_attempts: u32,
+    /// Sandbox fault: rate of 500 answers.
+    #[arg(long, default_value_t = 0.0)]
+    pub server_error_rate: f64,
+    /// Sandbox fault: rate of invoice/transfer creations applied but answered with a 500 or a
+    /// cut connection.
+    #[arg(long, default_value_t = 0.0)]
+    pub lost_answer_rate: f64,
+    /// Sandbox fault: rate of connections closed without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Sandbox fault: rate of slow answers.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_rate: f64,
+    /// Sandbox fault: rate of webhooks delivered twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_webhook_rate: f64,
+    /// Sandbox fault: rate of webhooks held back so later ones overtake them.
+    #[arg(long, default_value_t = 0.0)]
+    pub out_of_order_rate: f64,
+    /// Sandbox fault: rate of signing-key rotations before a delivery.
+    #[arg(long, default_value_t = 0.0)]
+    pub key_rotation_rate: f64,
+    /// Seed of the sandbox's faults.
+    #[arg(long, default_value_t = 7)]
+    pub fault_seed: u64,
+}
+
+impl RunArgs {
+    /// The stack options these flags describe.
+    pub fn options(&self) -> StackOptions {
+        StackOptions {
+            bus: self.bus,
+            hours: self.hours,
+            speed: self.speed,
+            campaign: self.campaign.clone(),
+            pay_probability: self.pay_probability,
+            invoice_fee: self.invoice_fee,
+            faults: FaultConfig {
+                seed: self.fault_seed,
+                server_error_rate: self.server_error_rate,
+                lost_answer_rate: self.lost_answer_rate,
+                drop_rate: self.drop_rate,
+                slow_rate: self.slow_rate,
+                duplicate_delivery_rate: self.duplicate_webhook_rate,
+                out_of_order_rate: self.out_of_order_rate,
+                key_rotation_rate: self.key_rotation_rate,
+                ..FaultConfig::default()
+            },
+            seed: self.seed,
+            max_delivery_attempts: self.max_delivery_attempts,
+        }
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            None => run_local(&cli.run).await,
+            Some(Command::Run(args)) => run_local(&args).await,
+            Some(Command::Provision(args)) => {
+                init_logs("warn");
+                provision::run(&args).await.map(|()| true)
+            }
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the command's output); the services are chatty, so the
+/// local run shows warnings only unless `RUST_LOG` says otherwise.
+fn init_logs(default_filter: &str) {
+    use pipeline_common::logging::{LogFormat, init_with};
+    let format = match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    init_with(format, default_filter, true);
+}
+
+/// Runs the local stack; `Ok(true)` when every check holds.
+async fn run_local(args: &RunArgs) -> anyhow::Result<bool> {
+    init_logs("warn");
+    let options = args.options();
+    options
+        .faults
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let interactive = std::io::stderr().is_terminal();
+    eprintln!(
+        "starting the local stack ({} campaign hours at speed {})…",
+        options.hours, options.speed
+    );
+    let stack = tokio::select! {
+        stack = Stack::start(options) => stack?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+    };
+    eprintln!(
+        "stark-sandbox at {}; {}; invoice-sender :{}, webhook-ingester :{}, money-sender :{}",
+        stack.sandbox.base_url(),
+        stack.bus.describe(),
+        stack.sender.port,
+        stack.ingester.port,
+        stack.money.port
+    );
+    let hours = stack.spammer.hours;
+    let mut last_line = String::new();
+    let mut show = |slot: Option<u32>, state: &stark_sandbox::SandboxState| {
+        let phase = match slot {
+            Some(slot) => format!("hour {:>2}/{hours}", slot + 1),
+            None => "settling  ".to_owned(),
+        };
+        let line = format!("{phase} · {}", Progress::of(state));
+        if line != last_line {
+            if interactive {
+                eprint!("\r{line}   ");
+                let _ = std::io::stderr().flush();
+            } else {
+                eprintln!("{line}");
+            }
+            last_line = line;
+        }
+    };
+    let campaign = async {
+        stack.play(&mut show).await?;
+        let budget = stack.hour() * 4 + Duration::from_secs(60);
+        let state = stack.settle(budget, &mut show).await?;
+        stack.report(&state).await
+    };
+    let outcome = tokio::select! {
+        outcome = campaign => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if interactive {
+        eprintln!();
+    }
+    stack.shutdown().await;
+    let report = outcome?;
+    println!("{report}");
+    Ok(report.ok())
+}

@@ -1,0 +1,12 @@
+//! The operator CLI and the one-command local stack of the Stark Bank invoice → payout pipeline.
+//!
+//! # Layout
+//! - [`cli`]: argument parsing and the subcommands.
+//! - [`local`]: the whole pipeline on one machine (sandbox, bus, services, spammer) and the
+//!   end-of-campaign report; the end-to-end tests in `tests/` drive it.
+//! - [`provision`]: the Pub/Sub topology applied to a real project or the emulator.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod local;
+pub mod provision;

@@ -1,0 +1,191 @@
+//! The message bus of the local stack: the real Pub/Sub emulator when it is installed, or the
+//! in-process bus with the same push contract.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use gcp_pubsub::emulator::Emulator;
+use gcp_pubsub::{GcpPublisher, PubSubTarget, Topology};
+use pipeline_common::bus::{MemoryBus, RetryPolicy};
+use pipeline_common::messages::{PAID_INVOICES, PENDING_INVOICES};
+use pipeline_common::publisher::SharedPublisher;
+
+/// Which bus to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BusChoice {
+    /// The emulator when `gcloud` and its Pub/Sub emulator are installed, else in-process.
+    Auto,
+    /// Google's Pub/Sub emulator (fails if it is not installed).
+    Emulator,
+    /// The in-process bus.
+    Memory,
+}
+
+/// Delivery settings shared by both backends, short enough for a compressed campaign.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// Attempts before dead-lettering.
+    pub max_delivery_attempts: u32,
+    /// First retry delay.
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+}
+
+/// A running bus.
+#[derive(Debug)]
+pub enum Bus {
+    /// The in-process bus.
+    Memory(MemoryBus),
+    /// The emulator, with a publisher connected to it.
+    Emulator {
+        /// The emulator process group; stopped when dropped.
+        emulator: Emulator,
+        /// Where it is.
+        target: PubSubTarget,
+        /// A publisher connected to it.
+        publisher: Arc<GcpPublisher>,
+        /// The applied topology (set by [`Bus::wire`]).
+        topology: Option<Topology>,
+    },
+}
+
+/// Subscription names, the same on both backends.
+pub const SENDER_SUBSCRIPTION: &str = "pending_invoices-invoice-sender";
+/// The money-sender's subscription.
+pub const MONEY_SUBSCRIPTION: &str = "paid_invoices-money-sender";
+
+impl Bus {
+    /// Starts the chosen bus.
+    pub async fn start(choice: BusChoice) -> anyhow::Result<Self> {
+        let use_emulator = match choice {
+            BusChoice::Emulator => true,
+            BusChoice::Memory => false,
+            BusChoice::Auto => Emulator::available(),
+        };
+        if !use_emulator {
+            return Ok(Bus::Memory(MemoryBus::new()));
+        }
+        let emulator = Emulator::start()
+            .await
+            .context("starting the Pub/Sub emulator")?;
+        let target = emulator.target();
+        let publisher = GcpPublisher::connect(target.clone())
+            .await
+            .context("connecting to the Pub/Sub emulator")?;
+        Ok(Bus::Emulator {
+            emulator,
+            target,
+            publisher: Arc::new(publisher),
+            topology: None,
+        })
+    }
+
+    /// A human name for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Bus::Memory(_) => "in-process bus".into(),
+            Bus::Emulator { emulator, .. } => format!("Pub/Sub emulator at {}", emulator.host()),
+        }
+    }
+
+    /// The publisher services and the spammer use.
+    pub fn publisher(&self) -> SharedPublisher {
+        match self {
+            Bus::Memory(bus) => Arc::new(bus.clone()),
+            Bus::Emulator { publisher, .. } => publisher.clone(),
+        }
+    }
+
+    /// Creates the push subscriptions to the two consumers.
+    pub async fn wire(
+        &mut self,
+        sender_push_url: &str,
+        money_push_url: &str,
+        settings: &DeliverySettings,
+    ) -> anyhow::Result<()> {
+        match self {
+            Bus::Memory(bus) => {
+                let policy = RetryPolicy {
+                    min_backoff: settings.min_backoff,
+                    max_backoff: settings.max_backoff,
+                    max_delivery_attempts: settings.max_delivery_attempts,
+                    ack_deadline: Duration::from_secs(30),
+                };
+                bus.subscribe(
+                    PENDING_INVOICES,
+                    SENDER_SUBSCRIPTION,
+                    sender_push_url,
+                    policy.clone(),
+                );
+                bus.subscribe(PAID_INVOICES, MONEY_SUBSCRIPTION, money_push_url, policy);
+            }
+            Bus::Emulator {
+                target, topology, ..
+            } => {
+                let mut declared = Topology::pipeline(sender_push_url, money_push_url);
+                declared.delivery.max_delivery_attempts =
+                    i32::try_from(settings.max_delivery_attempts)
+                        .context("max delivery attempts")?;
+                declared.delivery.min_backoff = settings.min_backoff;
+                declared.delivery.max_backoff = settings.max_backoff;
+                declared.delivery.ack_deadline = Duration::from_secs(30);
+                gcp_pubsub::apply(&declared, target)
+                    .await
+                    .context("provisioning the emulator")?;
+                *topology = Some(declared);
+            }
+        }
+        Ok(())
+    }
+
+    /// Messages waiting in the dead-letter subscriptions (`(subscription, count)`).
+    pub async fn dead_letters(&self) -> anyhow::Result<Vec<(String, usize)>> {
+        match self {
+            Bus::Memory(bus) => Ok([SENDER_SUBSCRIPTION, MONEY_SUBSCRIPTION]
+                .iter()
+                .map(|name| {
+                    (
+                        format!("{name} (dead letters)"),
+                        bus.dead_letters(name).len(),
+                    )
+                })
+                .collect()),
+            Bus::Emulator {
+                target, topology, ..
+            } => {
+                let topology = topology.as_ref().context("the bus is not wired")?;
+                let mut out = Vec::new();
+                for flow in &topology.flows {
+                    let name = flow.dead_letter_subscription();
+                    let count = gcp_pubsub::ops::count_undelivered(target, &name, 1000).await?;
+                    out.push((name, count));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Seeks `subscription` back to `since`: every message published after it is delivered
+    /// again.
+    pub async fn seek(&self, subscription: &str, since: SystemTime) -> anyhow::Result<()> {
+        match self {
+            Bus::Memory(bus) => {
+                bus.seek(subscription, since);
+                Ok(())
+            }
+            Bus::Emulator { target, .. } => {
+                gcp_pubsub::ops::seek_to_time(target, subscription, since.into()).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the emulator, if any (also done on drop).
+    pub fn stop(self) {
+        if let Bus::Emulator { emulator, .. } = self {
+            emulator.stop();
+        }
+    }
+}

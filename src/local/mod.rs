@@ -1,0 +1,284 @@
+//! The whole pipeline on one machine: stark-sandbox as Stark Bank, the Pub/Sub emulator (or the
+//! in-process bus), the three services on loopback ports, and the spammer played slot by slot
+//! on a compressed clock. `cargo run --release` runs it; the end-to-end tests drive it too.
+
+pub mod bus;
+pub mod report;
+pub mod services;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use invoice_spammer::SpammerConfig;
+use money_sender::Receiver;
+use stark_client::Client;
+use stark_sandbox::{FaultConfig, Sandbox, SandboxConfig, SandboxHandle, SandboxState};
+
+use self::bus::{Bus, BusChoice, DeliverySettings};
+use self::report::Report;
+use self::services::Service;
+
+/// How to run the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Which bus.
+    pub bus: BusChoice,
+    /// Campaign length in hourly slots.
+    pub hours: u32,
+    /// Campaign seconds per real second (720: one hour in 5 s, 24 hours in 2 minutes).
+    pub speed: f64,
+    /// Campaign name (part of every request id; use a fresh one per run).
+    pub campaign: String,
+    /// Chance that the sandbox pays an invoice.
+    pub pay_probability: f64,
+    /// Stark's fee per credited invoice, cents.
+    pub invoice_fee: i64,
+    /// Faults the sandbox injects.
+    pub faults: FaultConfig,
+    /// Seed of the sandbox's behaviour.
+    pub seed: u64,
+    /// Push attempts before a message is dead-lettered.
+    pub max_delivery_attempts: u32,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            bus: BusChoice::Auto,
+            hours: 24,
+            speed: 720.0,
+            campaign: "local".into(),
+            pay_probability: 0.9,
+            invoice_fee: 50,
+            faults: FaultConfig::default(),
+            seed: 1,
+            max_delivery_attempts: 5,
+        }
+    }
+}
+
+/// How long after creation an invoice is paid, and then credited, in sandbox time. Close to the
+/// real sandbox (about 8 minutes), so a campaign hour holds several lifecycles.
+const PAY_DELAY: Duration = Duration::from_secs(8 * 60);
+const CREDIT_DELAY: Duration = Duration::from_secs(30);
+
+/// The running stack.
+#[derive(Debug)]
+pub struct Stack {
+    /// The local Stark Bank.
+    pub sandbox: SandboxHandle,
+    /// A client of the pipeline's project at the sandbox.
+    pub stark: Client,
+    /// The bus.
+    pub bus: Bus,
+    /// invoice-sender.
+    pub sender: Service,
+    /// webhook-ingester.
+    pub ingester: Service,
+    /// money-sender.
+    pub money: Service,
+    /// The spammer's configuration (campaign start = sandbox time at start-up).
+    pub spammer: SpammerConfig,
+    /// The options it was started with.
+    pub options: StackOptions,
+}
+
+impl Stack {
+    /// Starts everything and wires it together.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        anyhow::ensure!(options.hours > 0, "--hours must be at least 1");
+        anyhow::ensure!(
+            options.speed > 0.0 && options.speed.is_finite(),
+            "--speed must be positive"
+        );
+        let sandbox = Sandbox::start(SandboxConfig {
+            speed: options.speed,
+            seed: options.seed,
+            pay_delay: PAY_DELAY,
+            credit_delay: CREDIT_DELAY,
+            pay_probability: options.pay_probability,
+            invoice_fee: options.invoice_fee,
+            faults: options.faults.clone(),
+            ..Default::default()
+        })
+        .await
+        .context("starting stark-sandbox")?;
+        let (project, key) = sandbox.new_project();
+        let mut client_config = sandbox.client_config(&project, key);
+        client_config.timeout = Duration::from_secs(5);
+        client_config.retry_backoff = Duration::from_millis(50);
+        let stark = Client::new(client_config).context("building the Stark client")?;
+
+        let mut bus = Bus::start(options.bus).await?;
+        let publisher = bus.publisher();
+
+        let sender = {
+            let stark = stark.clone();
+            Service::start(
+                "invoice-sender",
+                Box::new(move || invoice_sender::router(stark.clone())),
+            )
+            .await?
+        };
+        let money = {
+            let stark = stark.clone();
+            Service::start(
+                "money-sender",
+                Box::new(move || money_sender::router(stark.clone(), Receiver::default())),
+            )
+            .await?
+        };
+        let ingester = {
+            let config = webhook_ingester::Config {
+                port: 0,
+                stark: stark.clone(),
+                workspace_id: None,
+                max_body_bytes: 1024 * 1024,
+                publish_timeout: Duration::from_secs(10),
+            };
+            let publisher = publisher.clone();
+            Service::start(
+                "webhook-ingester",
+                Box::new(move || webhook_ingester::router(&config, publisher.clone())),
+            )
+            .await?
+        };
+        // Backoffs in real time: short enough that a retried message lands within a slot.
+        let settings = DeliverySettings {
+            max_delivery_attempts: options.max_delivery_attempts,
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(5),
+        };
+        bus.wire(&sender.url("/push"), &money.url("/push"), &settings)
+            .await?;
+        stark
+            .create_webhook(&ingester.url("/webhook"), &["invoice".to_owned()])
+            .await
+            .context("registering the ingester as the sandbox's webhook")?;
+
+        let mut spammer = SpammerConfig::new(options.campaign.clone(), sandbox.now());
+        spammer.hours = options.hours;
+        Ok(Stack {
+            sandbox,
+            stark,
+            bus,
+            sender,
+            ingester,
+            money,
+            spammer,
+            options,
+        })
+    }
+
+    /// Real time one campaign hour takes.
+    pub fn hour(&self) -> Duration {
+        Duration::from_secs_f64(3600.0 / self.options.speed)
+    }
+
+    /// Runs the spammer for `slot` as Cloud Scheduler would at the top of that hour: waits
+    /// until the sandbox clock reaches the slot, then runs the job at that instant.
+    pub async fn run_slot(&self, slot: u32) -> anyhow::Result<()> {
+        let at = self.spammer.start
+            + time::Duration::hours(i64::from(slot))
+            + time::Duration::seconds(1);
+        while self.sandbox.now() < at {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let publisher = self.bus.publisher();
+        invoice_spammer::run(&self.spammer, publisher.as_ref(), at)
+            .await
+            .with_context(|| format!("spammer run for slot {slot}"))?;
+        Ok(())
+    }
+
+    /// How many invoices the campaign requests in total (deterministic).
+    pub fn expected_invoices(&self) -> usize {
+        (0..self.spammer.hours)
+            .map(|slot| invoice_spammer::batch(&self.spammer, slot).len())
+            .sum()
+    }
+
+    /// Plays every slot, calling `progress` about every 250 ms.
+    pub async fn play(
+        &self,
+        mut progress: impl FnMut(Option<u32>, &SandboxState),
+    ) -> anyhow::Result<()> {
+        for slot in 0..self.spammer.hours {
+            let run = self.run_slot(slot);
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    result = &mut run => { result?; break; }
+                    () = tokio::time::sleep(Duration::from_millis(250)) => progress(Some(slot), &self.sandbox.state()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every requested invoice exists, every invoice had time to be paid and
+    /// credited, and every credited invoice's payout settled; then the state is stable for two
+    /// campaign minutes. Fails after `within` of real time.
+    pub async fn settle(
+        &self,
+        within: Duration,
+        mut progress: impl FnMut(Option<u32>, &SandboxState),
+    ) -> anyhow::Result<SandboxState> {
+        let expected = self.expected_invoices();
+        let deadline = Instant::now() + within;
+        let quiet = Duration::from_secs_f64((120.0 / self.options.speed).max(0.5));
+        let mut last: Option<(report::Progress, Instant)> = None;
+        loop {
+            let state = self.sandbox.state();
+            progress(None, &state);
+            let now = Instant::now();
+            let current = report::Progress::of(&state);
+            let settled = report::settled(
+                &state,
+                expected,
+                PAY_DELAY + CREDIT_DELAY + Duration::from_secs(120),
+            );
+            match &last {
+                Some((previous, since)) if *previous == current => {
+                    if settled && now.duration_since(*since) >= quiet {
+                        return Ok(state);
+                    }
+                }
+                _ => last = Some((current, now)),
+            }
+            if now >= deadline {
+                anyhow::bail!(
+                    "the pipeline did not settle within {within:?}: {} of {expected} invoices issued, {} credited, {} transfers",
+                    current.issued,
+                    current.credited,
+                    current.transfers
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Builds the final report (table and checks) from the sandbox and the bus.
+    pub async fn report(&self, state: &SandboxState) -> anyhow::Result<Report> {
+        let dead_letters = self.bus.dead_letters().await?;
+        Ok(Report::build(
+            state,
+            self.expected_invoices(),
+            &Receiver::default(),
+            dead_letters,
+        ))
+    }
+
+    /// Stops services, the sandbox and the emulator.
+    pub async fn shutdown(mut self) {
+        self.sender.shutdown().await;
+        self.ingester.shutdown().await;
+        self.money.shutdown().await;
+        self.sandbox.shutdown().await;
+        self.bus.stop();
+    }
+}
+
+/// Shared handle type used by the CLI's Ctrl-C handling.
+pub type SharedStack = Arc<tokio::sync::Mutex<Option<Stack>>>;
