@@ -12,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use stark_client::PublicKey;
 
 use crate::api::{RouteKind, dispatch, segments};
@@ -48,15 +48,14 @@ async fn log_request(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
-    let fault = response.extensions().get::<FaultTag>().map_or("", |f| f.0);
-    tracing::info!(
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        fault,
-        "request"
-    );
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match response.extensions().get::<FaultTag>() {
+        Some(FaultTag(fault)) => {
+            tracing::info!(method = %method, path = %path, status, elapsed_ms, fault, "request");
+        }
+        None => tracing::info!(method = %method, path = %path, status, elapsed_ms, "request"),
+    }
     response
 }
 
@@ -244,5 +243,5 @@ async fn register_project(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         Err(e) => return ApiError::bad("invalidPublicKey", e.to_string()).into_response(),
     };
     shared.lock().projects.insert(project.id.clone(), key);
-    axum::Json(Value::from(json!({ "id": project.id }))).into_response()
+    axum::Json(json!({ "id": project.id })).into_response()
 }

@@ -55,9 +55,13 @@ impl Sandbox {
         let root_url = format!("http://{shown_host}:{}", addr.port());
         let clock = crate::clock::Clock::new(config.speed);
         let world = World::new(&config, root_url.clone(), clock.now());
-        let http = reqwest::Client::builder().build().map_err(|e| {
-            SandboxError::Config(format!("cannot build the webhook HTTP client: {e}"))
-        })?;
+        // Stark posts to the registered URL and judges that answer; it does not follow redirects.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| {
+                SandboxError::Config(format!("cannot build the webhook HTTP client: {e}"))
+            })?;
         let shared = Arc::new(Shared {
             world: std::sync::Mutex::new(world),
             clock,

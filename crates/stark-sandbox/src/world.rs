@@ -718,9 +718,7 @@ impl World {
             created: timestamp(now),
         };
         self.attempts.insert(attempt.id.clone(), now, attempt);
-        let Some(row) = self.events.get_mut(&out.event_id) else {
-            return None;
-        };
+        let row = self.events.get_mut(&out.event_id)?;
         row.item.failures += 1;
         let failures = row.item.failures as usize;
         if let Some(wait) = self.settings.retry_schedule.get(failures - 1).copied() {

@@ -20,7 +20,10 @@ fn in_ci() -> bool {
 
 /// Skips outside CI, fails in CI.
 fn unavailable(why: String) -> Option<PathBuf> {
-    assert!(!in_ci(), "CI=true but the Python SDK test cannot run: {why}");
+    assert!(
+        !in_ci(),
+        "CI=true but the Python SDK test cannot run: {why}"
+    );
     eprintln!("SKIPPED official Python SDK test: {why}");
     None
 }
@@ -54,7 +57,19 @@ async fn python_with_sdk() -> Option<PathBuf> {
     if let Err(e) = run(Path::new("python3"), &["-m", "venv", venv.to_str()?]).await {
         return unavailable(e);
     }
-    if let Err(e) = run(&python, &["-m", "pip", "install", "--quiet", "--disable-pip-version-check", STARKBANK]).await {
+    if let Err(e) = run(
+        &python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            STARKBANK,
+        ],
+    )
+    .await
+    {
         return unavailable(e);
     }
     std::fs::write(&stamp, STARKBANK).ok()?;
@@ -66,14 +81,18 @@ async fn receiver() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/stark-webhook", listener.local_addr().unwrap());
     tokio::spawn(async move {
-        axum::serve(listener, axum::Router::new().fallback(|| async { "ok" })).await.unwrap();
+        axum::serve(listener, axum::Router::new().fallback(|| async { "ok" }))
+            .await
+            .unwrap();
     });
     url
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_runs_against_the_sandbox() {
-    let Some(python) = python_with_sdk().await else { return };
+    let Some(python) = python_with_sdk().await else {
+        return;
+    };
     let sandbox = Sandbox::start(SandboxConfig {
         speed: 600.0,
         pay_probability: 1.0,
@@ -84,7 +103,8 @@ async fn official_python_sdk_runs_against_the_sandbox() {
     .await
     .unwrap();
     let (project, key) = sandbox.new_project();
-    let key_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("stark-sandbox-py-{}.pem", std::process::id()));
+    let key_path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stark-sandbox-py-{}.pem", std::process::id()));
     std::fs::write(&key_path, key.to_pem()).unwrap();
     let receiver_url = receiver().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/compat.py");
@@ -104,12 +124,19 @@ async fn official_python_sdk_runs_against_the_sandbox() {
     let _ = std::fs::remove_file(&key_path);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "Python SDK script failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert!(
+        output.status.success(),
+        "Python SDK script failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     eprintln!("Python SDK summary: {summary}");
     assert_eq!(summary["ok"], true);
     assert!(summary["parsed_events"].as_u64().unwrap() >= 9, "{summary}");
-    assert!(summary["high_s"].as_u64().unwrap() > 0 && summary["low_s"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        summary["high_s"].as_u64().unwrap() > 0 && summary["low_s"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
 
     // The SDK's requests were really checked: every one was signed and accepted.
     let state = sandbox.state();

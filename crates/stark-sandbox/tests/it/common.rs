@@ -79,7 +79,11 @@ pub fn transfer(amount: i64, account: &str, external_id: Option<&str>) -> NewTra
 
 /// The `Access-Time` a client would send now.
 pub fn now_seconds() -> String {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string()
 }
 
 /// What a raw call got: a status and JSON, or a transport failure.
@@ -105,18 +109,44 @@ impl Raw {
     }
 
     pub fn first_code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
 /// Sends one signed request by hand (no retries), so that tests control every header.
-pub async fn raw(env: &Env, method: &str, path_and_query: &str, body: &str, access_time: Option<&str>) -> Raw {
+pub async fn raw(
+    env: &Env,
+    method: &str,
+    path_and_query: &str,
+    body: &str,
+    access_time: Option<&str>,
+) -> Raw {
     let time = access_time.map_or_else(now_seconds, str::to_owned);
     let signed = sign_request(&env.key, &format!("project/{}", env.project), &time, body);
-    raw_with(env, method, path_and_query, body, &signed.access_id, &time, &signed.access_signature).await
+    raw_with(
+        env,
+        method,
+        path_and_query,
+        body,
+        &signed.access_id,
+        &time,
+        &signed.access_signature,
+    )
+    .await
 }
 
-pub async fn raw_with(env: &Env, method: &str, path_and_query: &str, body: &str, id: &str, time: &str, signature: &str) -> Raw {
+pub async fn raw_with(
+    env: &Env,
+    method: &str,
+    path_and_query: &str,
+    body: &str,
+    id: &str,
+    time: &str,
+    signature: &str,
+) -> Raw {
     let http = reqwest::Client::new();
     let url = format!("{}{}", env.sandbox.root_url(), path_and_query);
     let mut request = http
@@ -133,7 +163,10 @@ pub async fn raw_with(env: &Env, method: &str, path_and_query: &str, body: &str,
         Ok(response) => {
             let status = response.status().as_u16();
             match response.bytes().await {
-                Ok(bytes) => Raw::Answer(status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)),
+                Ok(bytes) => Raw::Answer(
+                    status,
+                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                ),
                 Err(_) => Raw::Broken,
             }
         }
@@ -174,7 +207,9 @@ impl Receiver {
     }
 
     pub fn set_delay(&self, delay: Duration) {
-        self.state.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Event ids in arrival order.
@@ -189,10 +224,22 @@ impl Receiver {
     }
 }
 
-async fn receive(State(state): State<Arc<ReceiverState>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let signature = headers.get("Digital-Signature").and_then(|v| v.to_str().ok()).map(str::to_owned);
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let signature = headers
+        .get("Digital-Signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let verified = match &state.verifier {
-        Some(client) => Some(client.verify_webhook(&body, signature.as_deref()).await.map_err(|e| e.to_string())),
+        Some(client) => Some(
+            client
+                .verify_webhook(&body, signature.as_deref())
+                .await
+                .map_err(|e| e.to_string()),
+        ),
         None => None,
     };
     state.received.lock().unwrap().push(Received {
@@ -216,7 +263,9 @@ pub async fn receiver(verifier: Option<Client>) -> Receiver {
         delay_ms: AtomicU64::new(0),
         verifier,
     });
-    let app = axum::Router::new().fallback(receive).with_state(state.clone());
+    let app = axum::Router::new()
+        .fallback(receive)
+        .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move {

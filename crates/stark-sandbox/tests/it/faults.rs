@@ -8,7 +8,11 @@ use crate::common::*;
 
 /// The faults of a run as (request number, kind), the part that must repeat.
 fn fault_kinds(state: &SandboxState) -> Vec<(u64, String)> {
-    state.faults.iter().map(|f| (f.request, f.kind.clone())).collect()
+    state
+        .faults
+        .iter()
+        .map(|f| (f.request, f.kind.clone()))
+        .collect()
 }
 
 /// Position (creation order) of the events a webhook fault hit.
@@ -17,18 +21,31 @@ fn faulted_events(state: &SandboxState, kind: &str) -> Vec<usize> {
         .faults
         .iter()
         .filter(|f| f.kind == kind)
-        .map(|f| state.events.iter().position(|e| e.id == f.detail).expect("a known event"))
+        .map(|f| {
+            state
+                .events
+                .iter()
+                .position(|e| e.id == f.detail)
+                .expect("a known event")
+        })
         .collect()
 }
 
-async fn plain_requests(faults: FaultConfig, n: usize) -> (Vec<u16>, Vec<(u64, String)>, Vec<Duration>) {
+async fn plain_requests(
+    faults: FaultConfig,
+    n: usize,
+) -> (Vec<u16>, Vec<(u64, String)>, Vec<Duration>) {
     let env = start(fast()).await;
     env.sandbox.set_faults(faults).unwrap();
     let mut statuses = Vec::new();
     let mut took = Vec::new();
     for _ in 0..n {
         let started = Instant::now();
-        statuses.push(raw(&env, "GET", "/v2/invoice?limit=1", "", None).await.status());
+        statuses.push(
+            raw(&env, "GET", "/v2/invoice?limit=1", "", None)
+                .await
+                .status(),
+        );
         took.push(started.elapsed());
     }
     let state = env.sandbox.state();
@@ -38,14 +55,25 @@ async fn plain_requests(faults: FaultConfig, n: usize) -> (Vec<u16>, Vec<(u64, S
 
 #[tokio::test]
 async fn server_errors_and_dropped_connections_repeat_for_a_seed() {
-    let faults = FaultConfig { seed: 42, server_error_rate: 0.25, drop_rate: 0.2, ..Default::default() };
+    let faults = FaultConfig {
+        seed: 42,
+        server_error_rate: 0.25,
+        drop_rate: 0.2,
+        ..Default::default()
+    };
     let (first, kinds, _) = plain_requests(faults.clone(), 40).await;
     let (second, kinds_again, _) = plain_requests(faults.clone(), 40).await;
     assert_eq!(first, second);
     assert_eq!(kinds, kinds_again);
-    assert!(first.contains(&500) && first.contains(&0) && first.contains(&200), "{first:?}");
+    assert!(
+        first.contains(&500) && first.contains(&0) && first.contains(&200),
+        "{first:?}"
+    );
     for (i, status) in first.iter().enumerate() {
-        let kind = kinds.iter().find(|(r, _)| *r == i as u64 + 1).map(|(_, k)| k.as_str());
+        let kind = kinds
+            .iter()
+            .find(|(r, _)| *r == i as u64 + 1)
+            .map(|(_, k)| k.as_str());
         match status {
             0 => assert_eq!(kind, Some("drop")),
             500 => assert_eq!(kind, Some("serverError")),
@@ -65,14 +93,27 @@ async fn server_errors_and_dropped_connections_repeat_for_a_seed() {
         .unwrap();
     assert_eq!(set.status(), 200);
     assert_eq!(env.sandbox.faults().server_error_rate, 1.0);
-    assert_eq!(raw(&env, "GET", "/v2/invoice", "", None).await.status(), 500);
-    let refused = http.post(format!("{}/_sandbox/faults", env.sandbox.root_url())).body(r#"{"dropRate": 2}"#).send().await.unwrap();
+    assert_eq!(
+        raw(&env, "GET", "/v2/invoice", "", None).await.status(),
+        500
+    );
+    let refused = http
+        .post(format!("{}/_sandbox/faults", env.sandbox.root_url()))
+        .body(r#"{"dropRate": 2}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 400);
 }
 
 #[tokio::test]
 async fn slow_answers_repeat_for_a_seed() {
-    let faults = FaultConfig { seed: 7, slow_rate: 0.3, slow_delay_ms: 150, ..Default::default() };
+    let faults = FaultConfig {
+        seed: 7,
+        slow_rate: 0.3,
+        slow_delay_ms: 150,
+        ..Default::default()
+    };
     let (statuses, kinds, took) = plain_requests(faults.clone(), 20).await;
     let (_, kinds_again, _) = plain_requests(faults, 20).await;
     assert_eq!(kinds, kinds_again);
@@ -90,36 +131,76 @@ async fn lost_answers(faults: FaultConfig) -> (Vec<u16>, Vec<(u64, String)>) {
     let mut statuses = Vec::new();
     for i in 0..16 {
         let body = serde_json::json!({"invoices": [{"amount": 100 + i, "taxId": "012.345.678-90", "name": "Ana", "tags": [format!("req-{i}")]}]});
-        statuses.push(raw(&env, "POST", "/v2/invoice", &body.to_string(), None).await.status());
+        statuses.push(
+            raw(&env, "POST", "/v2/invoice", &body.to_string(), None)
+                .await
+                .status(),
+        );
     }
     let state = env.sandbox.state();
-    assert_eq!(state.invoices.len(), 16, "every create was applied, answered or not");
+    assert_eq!(
+        state.invoices.len(),
+        16,
+        "every create was applied, answered or not"
+    );
     (statuses, fault_kinds(&state))
 }
 
 #[tokio::test]
 async fn applied_but_lost_answers_repeat_for_a_seed_and_creates_did_happen() {
-    let faults = FaultConfig { seed: 3, lost_answer_rate: 0.5, ..Default::default() };
+    let faults = FaultConfig {
+        seed: 3,
+        lost_answer_rate: 0.5,
+        ..Default::default()
+    };
     let (first, kinds) = lost_answers(faults.clone()).await;
     assert_eq!((first.clone(), kinds.clone()), lost_answers(faults).await);
-    assert!(first.contains(&200) && first.contains(&500) && first.contains(&0), "{first:?}");
-    assert!(kinds.iter().all(|(_, k)| k == "lostAnswer500" || k == "lostAnswerDrop"));
+    assert!(
+        first.contains(&200) && first.contains(&500) && first.contains(&0),
+        "{first:?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .all(|(_, k)| k == "lostAnswer500" || k == "lostAnswerDrop")
+    );
 
     // Through stark-client: the error says the transfer may exist; it does, and retrying
     // with the same externalId is refused, which is what makes a retry safe.
-    let env = start(stark_sandbox::SandboxConfig { initial_balance: 1_000_000, ..fast() }).await;
-    env.sandbox.set_faults(FaultConfig { seed: 3, lost_answer_rate: 1.0, ..Default::default() }).unwrap();
-    let err = env.client.create_transfers(&[transfer(1_000, "7-7", Some("payout-1"))]).await.unwrap_err();
+    let env = start(stark_sandbox::SandboxConfig {
+        initial_balance: 1_000_000,
+        ..fast()
+    })
+    .await;
+    env.sandbox
+        .set_faults(FaultConfig {
+            seed: 3,
+            lost_answer_rate: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
+    let err = env
+        .client
+        .create_transfers(&[transfer(1_000, "7-7", Some("payout-1"))])
+        .await
+        .unwrap_err();
     assert!(err.may_have_happened(), "{err}");
     env.sandbox.set_faults(FaultConfig::default()).unwrap();
     let state = env.sandbox.state();
     assert_eq!(state.transfers.len(), 1);
     assert_eq!(state.transfers[0].external_id.as_deref(), Some("payout-1"));
-    let retry = env.client.create_transfers(&[transfer(1_000, "7-7", Some("payout-1"))]).await.unwrap_err();
+    let retry = env
+        .client
+        .create_transfers(&[transfer(1_000, "7-7", Some("payout-1"))])
+        .await
+        .unwrap_err();
     assert!(retry.has_code("invalidExternalId"));
     let found = env
         .client
-        .query_transfers(&stark_client::TransferQuery { tags: vec!["payout".into()], ..Default::default() })
+        .query_transfers(&stark_client::TransferQuery {
+            tags: vec!["payout".into()],
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(found.len(), 1);
@@ -130,19 +211,34 @@ async fn applied_but_lost_answers_repeat_for_a_seed_and_creates_did_happen() {
 async fn webhook_run(faults: FaultConfig, n: usize, verify: bool) -> (SandboxState, Receiver) {
     let env = start(fast()).await;
     let hook = receiver(verify.then(|| env.client.clone())).await;
-    env.client.create_webhook(&hook.url, &["invoice".into()]).await.unwrap();
+    env.client
+        .create_webhook(&hook.url, &["invoice".into()])
+        .await
+        .unwrap();
     env.sandbox.set_faults(faults).unwrap();
     for i in 0..n {
-        env.client.create_invoices(&[invoice(100 + i as i64, "w")]).await.unwrap();
+        env.client
+            .create_invoices(&[invoice(100 + i as i64, "w")])
+            .await
+            .unwrap();
         env.sandbox
-            .wait_for(DEADLINE, |s| s.events.len() == i + 1 && s.events[i].is_delivered == Some(true))
+            .wait_for(DEADLINE, |s| {
+                s.events.len() == i + 1 && s.events[i].is_delivered == Some(true)
+            })
             .await
             .unwrap();
     }
     // Duplicates go out right after their original; wait for them too.
     let state = env
         .sandbox
-        .wait_for(DEADLINE, |s| s.deliveries.len() == n + s.faults.iter().filter(|f| f.kind == "duplicateDelivery").count())
+        .wait_for(DEADLINE, |s| {
+            s.deliveries.len()
+                == n + s
+                    .faults
+                    .iter()
+                    .filter(|f| f.kind == "duplicateDelivery")
+                    .count()
+        })
         .await
         .unwrap();
     (state, hook)
@@ -150,15 +246,26 @@ async fn webhook_run(faults: FaultConfig, n: usize, verify: bool) -> (SandboxSta
 
 #[tokio::test]
 async fn duplicate_deliveries_repeat_for_a_seed() {
-    let faults = FaultConfig { seed: 11, duplicate_delivery_rate: 0.4, ..Default::default() };
+    let faults = FaultConfig {
+        seed: 11,
+        duplicate_delivery_rate: 0.4,
+        ..Default::default()
+    };
     let (state, hook) = webhook_run(faults.clone(), 12, false).await;
     let duplicated = faulted_events(&state, "duplicateDelivery");
-    assert!(!duplicated.is_empty() && duplicated.len() < 12, "{duplicated:?}");
+    assert!(
+        !duplicated.is_empty() && duplicated.len() < 12,
+        "{duplicated:?}"
+    );
     assert_eq!(hook.received().len(), 12 + duplicated.len());
     let ids = hook.event_ids();
     for index in &duplicated {
         let id = &state.events[*index].id;
-        assert_eq!(ids.iter().filter(|e| *e == id).count(), 2, "event {index} arrived twice");
+        assert_eq!(
+            ids.iter().filter(|e| *e == id).count(),
+            2,
+            "event {index} arrived twice"
+        );
     }
     let (again, _) = webhook_run(faults, 12, false).await;
     assert_eq!(duplicated, faulted_events(&again, "duplicateDelivery"));
@@ -166,13 +273,23 @@ async fn duplicate_deliveries_repeat_for_a_seed() {
 
 #[tokio::test]
 async fn rotated_keys_repeat_for_a_seed_and_receivers_still_verify() {
-    let faults = FaultConfig { seed: 5, key_rotation_rate: 0.4, ..Default::default() };
+    let faults = FaultConfig {
+        seed: 5,
+        key_rotation_rate: 0.4,
+        ..Default::default()
+    };
     let (state, hook) = webhook_run(faults.clone(), 8, true).await;
     let rotated = faulted_events(&state, "keyRotation");
     assert!(!rotated.is_empty() && rotated.len() < 8, "{rotated:?}");
-    assert_eq!(state.public_keys.len(), 1 + rotated.len(), "older keys stay listed");
+    assert_eq!(
+        state.public_keys.len(),
+        1 + rotated.len(),
+        "older keys stay listed"
+    );
     for r in hook.received() {
-        r.verified.unwrap().expect("stark-client refetches the rotated key and verifies");
+        r.verified
+            .unwrap()
+            .expect("stark-client refetches the rotated key and verifies");
     }
     let (again, _) = webhook_run(faults, 8, true).await;
     assert_eq!(rotated, faulted_events(&again, "keyRotation"));
@@ -181,14 +298,22 @@ async fn rotated_keys_repeat_for_a_seed_and_receivers_still_verify() {
 async fn out_of_order_run(faults: FaultConfig) -> (Vec<usize>, Vec<usize>) {
     let env = start(fast()).await;
     let hook = receiver(None).await;
-    env.client.create_webhook(&hook.url, &["invoice".into()]).await.unwrap();
+    env.client
+        .create_webhook(&hook.url, &["invoice".into()])
+        .await
+        .unwrap();
     env.sandbox.set_faults(faults).unwrap();
     for i in 0..10 {
-        env.client.create_invoices(&[invoice(100 + i, "o")]).await.unwrap();
+        env.client
+            .create_invoices(&[invoice(100 + i, "o")])
+            .await
+            .unwrap();
     }
     let state = env
         .sandbox
-        .wait_for(DEADLINE, |s| s.events.len() == 10 && s.events.iter().all(|e| e.is_delivered == Some(true)))
+        .wait_for(DEADLINE, |s| {
+            s.events.len() == 10 && s.events.iter().all(|e| e.is_delivered == Some(true))
+        })
         .await
         .unwrap();
     let held = faulted_events(&state, "outOfOrder");
@@ -202,13 +327,21 @@ async fn out_of_order_run(faults: FaultConfig) -> (Vec<usize>, Vec<usize>) {
 
 #[tokio::test]
 async fn out_of_order_deliveries_repeat_for_a_seed() {
-    let faults = FaultConfig { seed: 9, out_of_order_rate: 0.3, out_of_order_delay_secs: 600, ..Default::default() };
+    let faults = FaultConfig {
+        seed: 9,
+        out_of_order_rate: 0.3,
+        out_of_order_delay_secs: 600,
+        ..Default::default()
+    };
     let (held, arrival) = out_of_order_run(faults.clone()).await;
     assert!(!held.is_empty() && held.len() < 10, "{held:?}");
     // Every held event was overtaken by an event created after it (unless it was the last).
     for h in held.iter().filter(|h| **h < 9) {
         let pos = arrival.iter().position(|a| a == h).unwrap();
-        assert!(arrival[..pos].iter().any(|a| a > h), "event {h} was not overtaken: {arrival:?}");
+        assert!(
+            arrival[..pos].iter().any(|a| a > h),
+            "event {h} was not overtaken: {arrival:?}"
+        );
     }
     let (held_again, _) = out_of_order_run(faults).await;
     assert_eq!(held, held_again);

@@ -4,6 +4,7 @@ mod common;
 
 mod api;
 mod auth;
+mod binary;
 mod faults;
 mod lifecycle;
 mod webhooks;
