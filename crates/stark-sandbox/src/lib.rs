@@ -30,20 +30,20 @@
 //! - [`state`]: the snapshot types tests assert on ([`SandboxState`], [`Delivery`], …).
 //! - [`error`]: [`SandboxError`] for start-up, [`ApiError`] for Stark-shaped HTTP errors, and the
 //!   error [`codes`] Stark leaves undocumented.
-//! - `http`: the axum app: `/v2` (faults, then auth, then [`api`]) and `/_sandbox`.
-//! - [`api`]: hand-written routing that tolerates `//` and trailing `/`; webhooks, events,
+//! - `http`: the axum app: `/v2` (faults, then auth, then `api`) and `/_sandbox`.
+//! - `api`: hand-written routing that tolerates `//` and trailing `/`; webhooks, events,
 //!   attempts, public keys.
 //! - `invoices`, `transfers`: validation and the resource routes.
 //! - `world`: all state and every state change, including the lifecycles and events.
 //! - `engine`: the scheduler task and webhook delivery.
-//! - [`clock`]: sandbox time; [`auth`]: request signatures; `conn`: connections a fault can cut;
+//! - [`clock`]: sandbox time; `auth`: request signatures; `conn`: connections a fault can cut;
 //!   [`taxid`], [`money`]: CPF/CNPJ and integer-cent percentages; `table`, `query`, `validate`:
 //!   storage, list parameters and item checks.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod api;
-pub mod auth;
+mod api;
+mod auth;
 pub mod clock;
 pub mod config;
 mod conn;

@@ -72,11 +72,6 @@ impl<T> Table<T> {
         self.rows.iter().filter(|r| !r.deleted)
     }
 
-    /// Mutable live rows, oldest first.
-    pub fn live_mut(&mut self) -> impl Iterator<Item = &mut Row<T>> {
-        self.rows.iter_mut().filter(|r| !r.deleted)
-    }
-
     /// One page of live rows that pass `keep` and the date filters, in `order`.
     pub fn page<'a>(
         &'a self,
