@@ -100,7 +100,12 @@ async fn invoices_create_query_in_cursor_pages_get_and_logs() {
         .await
         .unwrap();
     assert!(paid.is_empty());
-    let today = env.sandbox.now().date();
+    // The creation day (at 600x, sandbox midnight can pass during a test).
+    let today = time::Date::parse(
+        &created[0].created[..10],
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .unwrap();
     let tomorrow = (today + time::Duration::days(1)).to_string();
     let yesterday = (today - time::Duration::days(1)).to_string();
     let after_tomorrow = env
@@ -231,8 +236,10 @@ async fn invoice_batches_are_checked_item_by_item_and_all_or_nothing() {
 
 #[tokio::test]
 async fn transfers_create_query_get_and_duplicate_rules() {
+    // A slower clock keeps every create on the same sandbox day (the duplicate rule is per day).
     let env = start(SandboxConfig {
         initial_balance: 1_000_000,
+        speed: 60.0,
         ..fast()
     })
     .await;
@@ -639,4 +646,110 @@ async fn public_key_lists_the_signing_key_newest_first() {
         .collect();
     assert_eq!(parsed, [new, old]);
     assert_eq!(env.client.list_public_keys(1).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn invoices_can_be_updated_or_canceled_until_paid() {
+    let env = start(fast()).await;
+    let created = env
+        .client
+        .create_invoices(&[invoice(1_000, "a"), invoice(2_000, "b")])
+        .await
+        .unwrap();
+    let updated: Value = env
+        .client
+        .patch(
+            &format!("invoice/{}", created[0].id),
+            &json!({"amount": 1_500, "expiration": 7_200}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated["invoice"]["amount"], 1_500);
+    assert_eq!(updated["invoice"]["nominalAmount"], 1_500);
+    assert_eq!(updated["invoice"]["expiration"], 7_200);
+    let canceled: Value = env
+        .client
+        .patch(
+            &format!("invoice/{}", created[1].id),
+            &json!({"status": "canceled"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(canceled["invoice"]["status"], "canceled");
+    let err = env
+        .client
+        .patch::<Value>(&format!("invoice/{}", created[1].id), &json!({"amount": 5}))
+        .await
+        .unwrap_err();
+    assert!(err.has_code("invalidOperation"), "{err}");
+    let state = env.sandbox.state();
+    assert_eq!(
+        state.invoice_log_types(&created[0].id),
+        ["created", "updated"]
+    );
+    assert_eq!(
+        state.invoice_log_types(&created[1].id),
+        ["created", "canceled"]
+    );
+    let canceled = env
+        .client
+        .query_invoices(&InvoiceQuery {
+            status: Some(InvoiceStatus::Canceled),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(canceled.len(), 1);
+}
+
+#[tokio::test]
+async fn only_scheduled_transfers_can_be_canceled() {
+    let env = start(SandboxConfig {
+        initial_balance: 10_000,
+        ..fast()
+    })
+    .await;
+    let later = (env.sandbox.now().date() + time::Duration::days(2)).to_string();
+    let scheduled = stark_client::NewTransfer {
+        scheduled: Some(later.clone()),
+        ..transfer(100, "1-1", Some("later"))
+    };
+    let created = env
+        .client
+        .create_transfers(&[scheduled, transfer(100, "2-2", Some("now"))])
+        .await
+        .unwrap();
+    assert!(
+        created[0].scheduled.starts_with(&later),
+        "{}",
+        created[0].scheduled
+    );
+    let canceled: Value = env
+        .client
+        .delete(&format!("transfer/{}", created[0].id))
+        .await
+        .unwrap();
+    assert_eq!(canceled["transfer"]["status"], "canceled");
+    let err = env
+        .client
+        .delete::<Value>(&format!("transfer/{}", created[1].id))
+        .await
+        .unwrap_err();
+    assert!(err.has_code("invalidAction"), "{err}");
+    let state = env
+        .sandbox
+        .wait_for(DEADLINE, |s| {
+            s.transfer_log_types(&created[1].id).len() == 3
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        state.transfer_log_types(&created[0].id),
+        ["created", "canceled"]
+    );
+    assert_eq!(
+        state.balance,
+        10_000 - 100,
+        "the canceled transfer is never debited"
+    );
 }

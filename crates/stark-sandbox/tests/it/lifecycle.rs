@@ -115,7 +115,12 @@ async fn late_payment_adds_fine_and_interest() {
 
 #[tokio::test]
 async fn unpaid_invoices_go_overdue_then_expire() {
-    let env = start(fast()).await;
+    // Slow enough that real time alone cannot reach the expiry between the two jumps.
+    let env = start(SandboxConfig {
+        speed: 60.0,
+        ..fast()
+    })
+    .await;
     let due = env.sandbox.now() + time::Duration::hours(1);
     let new = NewInvoice {
         due: Some(stark_sandbox::clock::timestamp(due)),

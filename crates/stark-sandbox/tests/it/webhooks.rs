@@ -138,9 +138,9 @@ async fn failed_deliveries_are_retried_on_stark_schedule_then_left_undelivered()
             gap >= time::Duration::minutes(minutes),
             "{gap} < {minutes} min"
         );
-        // Generous: 20 sandbox minutes are 0.4 real seconds of scheduling slack on a busy machine.
+        // Generous: an hour of sandbox time is 1.2 real seconds of slack on a busy machine.
         assert!(
-            gap < time::Duration::minutes(minutes + 20),
+            gap < time::Duration::minutes(minutes + 60),
             "{gap} is too long after {minutes} min"
         );
     }
