@@ -40,8 +40,9 @@ pub enum Bus {
     Memory(MemoryBus),
     /// The emulator, with a publisher connected to it.
     Emulator {
-        /// The emulator process group; stopped when dropped.
-        emulator: Emulator,
+        /// The emulator process group we started (stopped when dropped), or `None` when an
+        /// emulator was already running at `PUBSUB_EMULATOR_HOST` (as `scripts/test.sh` does).
+        emulator: Option<Emulator>,
         /// Where it is.
         target: PubSubTarget,
         /// A publisher connected to it.
@@ -62,15 +63,28 @@ impl Bus {
         let use_emulator = match choice {
             BusChoice::Emulator => true,
             BusChoice::Memory => false,
-            BusChoice::Auto => Emulator::available(),
+            BusChoice::Auto => {
+                std::env::var_os(gcp_pubsub::EMULATOR_HOST_VAR).is_some_and(|h| !h.is_empty())
+                    || Emulator::available()
+            }
         };
         if !use_emulator {
             return Ok(Bus::Memory(MemoryBus::new()));
         }
-        let emulator = Emulator::start()
-            .await
-            .context("starting the Pub/Sub emulator")?;
-        let target = emulator.target();
+        let (emulator, target) = match std::env::var(gcp_pubsub::EMULATOR_HOST_VAR)
+            .ok()
+            .filter(|h| !h.is_empty())
+        {
+            // A shared emulator: a project of our own keeps our topics apart from other runs.
+            Some(host) => (None, PubSubTarget::emulator(unique_project(), host)),
+            None => {
+                let emulator = Emulator::start()
+                    .await
+                    .context("starting the Pub/Sub emulator")?;
+                let target = emulator.target();
+                (Some(emulator), target)
+            }
+        };
         let publisher = GcpPublisher::connect(target.clone())
             .await
             .context("connecting to the Pub/Sub emulator")?;
@@ -86,7 +100,7 @@ impl Bus {
     pub fn describe(&self) -> String {
         match self {
             Bus::Memory(_) => "in-process bus".into(),
-            Bus::Emulator { emulator, .. } => format!("Pub/Sub emulator at {}", emulator.host()),
+            Bus::Emulator { target, .. } => format!("Pub/Sub emulator ({})", target.describe()),
         }
     }
 
@@ -184,8 +198,27 @@ impl Bus {
 
     /// Stops the emulator, if any (also done on drop).
     pub fn stop(self) {
-        if let Bus::Emulator { emulator, .. } = self {
+        if let Bus::Emulator {
+            emulator: Some(emulator),
+            ..
+        } = self
+        {
             emulator.stop();
         }
     }
+}
+
+/// A project id no other run uses, so that runs can share one emulator.
+fn unique_project() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "local-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
 }

@@ -99,7 +99,7 @@ impl Stack {
             credit_delay: CREDIT_DELAY,
             pay_probability: options.pay_probability,
             invoice_fee: options.invoice_fee,
-            faults: options.faults.clone(),
+            // Faults start once the stack is wired: setting up is not what is being tested.
             ..Default::default()
         })
         .await
@@ -157,6 +157,9 @@ impl Stack {
             .await
             .context("registering the ingester as the sandbox's webhook")?;
 
+        sandbox
+            .set_faults(options.faults.clone())
+            .map_err(|e| anyhow::anyhow!("invalid fault settings: {e}"))?;
         let mut spammer = SpammerConfig::new(options.campaign.clone(), sandbox.now());
         spammer.hours = options.hours;
         Ok(Stack {
@@ -271,7 +274,7 @@ impl Stack {
     }
 
     /// Stops services, the sandbox and the emulator.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         self.sender.shutdown().await;
         self.ingester.shutdown().await;
         self.money.shutdown().await;

@@ -2,10 +2,14 @@
 //! restartable on the same port (the push subscriptions keep pointing at it).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
+use axum::extract::Request;
+use axum::middleware::Next;
 use pipeline_common::serve::Server;
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 
 /// Builds a fresh router for each (re)start, as a new process would.
@@ -18,8 +22,14 @@ pub struct Service {
     /// Its loopback port, stable across restarts.
     pub port: u16,
     factory: RouterFactory,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    running: Mutex<Option<Running>>,
+    /// POST requests received, over all restarts: lets tests see redeliveries arrive.
+    posts: Arc<AtomicU64>,
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -34,30 +44,15 @@ impl std::fmt::Debug for Service {
 impl Service {
     /// Starts `factory()` on a free loopback port.
     pub async fn start(name: &'static str, factory: RouterFactory) -> std::io::Result<Self> {
-        let mut service = Service {
+        let posts = Arc::new(AtomicU64::new(0));
+        let (port, running) = launch(0, &factory, &posts).await?;
+        Ok(Service {
             name,
-            port: 0,
+            port,
             factory,
-            stop: None,
-            task: None,
-        };
-        service.launch().await?;
-        Ok(service)
-    }
-
-    async fn launch(&mut self) -> std::io::Result<()> {
-        let server = Server::bind(
-            SocketAddr::from(([127, 0, 0, 1], self.port)),
-            (self.factory)(),
-        )
-        .await?;
-        self.port = server.port();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        self.stop = Some(stop_tx);
-        self.task = Some(tokio::spawn(server.run_until_stopped(async move {
-            let _ = stop_rx.await;
-        })));
-        Ok(())
+            running: Mutex::new(Some(running)),
+            posts,
+        })
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -65,20 +60,67 @@ impl Service {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// POST requests received so far.
+    pub fn posts(&self) -> u64 {
+        self.posts.load(Ordering::SeqCst)
+    }
+
     /// Stops the service gracefully (in-flight requests finish) and starts it again on the
     /// same port, like a Cloud Run revision replacing an instance.
-    pub async fn restart(&mut self) -> std::io::Result<()> {
-        self.shutdown().await;
-        self.launch().await
+    pub async fn restart(&self) -> std::io::Result<()> {
+        let mut running = self.running.lock().await;
+        if let Some(old) = running.take() {
+            stop(old).await;
+        }
+        let (_, fresh) = launch(self.port, &self.factory, &self.posts).await?;
+        *running = Some(fresh);
+        tracing::info!(
+            event = "service_restarted",
+            service = self.name,
+            port = self.port,
+            "service restarted"
+        );
+        Ok(())
     }
 
     /// Stops the service and waits for it.
-    pub async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+    pub async fn shutdown(&self) {
+        if let Some(old) = self.running.lock().await.take() {
+            stop(old).await;
         }
     }
+}
+
+async fn launch(
+    port: u16,
+    factory: &RouterFactory,
+    posts: &Arc<AtomicU64>,
+) -> std::io::Result<(u16, Running)> {
+    let counter = posts.clone();
+    let router = factory().layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            if request.method() == axum::http::Method::POST {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            next.run(request)
+        },
+    ));
+    let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], port)), router).await?;
+    let port = server.port();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+    Ok((
+        port,
+        Running {
+            stop: stop_tx,
+            task,
+        },
+    ))
+}
+
+async fn stop(running: Running) {
+    let _ = running.stop.send(());
+    let _ = running.task.await;
 }
