@@ -38,18 +38,23 @@ pub struct DeliverySettings {
 pub enum Bus {
     /// The in-process bus.
     Memory(MemoryBus),
-    /// The emulator, with a publisher connected to it.
-    Emulator {
-        /// The emulator process group we started (stopped when dropped), or `None` when an
-        /// emulator was already running at `PUBSUB_EMULATOR_HOST` (as `scripts/test.sh` does).
-        emulator: Option<Emulator>,
-        /// Where it is.
-        target: PubSubTarget,
-        /// A publisher connected to it.
-        publisher: Arc<GcpPublisher>,
-        /// The applied topology (set by [`Bus::wire`]).
-        topology: Option<Topology>,
-    },
+    /// The emulator, with a publisher connected to it (boxed: it is much larger than the
+    /// in-process bus).
+    Emulator(Box<EmulatorBus>),
+}
+
+/// The emulator side of [`Bus`].
+#[derive(Debug)]
+pub struct EmulatorBus {
+    /// The emulator process group we started (stopped when dropped), or `None` when an
+    /// emulator was already running at `PUBSUB_EMULATOR_HOST` (as `scripts/test.sh` does).
+    emulator: Option<Emulator>,
+    /// Where it is.
+    target: PubSubTarget,
+    /// A publisher connected to it.
+    publisher: Arc<GcpPublisher>,
+    /// The applied topology (set by [`Bus::wire`]).
+    topology: Option<Topology>,
 }
 
 /// Subscription names, the same on both backends.
@@ -88,19 +93,19 @@ impl Bus {
         let publisher = GcpPublisher::connect(target.clone())
             .await
             .context("connecting to the Pub/Sub emulator")?;
-        Ok(Bus::Emulator {
+        Ok(Bus::Emulator(Box::new(EmulatorBus {
             emulator,
             target,
             publisher: Arc::new(publisher),
             topology: None,
-        })
+        })))
     }
 
     /// A human name for logs.
     pub fn describe(&self) -> String {
         match self {
             Bus::Memory(_) => "in-process bus".into(),
-            Bus::Emulator { target, .. } => format!("Pub/Sub emulator ({})", target.describe()),
+            Bus::Emulator(bus) => format!("Pub/Sub emulator ({})", bus.target.describe()),
         }
     }
 
@@ -108,7 +113,7 @@ impl Bus {
     pub fn publisher(&self) -> SharedPublisher {
         match self {
             Bus::Memory(bus) => Arc::new(bus.clone()),
-            Bus::Emulator { publisher, .. } => publisher.clone(),
+            Bus::Emulator(bus) => bus.publisher.clone(),
         }
     }
 
@@ -135,9 +140,7 @@ impl Bus {
                 );
                 bus.subscribe(PAID_INVOICES, MONEY_SUBSCRIPTION, money_push_url, policy);
             }
-            Bus::Emulator {
-                target, topology, ..
-            } => {
+            Bus::Emulator(bus) => {
                 let mut declared = Topology::pipeline(sender_push_url, money_push_url);
                 declared.delivery.max_delivery_attempts =
                     i32::try_from(settings.max_delivery_attempts)
@@ -145,10 +148,10 @@ impl Bus {
                 declared.delivery.min_backoff = settings.min_backoff;
                 declared.delivery.max_backoff = settings.max_backoff;
                 declared.delivery.ack_deadline = Duration::from_secs(30);
-                gcp_pubsub::apply(&declared, target)
+                gcp_pubsub::apply(&declared, &bus.target)
                     .await
                     .context("provisioning the emulator")?;
-                *topology = Some(declared);
+                bus.topology = Some(declared);
             }
         }
         Ok(())
@@ -166,14 +169,13 @@ impl Bus {
                     )
                 })
                 .collect()),
-            Bus::Emulator {
-                target, topology, ..
-            } => {
-                let topology = topology.as_ref().context("the bus is not wired")?;
+            Bus::Emulator(bus) => {
+                let topology = bus.topology.as_ref().context("the bus is not wired")?;
                 let mut out = Vec::new();
                 for flow in &topology.flows {
                     let name = flow.dead_letter_subscription();
-                    let count = gcp_pubsub::ops::count_undelivered(target, &name, 1000).await?;
+                    let count =
+                        gcp_pubsub::ops::count_undelivered(&bus.target, &name, 1000).await?;
                     out.push((name, count));
                 }
                 Ok(out)
@@ -189,8 +191,8 @@ impl Bus {
                 bus.seek(subscription, since);
                 Ok(())
             }
-            Bus::Emulator { target, .. } => {
-                gcp_pubsub::ops::seek_to_time(target, subscription, since.into()).await?;
+            Bus::Emulator(bus) => {
+                gcp_pubsub::ops::seek_to_time(&bus.target, subscription, since.into()).await?;
                 Ok(())
             }
         }
@@ -198,10 +200,8 @@ impl Bus {
 
     /// Stops the emulator, if any (also done on drop).
     pub fn stop(self) {
-        if let Bus::Emulator {
-            emulator: Some(emulator),
-            ..
-        } = self
+        if let Bus::Emulator(bus) = self
+            && let Some(emulator) = bus.emulator
         {
             emulator.stop();
         }
