@@ -10,6 +10,7 @@ use stark_sandbox::FaultConfig;
 use crate::local::bus::BusChoice;
 use crate::local::report::Progress;
 use crate::local::{Stack, StackOptions};
+use crate::ops::{self, Context};
 use crate::provision::{self, ProvisionArgs};
 
 /// Stark Bank invoice → payout pipeline: local stack and operator tools.
@@ -37,6 +38,20 @@ enum Command {
     Run(RunArgs),
     /// Apply the Pub/Sub topology to a Google Cloud project (or the emulator), idempotently.
     Provision(ProvisionArgs),
+    /// Write a new Stark Bank key pair (private-key.pem, public-key.pem).
+    Keygen(ops::keygen::KeygenArgs),
+    /// Manage the Stark Bank webhook that points at the ingester (uses STARK_*).
+    #[command(subcommand)]
+    Webhook(ops::webhook::WebhookCommand),
+    /// Seek a subscription back in time so its messages are delivered again (within 7 days).
+    Replay(ops::replay::ReplayArgs),
+    /// Compare Stark's credited invoices with our payouts; --repair republishes missing ones.
+    Reconcile(ops::reconcile::ReconcileArgs),
+    /// Events Stark could not deliver; --republish feeds credited ones to paid_invoices.
+    #[command(subcommand)]
+    Events(ops::events::EventsCommand),
+    /// A campaign at a glance: slots, invoices, transfers, dead letters.
+    Status(ops::status::StatusArgs),
 }
 
 /// Options of the local run.
@@ -138,6 +153,10 @@ pub fn main() -> ExitCode {
                 init_logs("warn");
                 provision::run(&args).await.map(|()| true)
             }
+            Some(command) => {
+                init_logs("warn");
+                run_operator(command).await
+            }
         }
     });
     match result {
@@ -159,6 +178,51 @@ fn init_logs(default_filter: &str) {
         _ => LogFormat::Text,
     };
     init_with(format, default_filter, true);
+}
+
+/// Runs one operator command against the configured Stark project and Pub/Sub.
+async fn run_operator(command: Command) -> anyhow::Result<bool> {
+    let context = Context::from_env();
+    let mut out = std::io::stdout();
+    let now = time::OffsetDateTime::now_utc();
+    let publisher = || async {
+        let target = context.pubsub()?.clone();
+        anyhow::Ok(gcp_pubsub::GcpPublisher::connect(target).await?)
+    };
+    match command {
+        Command::Keygen(args) => ops::keygen::run(&args, &mut out),
+        Command::Webhook(command) => ops::webhook::run(&command, context.stark()?, &mut out).await,
+        Command::Replay(args) => ops::replay::run(&args, context.pubsub()?, now, &mut out).await,
+        Command::Reconcile(args) => {
+            let receiver =
+                money_sender::Receiver::from_env(&pipeline_common::config::Env::from_process())?;
+            let publisher = if args.repair {
+                Some(publisher().await?)
+            } else {
+                None
+            };
+            let publisher = publisher
+                .as_ref()
+                .map(|p| p as &dyn pipeline_common::publisher::Publisher);
+            ops::reconcile::run(&args, context.stark()?, publisher, &receiver, now, &mut out).await
+        }
+        Command::Events(command) => {
+            let ops::events::EventsCommand::Undelivered { republish, .. } = &command;
+            let publisher = if *republish {
+                Some(publisher().await?)
+            } else {
+                None
+            };
+            let publisher = publisher
+                .as_ref()
+                .map(|p| p as &dyn pipeline_common::publisher::Publisher);
+            ops::events::run(&command, context.stark()?, publisher, &mut out).await
+        }
+        Command::Status(args) => {
+            ops::status::run(&args, context.stark()?, context.pubsub.as_ref(), &mut out).await
+        }
+        Command::Run(_) | Command::Provision(_) => unreachable!("handled by main"),
+    }
 }
 
 /// Runs the local stack; `Ok(true)` when every check holds.

@@ -198,6 +198,14 @@ impl Bus {
         }
     }
 
+    /// The Pub/Sub target, when the bus is the emulator (operator commands take it).
+    pub fn target(&self) -> Option<&PubSubTarget> {
+        match self {
+            Bus::Memory(_) => None,
+            Bus::Emulator(bus) => Some(&bus.target),
+        }
+    }
+
     /// Stops the emulator, if any (also done on drop).
     pub fn stop(self) {
         if let Bus::Emulator(bus) = self

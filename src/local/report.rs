@@ -70,33 +70,39 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
 /// credited and its payout settled, or is older than `lifecycle` (it will not be paid), and
 /// every payout that exists has settled.
 pub fn settled(state: &SandboxState, expected: usize, lifecycle: Duration) -> bool {
-    if state.invoices.len() < expected {
-        return false;
-    }
-    let Some(now) = parse_time(&state.now) else {
-        return false;
-    };
     let credited = invoices_with_log(state, InvoiceLogType::Credited);
-    let payouts: HashMap<&str, &Transfer> = state
+    let payouts: HashSet<&str> = state
         .transfers
         .iter()
-        .filter_map(|t| Some((t.external_id.as_deref()?, t)))
+        .filter_map(|t| t.external_id.as_deref())
         .collect();
-    let invoices_done = state.invoices.iter().all(|invoice| {
-        if credited.contains(invoice.id.as_str()) {
-            invoice.amount - invoice.fee <= 0
-                || payouts.contains_key(pipeline_common::messages::payout_key(&invoice.id).as_str())
-        } else {
-            parse_time(&invoice.created).is_some_and(|created| now - created > lifecycle)
-        }
-    });
+    let payouts_made = state
+        .invoices
+        .iter()
+        .filter(|i| credited.contains(i.id.as_str()) && i.amount - i.fee > 0)
+        .all(|i| payouts.contains(pipeline_common::messages::payout_key(&i.id).as_str()));
     let transfers_done = state.transfers.iter().all(|t| {
         matches!(
             t.status,
             TransferStatus::Success | TransferStatus::Failed | TransferStatus::Canceled
         )
     });
-    invoices_done && transfers_done
+    state.invoices.len() >= expected
+        && settled_invoices(state, lifecycle)
+        && payouts_made
+        && transfers_done
+}
+
+/// True when every invoice is either credited or older than `lifecycle` (it will not be paid).
+pub fn settled_invoices(state: &SandboxState, lifecycle: Duration) -> bool {
+    let Some(now) = parse_time(&state.now) else {
+        return false;
+    };
+    let credited = invoices_with_log(state, InvoiceLogType::Credited);
+    state.invoices.iter().all(|invoice| {
+        credited.contains(invoice.id.as_str())
+            || parse_time(&invoice.created).is_some_and(|created| now - created > lifecycle)
+    })
 }
 
 /// One line of the per-hour table.
@@ -246,7 +252,7 @@ impl Report {
                             "invoice {}: paid {} instead of {due}",
                             invoice.id, one.amount
                         ));
-                    } else if !is_receiver(one, receiver) {
+                    } else if !receiver.matches(one) {
                         problems.push(format!("invoice {}: paid to another account", invoice.id));
                     } else if one.status != TransferStatus::Success {
                         problems.push(format!(
@@ -320,13 +326,6 @@ impl Report {
 
 fn tag_value<'a>(invoice: &'a Invoice, prefix: &str) -> Option<&'a str> {
     invoice.tags.iter().find_map(|t| t.strip_prefix(prefix))
-}
-
-fn is_receiver(transfer: &Transfer, receiver: &Receiver) -> bool {
-    transfer.bank_code == receiver.bank_code
-        && transfer.branch_code == receiver.branch_code
-        && transfer.account_number == receiver.account_number
-        && transfer.tax_id == receiver.tax_id.to_string()
 }
 
 impl fmt::Display for Report {

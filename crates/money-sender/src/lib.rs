@@ -127,7 +127,8 @@ impl Receiver {
         }
     }
 
-    fn matches(&self, transfer: &Transfer) -> bool {
+    /// Whether `transfer` goes to this account (tax ids compared as ids, not as text).
+    pub fn matches(&self, transfer: &Transfer) -> bool {
         transfer.bank_code == self.bank_code
             && transfer.branch_code == self.branch_code
             && transfer.account_number == self.account_number

@@ -1,0 +1,133 @@
+//! The operator commands: keys, the Stark webhook, replay, reconcile, undelivered events,
+//! status. Each writes its report to a `Write` (stdout in the CLI, a buffer in tests) and
+//! returns whether all was well, which becomes the exit code.
+
+pub mod events;
+pub mod keygen;
+pub mod reconcile;
+pub mod replay;
+pub mod status;
+pub mod webhook;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gcp_pubsub::PubSubTarget;
+use pipeline_common::config::Env;
+use stark_client::Client;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// What the commands talk to, built from the environment (or given by tests).
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Stark Bank, from the `STARK_*` variables.
+    pub stark: Option<Client>,
+    /// Pub/Sub, from `PUBSUB_PROJECT_ID`/`GOOGLE_CLOUD_PROJECT` and `PUBSUB_EMULATOR_HOST`.
+    pub pubsub: Option<PubSubTarget>,
+}
+
+impl Context {
+    /// Reads whatever is configured; commands complain about what they need and is missing.
+    pub fn from_env() -> Self {
+        let env = Env::from_process();
+        Context {
+            stark: pipeline_common::config::stark_client(&env).ok(),
+            pubsub: PubSubTarget::from_env().ok(),
+        }
+    }
+
+    /// The Stark client, or an error naming the variables to set.
+    pub fn stark(&self) -> anyhow::Result<&Client> {
+        match &self.stark {
+            Some(client) => Ok(client),
+            None => {
+                // Re-read to report exactly which variable is wrong.
+                let err = pipeline_common::config::stark_client(&Env::from_process())
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "Stark credentials are not configured".into());
+                anyhow::bail!("{err} (see .env.example)")
+            }
+        }
+    }
+
+    /// The Pub/Sub target, or an error naming the variables to set.
+    pub fn pubsub(&self) -> anyhow::Result<&PubSubTarget> {
+        match &self.pubsub {
+            Some(target) => Ok(target),
+            None => Err(PubSubTarget::from_env()
+                .err()
+                .map(anyhow::Error::new)
+                .unwrap_or_else(|| anyhow::anyhow!("Pub/Sub is not configured")))
+            .context("set PUBSUB_PROJECT_ID (and PUBSUB_EMULATOR_HOST for the emulator)"),
+        }
+    }
+}
+
+/// Parses `--since`: an RFC 3339 instant (`2026-11-27T10:00:00Z`) or a duration back from
+/// `now` (`90m`, `6h`, `2d`).
+pub fn parse_since(text: &str, now: OffsetDateTime) -> anyhow::Result<OffsetDateTime> {
+    let text = text.trim();
+    if let Ok(instant) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(instant);
+    }
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let amount: u64 = number
+        .parse()
+        .with_context(|| format!("invalid --since {text:?}: expected RFC 3339 (2026-11-27T10:00:00Z) or a duration like 90m, 6h, 2d"))?;
+    let seconds = match unit {
+        "s" => amount,
+        "m" => amount * 60,
+        "h" => amount * 3600,
+        "d" => amount * 86_400,
+        _ => anyhow::bail!("invalid --since {text:?}: the unit must be s, m, h or d"),
+    };
+    Ok(now - Duration::from_secs(seconds))
+}
+
+/// `YYYY-MM-DD` of an instant (Stark's list filters take dates).
+pub fn date_of(instant: OffsetDateTime) -> String {
+    let date = instant.to_offset(time::UtcOffset::UTC).date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_instants_and_durations() {
+        let now = OffsetDateTime::parse("2026-11-27T12:00:00Z", &Rfc3339).unwrap();
+        assert_eq!(
+            parse_since("6h", now).unwrap(),
+            OffsetDateTime::parse("2026-11-27T06:00:00Z", &Rfc3339).unwrap()
+        );
+        assert_eq!(
+            parse_since("2d", now).unwrap(),
+            OffsetDateTime::parse("2026-11-25T12:00:00Z", &Rfc3339).unwrap()
+        );
+        assert_eq!(parse_since("2026-11-20T00:00:00Z", now).unwrap().day(), 20);
+        assert!(
+            parse_since("yesterday", now)
+                .unwrap_err()
+                .to_string()
+                .contains("RFC 3339")
+        );
+        assert!(
+            parse_since("5w", now)
+                .unwrap_err()
+                .to_string()
+                .contains("unit")
+        );
+        assert_eq!(date_of(now), "2026-11-27");
+    }
+}

@@ -1,0 +1,431 @@
+//! The operator commands against stark-sandbox and the Pub/Sub emulator (the in-process bus
+//! only outside CI when no emulator is installed; see tests/e2e.rs).
+
+use std::time::Duration;
+
+use money_sender::Receiver;
+use stark_client::InvoiceLogType;
+use stark_pipeline::local::bus::{BusChoice, MONEY_SUBSCRIPTION};
+use stark_pipeline::local::{Stack, StackOptions};
+use stark_pipeline::ops;
+use stark_sandbox::SandboxState;
+use time::OffsetDateTime;
+
+fn bus_choice() -> BusChoice {
+    let shared = std::env::var_os("PUBSUB_EMULATOR_HOST").is_some_and(|h| !h.is_empty());
+    if shared || gcp_pubsub::emulator::Emulator::available() {
+        return BusChoice::Emulator;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but no Pub/Sub emulator"
+    );
+    eprintln!("NOTICE: no Pub/Sub emulator installed; running on the in-process bus");
+    BusChoice::Memory
+}
+
+async fn stack(campaign: &str, hours: u32) -> Stack {
+    Stack::start(StackOptions {
+        bus: bus_choice(),
+        hours,
+        speed: 1800.0,
+        campaign: campaign.to_owned(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+fn credited(state: &SandboxState) -> usize {
+    state
+        .invoice_logs
+        .iter()
+        .filter(|l| l.log_type == InvoiceLogType::Credited)
+        .count()
+}
+
+/// Plays a campaign while the ingester is down: Stark's deliveries fail, are retried on its
+/// schedule, and stay undelivered, so no payout happens.
+async fn campaign_with_lost_webhooks(campaign: &str) -> Stack {
+    let stack = stack(campaign, 2).await;
+    stack.ingester.shutdown().await;
+    for slot in 0..stack.spammer.hours {
+        stack.run_slot(slot).await.unwrap();
+    }
+    let expected = stack.expected_invoices();
+    stack
+        .sandbox
+        .wait_for(Duration::from_secs(60), |s| {
+            let credited_events: Vec<_> = s
+                .events
+                .iter()
+                .filter(|e| {
+                    e.invoice_log()
+                        .is_some_and(|l| l.log_type == InvoiceLogType::Credited)
+                })
+                .collect();
+            s.invoices.len() == expected
+                && credited_events.len() == credited(s)
+                && credited(s) > 0
+                && stark_pipeline::local::report::settled_invoices(s, Duration::from_secs(20 * 60))
+                && credited_events
+                    .iter()
+                    .all(|e| s.attempts.iter().filter(|a| a.event_id == e.id).count() >= 4)
+        })
+        .await
+        .unwrap();
+    assert!(
+        stack.sandbox.state().transfers.is_empty(),
+        "no webhook arrived, so nothing was paid"
+    );
+    stack
+}
+
+async fn wait_for_payouts(stack: &Stack) -> SandboxState {
+    stack
+        .sandbox
+        .wait_for(Duration::from_secs(60), |s| {
+            s.transfers.len() == credited(s)
+                && s.transfers
+                    .iter()
+                    .all(|t| t.status == stark_client::TransferStatus::Success)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
+    let stack = campaign_with_lost_webhooks("ops-reconcile").await;
+    let receiver = Receiver::default();
+    let now = stack.sandbox.now();
+    let args = ops::reconcile::ReconcileArgs {
+        since: "1d".into(),
+        repair: false,
+    };
+    let mut out = Vec::new();
+    let ok = ops::reconcile::run(&args, &stack.stark, None, &receiver, now, &mut out)
+        .await
+        .unwrap();
+    let report = text(&out);
+    let lost = credited(&stack.sandbox.state());
+    assert!(!ok, "{report}");
+    assert_eq!(
+        report.matches("credited but not paid out").count(),
+        lost,
+        "{report}"
+    );
+
+    let publisher = stack.bus.publisher();
+    let repair = ops::reconcile::ReconcileArgs {
+        since: "1d".into(),
+        repair: true,
+    };
+    let mut out = Vec::new();
+    ops::reconcile::run(
+        &repair,
+        &stack.stark,
+        Some(publisher.as_ref()),
+        &receiver,
+        now,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&out).matches("REPAIR").count(), lost, "{}", text(&out));
+    let state = wait_for_payouts(&stack).await;
+    assert_eq!(state.transfers.len(), lost);
+
+    // A second repair finds nothing to do and, even if it republished, nothing would be paid twice.
+    let mut out = Vec::new();
+    assert!(
+        ops::reconcile::run(
+            &repair,
+            &stack.stark,
+            Some(publisher.as_ref()),
+            &receiver,
+            now,
+            &mut out
+        )
+        .await
+        .unwrap(),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains(&format!("{lost} paid out correctly, 0 problem(s)")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(stack.sandbox.state().transfers.len(), lost);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_events_are_republished_and_marked_delivered() {
+    let stack = campaign_with_lost_webhooks("ops-events").await;
+    let lost = credited(&stack.sandbox.state());
+    let list = ops::events::EventsCommand::Undelivered {
+        republish: false,
+        after: None,
+    };
+    let mut out = Vec::new();
+    assert!(
+        !ops::events::run(&list, &stack.stark, None, &mut out)
+            .await
+            .unwrap()
+    );
+    assert!(
+        text(&out).contains(&format!("{lost} credited invoice(s) waiting")),
+        "{}",
+        text(&out)
+    );
+
+    let publisher = stack.bus.publisher();
+    let republish = ops::events::EventsCommand::Undelivered {
+        republish: true,
+        after: None,
+    };
+    let mut out = Vec::new();
+    ops::events::run(&republish, &stack.stark, Some(publisher.as_ref()), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(
+        text(&out).matches("marked delivered").count(),
+        lost,
+        "{}",
+        text(&out)
+    );
+    let state = wait_for_payouts(&stack).await;
+    assert_eq!(state.transfers.len(), lost);
+    let mut out = Vec::new();
+    assert!(
+        ops::events::run(&list, &stack.stark, None, &mut out)
+            .await
+            .unwrap(),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("0 credited invoice(s) waiting"),
+        "{}",
+        text(&out)
+    );
+    let mut out = Vec::new();
+    let args = ops::reconcile::ReconcileArgs {
+        since: "1d".into(),
+        repair: false,
+    };
+    assert!(
+        ops::reconcile::run(
+            &args,
+            &stack.stark,
+            None,
+            &Receiver::default(),
+            stack.sandbox.now(),
+            &mut out
+        )
+        .await
+        .unwrap(),
+        "{}",
+        text(&out)
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_status_after_a_campaign() {
+    let started = OffsetDateTime::now_utc();
+    let stack = stack("ops-replay", 2).await;
+    stack.play(|_, _| {}).await.unwrap();
+    let state = stack
+        .settle(Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    let transfers = state.transfers.len();
+    assert!(transfers > 0);
+
+    // status
+    let mut out = Vec::new();
+    let healthy = ops::status::run(
+        &ops::status::StatusArgs {
+            campaign: "ops-replay".into(),
+        },
+        &stack.stark,
+        stack.bus.target(),
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let status = text(&out);
+    assert!(healthy, "{status}");
+    assert!(status.contains("slots run: 2 (hours 0..=1)"), "{status}");
+    assert!(
+        status.contains(&format!("invoices: {} issued", state.invoices.len())),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("transfers: {transfers} ({transfers} success")),
+        "{status}"
+    );
+
+    // replay: refused beyond 7 days, dry run changes nothing, a real replay pays nothing twice.
+    let Some(target) = stack.bus.target() else {
+        eprintln!("NOTICE: replay needs the emulator; skipped on the in-process bus");
+        return;
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut out = Vec::new();
+    let too_old = ops::replay::ReplayArgs {
+        subscription: MONEY_SUBSCRIPTION.into(),
+        since: "8d".into(),
+        dry_run: false,
+    };
+    let err = ops::replay::run(&too_old, target, now, &mut out)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("7 days"), "{err}");
+    let since = started
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let dry = ops::replay::ReplayArgs {
+        subscription: MONEY_SUBSCRIPTION.into(),
+        since: since.clone(),
+        dry_run: true,
+    };
+    let posts = stack.money.posts();
+    ops::replay::run(&dry, target, now, &mut out).await.unwrap();
+    assert!(text(&out).contains("dry run: would seek"), "{}", text(&out));
+    let real = ops::replay::ReplayArgs {
+        subscription: MONEY_SUBSCRIPTION.into(),
+        since,
+        dry_run: false,
+    };
+    ops::replay::run(&real, target, now, &mut out)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stack.money.posts() < posts + transfers as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay did not redeliver every message"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = stack
+        .settle(Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        after.transfers.len(),
+        transfers,
+        "a replay creates no transfer"
+    );
+    assert_eq!(after.invoices.len(), state.invoices.len(), "nor an invoice");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn webhook_register_is_idempotent_and_list_delete_work() {
+    let stark = stark_sandbox::Sandbox::start(Default::default())
+        .await
+        .unwrap();
+    let (project, key) = stark.new_project();
+    let client = stark.client(&project, key).unwrap();
+    let register = ops::webhook::WebhookCommand::Register {
+        url: "https://ingester.example.com/webhook".into(),
+        subscriptions: vec!["invoice".into()],
+    };
+    let mut out = Vec::new();
+    ops::webhook::run(&register, &client, &mut out)
+        .await
+        .unwrap();
+    ops::webhook::run(&register, &client, &mut out)
+        .await
+        .unwrap();
+    assert!(text(&out).contains("nothing to do"), "{}", text(&out));
+    let webhooks = client.list_webhooks().await.unwrap();
+    assert_eq!(webhooks.len(), 1);
+    let mut out = Vec::new();
+    ops::webhook::run(&ops::webhook::WebhookCommand::List, &client, &mut out)
+        .await
+        .unwrap();
+    assert!(text(&out).contains("https://ingester.example.com/webhook"));
+    ops::webhook::run(
+        &ops::webhook::WebhookCommand::Delete {
+            id: webhooks[0].id.clone(),
+        },
+        &client,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert!(client.list_webhooks().await.unwrap().is_empty());
+    let plain = ops::webhook::WebhookCommand::Register {
+        url: "http://example.com/webhook".into(),
+        subscriptions: vec!["invoice".into()],
+    };
+    assert!(
+        ops::webhook::run(&plain, &client, &mut out)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("HTTPS")
+    );
+}
+
+#[test]
+fn keygen_writes_stark_formats_and_refuses_to_overwrite() {
+    let dir = std::env::temp_dir().join(format!("stark-keygen-{}", std::process::id()));
+    let args = ops::keygen::KeygenArgs {
+        dir: dir.clone(),
+        force: false,
+    };
+    let mut out = Vec::new();
+    assert!(ops::keygen::run(&args, &mut out).unwrap());
+    assert!(text(&out).contains("Integrations"), "{}", text(&out));
+    let private = std::fs::read_to_string(dir.join("private-key.pem")).unwrap();
+    let public = std::fs::read_to_string(dir.join("public-key.pem")).unwrap();
+    let key = stark_client::PrivateKey::from_pem(&private).unwrap();
+    assert_eq!(
+        stark_client::PublicKey::from_pem(&public).unwrap(),
+        key.public_key()
+    );
+    let err = ops::keygen::run(&args, &mut out).unwrap_err();
+    assert!(format!("{err:#}").contains("exists"), "{err:#}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("private-key.pem")).unwrap(),
+        private,
+        "untouched"
+    );
+    let forced = ops::keygen::KeygenArgs {
+        dir: dir.clone(),
+        force: true,
+    };
+    ops::keygen::run(&forced, &mut out).unwrap();
+    assert_ne!(
+        std::fs::read_to_string(dir.join("private-key.pem")).unwrap(),
+        private
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn cli_reports_missing_configuration_by_name() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stark-pipeline"))
+        .args(["webhook", "list"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("STARK_ACCESS_ID"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
