@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# teardown.sh: deletes what deploy/up.sh created, in reverse order: the scheduler job, the
+# Cloud Run job and services, the Pub/Sub subscriptions and topics (with any message still in
+# them, dead letters included), the Stark key secret, the egress network resources that
+# 45-egress.sh made, the service accounts and the Artifact Registry repository with its images.
+#
+# Each resource is described first and deleted only if present, so it can be re-run. It asks
+# you to type the project id unless --yes is given; without a terminal it refuses to run
+# without --yes. It leaves the APIs enabled, and leaves the webhook registered at Stark Bank:
+# delete it there (web banking, or Stark's API) so that Stark stops posting to a dead URL.
+#
+# Usage: deploy/teardown.sh [--dry-run] [--config FILE] [--yes] [--keep-images]
+#   --keep-images  keep the Artifact Registry repository and its images
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
+keep_images=false
+args=()
+for arg in "$@"; do
+  if [ "$arg" = --keep-images ]; then keep_images=true; else args+=("$arg"); fi
+done
+init ${args[@]+"${args[@]}"}
+
+if ! $DRY_RUN && ! $ASSUME_YES; then
+  if [ ! -t 0 ]; then
+    die "refusing to delete the pipeline from $PROJECT_ID without --yes (no terminal to confirm on)"
+  fi
+  printf 'This deletes the Stark pipeline from project %s (%s), messages and dead letters included.\n' "$PROJECT_ID" "$REGION" >&2
+  printf 'Type the project id to confirm: ' >&2
+  read -r answer
+  [ "$answer" = "$PROJECT_ID" ] || die "not confirmed; nothing deleted"
+fi
+
+p="--project=$PROJECT_ID"
+r="--region=$REGION"
+
+step "Scheduler and job"
+ensure_absent "scheduler job $SCHEDULER_JOB" \
+  gcloud scheduler jobs describe "$SCHEDULER_JOB" "--location=$SCHEDULER_LOCATION" "$p" \
+  -- gcloud scheduler jobs delete "$SCHEDULER_JOB" "--location=$SCHEDULER_LOCATION" "$p" --quiet
+ensure_absent "job $JOB_SPAMMER" \
+  gcloud run jobs describe "$JOB_SPAMMER" "$r" "$p" \
+  -- gcloud run jobs delete "$JOB_SPAMMER" "$r" "$p" --quiet
+
+step "Services"
+for service in "$SERVICE_WEBHOOK_INGESTER" "$SERVICE_INVOICE_SENDER" "$SERVICE_MONEY_SENDER"; do
+  ensure_absent "service $service" \
+    gcloud run services describe "$service" "$r" "$p" \
+    -- gcloud run services delete "$service" "$r" "$p" --quiet
+done
+
+step "Pub/Sub"
+# Subscriptions first: deleting a topic orphans its subscriptions instead of deleting them.
+for subscription in "$SUB_PENDING" "$SUB_PAID" "$(dead_letter "$TOPIC_PENDING")" "$(dead_letter "$TOPIC_PAID")"; do
+  ensure_absent "subscription $subscription" \
+    gcloud pubsub subscriptions describe "$subscription" "$p" \
+    -- gcloud pubsub subscriptions delete "$subscription" "$p" --quiet
+done
+for topic in "$TOPIC_PENDING" "$TOPIC_PAID" "$(dead_letter "$TOPIC_PENDING")" "$(dead_letter "$TOPIC_PAID")"; do
+  ensure_absent "topic $topic" \
+    gcloud pubsub topics describe "$topic" "$p" \
+    -- gcloud pubsub topics delete "$topic" "$p" --quiet
+done
+
+step "Secret"
+ensure_absent "secret $STARK_KEY_SECRET" \
+  gcloud secrets describe "$STARK_KEY_SECRET" "$p" \
+  -- gcloud secrets delete "$STARK_KEY_SECRET" "$p" --quiet
+
+step "Egress network (made by 45-egress.sh when STATIC_EGRESS=true)"
+# delete_if_made_here LABEL DESCRIBE... -- DELETE...
+# Deletes a network resource only if its description is $EGRESS_MARK, i.e. 45-egress.sh made
+# it: a network the configuration merely pointed at (EGRESS_NETWORK=default...) is kept.
+delete_if_made_here() {
+  local label=$1 arg part=0
+  shift
+  local describe=() delete=()
+  for arg in "$@"; do
+    if [ "$arg" = -- ]; then part=1; elif [ $part -eq 0 ]; then describe+=("$arg"); else delete+=("$arg"); fi
+  done
+  describe+=('--format=value(description)')
+  if $DRY_RUN; then
+    plan '' "${describe[@]}"
+    plan "only if $label exists and its description says 45-egress.sh made it" "${delete[@]}"
+    return 0
+  fi
+  local description
+  if ! description=$("${describe[@]}" 2>/dev/null); then
+    say "$label: already absent"
+  elif [ "$description" != "$EGRESS_MARK" ]; then
+    say "$label: not made by 45-egress.sh (description \"$description\"): kept"
+  else
+    say "deleting $label"
+    run "${delete[@]}"
+  fi
+}
+ensure_absent "NAT $EGRESS_NAT" \
+  gcloud compute routers nats describe "$EGRESS_NAT" "--router=$EGRESS_ROUTER" "$r" "$p" \
+  -- gcloud compute routers nats delete "$EGRESS_NAT" "--router=$EGRESS_ROUTER" "$r" "$p" --quiet
+delete_if_made_here "router $EGRESS_ROUTER" \
+  gcloud compute routers describe "$EGRESS_ROUTER" "$r" "$p" \
+  -- gcloud compute routers delete "$EGRESS_ROUTER" "$r" "$p" --quiet
+delete_if_made_here "address $EGRESS_ADDRESS" \
+  gcloud compute addresses describe "$EGRESS_ADDRESS" "$r" "$p" \
+  -- gcloud compute addresses delete "$EGRESS_ADDRESS" "$r" "$p" --quiet
+delete_if_made_here "subnet $EGRESS_SUBNET" \
+  gcloud compute networks subnets describe "$EGRESS_SUBNET" "$r" "$p" \
+  -- gcloud compute networks subnets delete "$EGRESS_SUBNET" "$r" "$p" --quiet
+delete_if_made_here "network $EGRESS_NETWORK" \
+  gcloud compute networks describe "$EGRESS_NETWORK" "$p" \
+  -- gcloud compute networks delete "$EGRESS_NETWORK" "$p" --quiet
+
+step "Service accounts"
+for name in $SERVICE_ACCOUNTS; do
+  email=$(sa_email "$name")
+  ensure_absent "service account $email" \
+    gcloud iam service-accounts describe "$email" "$p" \
+    -- gcloud iam service-accounts delete "$email" "$p" --quiet
+done
+
+if $keep_images; then
+  step "Artifact Registry repository $REPOSITORY: kept (--keep-images)"
+else
+  step "Artifact Registry repository"
+  ensure_absent "repository $REPOSITORY" \
+    gcloud artifacts repositories describe "$REPOSITORY" "--location=$REGION" "$p" \
+    -- gcloud artifacts repositories delete "$REPOSITORY" "--location=$REGION" "$p" --quiet
+fi
+
+step "Left in place"
+say "the APIs stay enabled; the webhook stays registered at Stark Bank: delete it there"
