@@ -5,7 +5,8 @@
 # - The secret ($STARK_KEY_SECRET) is created once, with automatic replication.
 # - A version is added only when the file differs from the latest version, so re-running this
 #   step does not pile up versions; rotating the key is: replace the file, re-run this step and
-#   50-services.sh (see deploy/README.md, "Rotate the Stark key").
+#   50-services.sh, which rolls out new revisions because the version number it passes as
+#   STARK_KEY_SECRET_VERSION changed (see deploy/README.md, "Rotate the Stark key").
 # - roles/secretmanager.secretAccessor on this secret only, for invoice-sender, webhook-ingester
 #   and money-sender; the spammer never sees the key.
 # Cloud Run mounts the latest version as the file /secrets/stark/private-key.pem (50-services.sh).

@@ -10,7 +10,9 @@
 #
 # Each runs as its own service account and gets the Stark private key as a file:
 # --set-secrets=/secrets/stark/private-key.pem=$STARK_KEY_SECRET:latest, with
-# STARK_PRIVATE_KEY_FILE pointing there. `gcloud run deploy` creates a missing service and
+# STARK_PRIVATE_KEY_FILE pointing there, and STARK_KEY_SECRET_VERSION naming the version that
+# was latest at deploy time, so that a new key version rolls out new revisions (the services
+# read the key once, at start). `gcloud run deploy` creates a missing service and
 # updates an existing one; --set-env-vars and --set-secrets replace the whole list, so the
 # service ends up exactly as configured. A startup probe on GET /healthz gates each revision.
 # With STATIC_EGRESS=true the services use Direct VPC egress for all traffic (45-egress.sh);
@@ -42,9 +44,17 @@ deploy_service() {
     "${network[@]}"
 }
 
+# The key's latest Secret Manager version, recorded in each service's environment: the services
+# read the mounted key once, at start, so a new key version must roll out new revisions, and a
+# changed variable is what makes `gcloud run deploy` create them (see 40-secrets.sh).
+key_version=$(value_of '<latest-key-version>' gcloud secrets versions describe latest \
+  "--secret=$STARK_KEY_SECRET" "--project=$PROJECT_ID" '--format=value(name)')
+key_version=${key_version##*/}
+
 common_env() {
   ENV_PAIRS=(LOG_FORMAT=json "GOOGLE_CLOUD_PROJECT=$PROJECT_ID")
   stark_env_pairs
+  ENV_PAIRS+=("STARK_KEY_SECRET_VERSION=$key_version")
   add_optional_env RUST_LOG
 }
 

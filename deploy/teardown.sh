@@ -7,7 +7,8 @@
 # Each resource is described first and deleted only if present, so it can be re-run. It asks
 # you to type the project id unless --yes is given; without a terminal it refuses to run
 # without --yes. It leaves the APIs enabled, and leaves the webhook registered at Stark Bank:
-# delete it there (web banking, or Stark's API) so that Stark stops posting to a dead URL.
+# delete it there so that Stark stops posting to a dead URL (stark-pipeline webhook list, then
+# stark-pipeline webhook delete ID, with the STARK_* variables set).
 #
 # Usage: deploy/teardown.sh [--dry-run] [--config FILE] [--yes] [--keep-images]
 #   --keep-images  keep the Artifact Registry repository and its images
@@ -129,4 +130,6 @@ else
 fi
 
 step "Left in place"
-say "the APIs stay enabled; the webhook stays registered at Stark Bank: delete it there"
+say "the APIs stay enabled, and the webhook stays registered at Stark Bank; to delete it:"
+say "  STARK_ACCESS_ID=$STARK_ACCESS_ID STARK_ENVIRONMENT=$STARK_ENVIRONMENT STARK_PRIVATE_KEY_FILE=$STARK_PRIVATE_KEY_FILE stark-pipeline webhook list"
+say "  ... stark-pipeline webhook delete ID   (the webhook whose URL ends in /webhook)"

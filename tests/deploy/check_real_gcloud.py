@@ -29,6 +29,7 @@ PEM = "-----BEGIN EC PRIVATE KEY-----\nMHQCAQEE\n-----END EC PRIVATE KEY-----\n"
 PLACEHOLDERS = {
     "<project-number>": "123456789012",
     "<state>": "ENABLED",
+    "<latest-key-version>": "1",
 }
 
 

@@ -145,6 +145,12 @@ def gcloud(argv):
         save_state(state)
         return ""
     if kind == "secrets versions":
+        if verb == "describe":
+            versions = resources.get(f"secrets||{flags.get('secret')}", {}).get("versions", [])
+            if rest != ["latest"] or not versions:
+                raise Fail(1, "NOT_FOUND: Secret Version [latest] not found")
+            name = f"projects/{PROJECT_NUMBER}/secrets/{flags['secret']}/versions/{len(versions)}"
+            return render({"name": name, "state": "ENABLED"}, flags.get("format"))
         if verb == "access":
             versions = resources.get(f"secrets||{flags.get('secret')}", {}).get("versions", [])
             if rest != ["latest"] or not versions:

@@ -254,6 +254,7 @@ class FirstDeployThenRedeploy(unittest.TestCase):
             self.assertEqual(flags(argv)["set-secrets"], f"{KEY_MOUNT}={SECRET}:latest", service)
             self.assertEqual(env_vars(argv)["STARK_PRIVATE_KEY_FILE"], KEY_MOUNT, service)
             self.assertEqual(env_vars(argv)["STARK_ACCESS_ID"], "project/5656565656565656", service)
+            self.assertEqual(env_vars(argv)["STARK_KEY_SECRET_VERSION"], "1", service)
         job = one(self.first, "run", "jobs", "deploy")
         self.assertNotIn("set-secrets", flags(job))
         self.assertFalse([k for k in env_vars(job) if k.startswith("STARK_")])
@@ -384,7 +385,8 @@ class FirstDeployThenRedeploy(unittest.TestCase):
                 words[0] = os.path.basename(words[0])
                 planned.add(tuple(a.replace(str(dry.dir), "<sandbox>") for a in words))
         # Values that only a real run knows are placeholders in the plan.
-        replacements = {str(self.sb.dir): "<sandbox>", PROJECT_NUMBER: "<project-number>"}
+        replacements = {str(self.sb.dir): "<sandbox>", PROJECT_NUMBER: "<project-number>",
+                        "STARK_KEY_SECRET_VERSION=1": "STARK_KEY_SECRET_VERSION=<latest-key-version>"}
         for service in SERVICES:
             replacements[self.url(service)] = f"<{service}-url>"
         missing = []
@@ -579,6 +581,11 @@ class AfterDeploy(unittest.TestCase):
             self.assertEqual(len(find(sb.calls()[count:], "secrets", "versions", "add")), 1)
             self.assertEqual(len(sb.resource("secrets", SECRET)["versions"]), 2)
             self.assertEqual(sb.resource("secrets", SECRET)["versions"][-1], sb.key.read_text())
+            # The services read the key at start: the new version must roll out new revisions.
+            count = len(sb.calls())
+            sb.run("50-services.sh")
+            for service in SERVICES:
+                self.assertEqual(env_vars(one(sb.calls()[count:], "run", "deploy", service))["STARK_KEY_SECRET_VERSION"], "2")
         finally:
             sb.key.write_text(original)
 
