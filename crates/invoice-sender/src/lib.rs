@@ -25,7 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use pipeline_common::config::{ConfigError, Env};
-use pipeline_common::envelope::PushEnvelope;
+use pipeline_common::envelope::{NackEvents, PushEnvelope, nack};
 use pipeline_common::locks::KeyedLocks;
 use pipeline_common::messages::PendingInvoice;
 use pipeline_common::serve::{Server, all_interfaces};
@@ -99,16 +99,15 @@ impl IntoResponse for SendError {
             SendError::Invalid(_) | SendError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             SendError::Transient(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        if let SendError::Transient(_) = &self {
-            tracing::warn!(event = "invoice_retry", status = status.as_u16(), reason = %self, "invoice will be retried");
-        } else {
-            let stark_errors = match &self {
-                SendError::Refused(e) => serde_json::to_string(e.errors()).unwrap_or_default(),
-                _ => String::new(),
-            };
-            tracing::error!(event = "invoice_rejected", status = status.as_u16(), reason = %self, stark_errors, "invoice cannot be created; the message goes to the dead-letter topic after its attempts");
-        }
-        (status, self.to_string()).into_response()
+        let stark = match &self {
+            SendError::Refused(e) => Some(e),
+            _ => None,
+        };
+        let events = NackEvents {
+            retry: "invoice_retry",
+            rejected: "invoice_rejected",
+        };
+        nack(events, status, self.to_string(), stark)
     }
 }
 

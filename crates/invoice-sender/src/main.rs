@@ -1,20 +1,16 @@
 //! invoice-sender binary: read the environment, serve until SIGTERM.
 #![forbid(unsafe_code)]
 
-use pipeline_common::config::Env;
+use pipeline_common::config::{Env, or_exit};
 use pipeline_common::logging::{self, LogFormat};
 
 #[tokio::main]
 async fn main() {
     logging::init(LogFormat::from_env());
-    let config = match invoice_sender::Config::from_env(&Env::from_process()) {
-        Ok(config) => config,
-        Err(err) => {
-            tracing::error!(event = "config_invalid", variable = %err.variable, "{err}");
-            eprintln!("invoice-sender: {err}");
-            std::process::exit(2);
-        }
-    };
+    let config = or_exit(
+        "invoice-sender",
+        invoice_sender::Config::from_env(&Env::from_process()),
+    );
     if let Err(err) = invoice_sender::serve(config, pipeline_common::serve::shutdown_signal()).await
     {
         tracing::error!(event = "server_failed", "{err}");

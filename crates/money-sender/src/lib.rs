@@ -28,7 +28,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use pipeline_common::config::{ConfigError, Env};
-use pipeline_common::envelope::PushEnvelope;
+use pipeline_common::envelope::{NackEvents, PushEnvelope, nack};
 use pipeline_common::locks::KeyedLocks;
 use pipeline_common::messages::PaidInvoice;
 use pipeline_common::serve::{Server, all_interfaces};
@@ -223,16 +223,15 @@ impl IntoResponse for PayoutError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            tracing::warn!(event = "payout_retry", status = status.as_u16(), reason = %self, "payout will be retried");
-        } else {
-            let stark_errors = match &self {
-                PayoutError::Refused(e) => serde_json::to_string(e.errors()).unwrap_or_default(),
-                _ => String::new(),
-            };
-            tracing::error!(event = "payout_rejected", status = status.as_u16(), reason = %self, stark_errors, "payout cannot proceed; the message goes to the dead-letter topic after its attempts");
-        }
-        (status, self.to_string()).into_response()
+        let stark = match &self {
+            PayoutError::Refused(e) => Some(e),
+            _ => None,
+        };
+        let events = NackEvents {
+            retry: "payout_retry",
+            rejected: "payout_rejected",
+        };
+        nack(events, status, self.to_string(), stark)
     }
 }
 

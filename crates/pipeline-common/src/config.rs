@@ -30,6 +30,19 @@ impl ConfigError {
     }
 }
 
+/// Unwraps a configuration result, or stops the process with exit code 2 and a message naming
+/// the variable (on stderr and in the logs), as every binary must at start-up.
+pub fn or_exit<T>(service: &str, result: Result<T, ConfigError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(err) => {
+            tracing::error!(event = "config_invalid", variable = %err.variable, "{err}");
+            eprintln!("{service}: {err}");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// A snapshot of environment variables (the process's, or a map in tests).
 #[derive(Debug, Clone, Default)]
 pub struct Env {

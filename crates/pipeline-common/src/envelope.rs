@@ -126,6 +126,35 @@ impl WireEnvelope {
     }
 }
 
+/// The stable log event names of one push handler's refusals.
+#[derive(Debug, Clone, Copy)]
+pub struct NackEvents {
+    /// Logged (warning) when the delivery will be retried (5xx).
+    pub retry: &'static str,
+    /// Logged (error) when no retry can fix it and it heads for the dead-letter topic.
+    pub rejected: &'static str,
+}
+
+/// Answers a push delivery that was not processed, per the ack rules: logs a warning when it
+/// will be retried, an error (with Stark's error list, if any) when it is bound for the
+/// dead-letter topic, and returns `status` with the reason as body.
+pub fn nack(
+    events: NackEvents,
+    status: StatusCode,
+    reason: String,
+    stark: Option<&stark_client::Error>,
+) -> Response {
+    if status.is_server_error() {
+        tracing::warn!(event = events.retry, status = status.as_u16(), %reason, "delivery will be retried");
+    } else {
+        let stark_errors = stark
+            .map(|e| serde_json::to_string(e.errors()).unwrap_or_default())
+            .unwrap_or_default();
+        tracing::error!(event = events.rejected, status = status.as_u16(), %reason, stark_errors, "cannot be processed; the message goes to the dead-letter topic after its attempts");
+    }
+    (status, reason).into_response()
+}
+
 impl PushEnvelope {
     /// Parses the JSON body of a push request.
     pub fn parse(body: &[u8]) -> Result<Self, PushRejection> {

@@ -4,20 +4,16 @@
 use std::sync::Arc;
 
 use gcp_pubsub::{GcpPublisher, PubSubTarget};
-use pipeline_common::config::Env;
+use pipeline_common::config::{Env, or_exit};
 use pipeline_common::logging::{self, LogFormat};
 
 #[tokio::main]
 async fn main() {
     logging::init(LogFormat::from_env());
-    let config = match webhook_ingester::Config::from_env(&Env::from_process()) {
-        Ok(config) => config,
-        Err(err) => {
-            tracing::error!(event = "config_invalid", variable = %err.variable, "{err}");
-            eprintln!("webhook-ingester: {err}");
-            std::process::exit(2);
-        }
-    };
+    let config = or_exit(
+        "webhook-ingester",
+        webhook_ingester::Config::from_env(&Env::from_process()),
+    );
     let target = match PubSubTarget::from_env() {
         Ok(target) => target,
         Err(err) => {
