@@ -1,0 +1,279 @@
+//! Operator helpers: replay (seek), and reading dead letters.
+//!
+//! Pub/Sub has no "count the backlog" RPC (production reads the
+//! `subscription/num_undelivered_messages` metric from Cloud Monitoring, which the emulator
+//! lacks), and the official crate exposes only *streaming* pull. So reading a subscription
+//! here means: open a stream, take messages until `max` or until none arrives for `idle`,
+//! then settle them. "Nothing arrived within `idle`" is the only available evidence of an
+//! empty subscription; choose `idle` comfortably above the stream's start-up time.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use google_cloud_pubsub::subscriber::ShutdownBehavior;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::target::PubSubTarget;
+
+/// Attribute Pub/Sub adds to a dead-lettered message: how many deliveries were attempted.
+pub const DEAD_LETTER_DELIVERY_COUNT: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
+/// Attribute Pub/Sub adds to a dead-lettered message: the subscription it failed on.
+pub const DEAD_LETTER_SOURCE_SUBSCRIPTION: &str = "CloudPubSubDeadLetterSourceSubscription";
+
+/// Rewinds `subscription` (short name) to `time`: messages published after it are
+/// delivered again, acked ones included (the topology retains acked messages for 7 days).
+/// Consumers are idempotent, so a replay never pays twice.
+pub async fn seek_to_time(
+    target: &PubSubTarget,
+    subscription: &str,
+    time: OffsetDateTime,
+) -> Result<()> {
+    let name = target.subscription_path(subscription);
+    let timestamp =
+        google_cloud_wkt::Timestamp::try_from(time).map_err(|e| Error::InvalidSeekTime {
+            subscription: name.clone(),
+            time: time.to_string(),
+            reason: e.to_string(),
+        })?;
+    target
+        .subscription_admin()
+        .await?
+        .seek()
+        .set_subscription(&name)
+        .set_time(timestamp)
+        .send()
+        .await
+        .map_err(Error::rpc("seek subscription", name))?;
+    Ok(())
+}
+
+/// Captures `subscription`'s acknowledgement state as snapshot `snapshot` (short names),
+/// e.g. before a risky deploy, to [`seek_to_snapshot`] back to it afterwards.
+pub async fn create_snapshot(
+    target: &PubSubTarget,
+    subscription: &str,
+    snapshot: &str,
+) -> Result<()> {
+    let name = target.snapshot_path(snapshot);
+    target
+        .subscription_admin()
+        .await?
+        .create_snapshot()
+        .set_name(&name)
+        .set_subscription(target.subscription_path(subscription))
+        .send()
+        .await
+        .map_err(Error::rpc("create snapshot", name))?;
+    Ok(())
+}
+
+/// Restores `subscription` to the acknowledgement state captured in `snapshot`.
+pub async fn seek_to_snapshot(
+    target: &PubSubTarget,
+    subscription: &str,
+    snapshot: &str,
+) -> Result<()> {
+    let name = target.subscription_path(subscription);
+    target
+        .subscription_admin()
+        .await?
+        .seek()
+        .set_subscription(&name)
+        .set_snapshot(target.snapshot_path(snapshot))
+        .send()
+        .await
+        .map_err(Error::rpc("seek subscription", name))?;
+    Ok(())
+}
+
+/// Deletes `snapshot`; a missing one is not an error.
+pub async fn delete_snapshot(target: &PubSubTarget, snapshot: &str) -> Result<()> {
+    let name = target.snapshot_path(snapshot);
+    match target
+        .subscription_admin()
+        .await?
+        .delete_snapshot()
+        .set_snapshot(&name)
+        .send()
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if crate::error::is_not_found(&e) => Ok(()),
+        Err(e) => Err(Error::rpc("delete snapshot", name)(e)),
+    }
+}
+
+/// What to do with pulled messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Acknowledge: the messages leave the subscription (still seekable while retained).
+    Ack,
+    /// Negative-acknowledge: the messages stay and are redelivered; for looking only.
+    Nack,
+}
+
+/// How to read a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullOptions {
+    /// Stop after this many distinct messages.
+    pub max_messages: usize,
+    /// Stop when no message arrived for this long (see the module docs).
+    pub idle: Duration,
+    /// Ack or nack what was read.
+    pub settle: Settle,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            max_messages: 100,
+            idle: Duration::from_secs(3),
+            settle: Settle::Nack,
+        }
+    }
+}
+
+/// A message read from a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The server-assigned id (on a dead-letter subscription: the id of the *re-published*
+    /// copy, not of the original message).
+    pub message_id: String,
+    /// The payload.
+    pub data: Vec<u8>,
+    /// The attributes, including the `CloudPubSubDeadLetter*` ones on dead letters.
+    pub attributes: BTreeMap<String, String>,
+    /// When it was published (on a dead-letter topic: when it was dead-lettered).
+    pub publish_time: Option<OffsetDateTime>,
+    /// Delivery attempt number, when the server reports it (real Pub/Sub does for
+    /// subscriptions with a dead-letter policy; the emulator never does).
+    pub delivery_attempt: Option<i32>,
+}
+
+impl ReceivedMessage {
+    /// How many deliveries failed before this message was dead-lettered.
+    pub fn dead_letter_delivery_count(&self) -> Option<u32> {
+        self.attributes
+            .get(DEAD_LETTER_DELIVERY_COUNT)?
+            .parse()
+            .ok()
+    }
+}
+
+/// Reads up to `options.max_messages` from `subscription` (short name).
+pub async fn pull(
+    target: &PubSubTarget,
+    subscription: &str,
+    options: PullOptions,
+) -> Result<Vec<ReceivedMessage>> {
+    let name = target.subscription_path(subscription);
+    let client = target.subscriber().await?;
+    let mut stream = client
+        .subscribe(&name)
+        .set_max_outstanding_messages(
+            i64::try_from(options.max_messages.max(1)).unwrap_or(i64::MAX),
+        )
+        // Whatever was delivered but not handed to us goes straight back.
+        .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
+        .build();
+    let mut seen = HashSet::new();
+    let mut messages = Vec::new();
+    // Nacks are sent only at the end: a message nacked at once would come straight back
+    // (after the retry policy's minimum backoff) and keep the stream busy forever.
+    let mut held = Vec::new();
+    let mut failure = None;
+    // Measured from the last *new* message, so that redeliveries cannot extend it.
+    let mut idle_deadline = tokio::time::Instant::now() + options.idle;
+    while messages.len() < options.max_messages {
+        let next = match tokio::time::timeout_at(idle_deadline, stream.next()).await {
+            Err(_) | Ok(None) => break,
+            Ok(Some(next)) => next,
+        };
+        let (message, handler) = match next {
+            Ok(received) => received,
+            Err(source) => {
+                failure = Some(source);
+                break;
+            }
+        };
+        let delivery_attempt = handler.delivery_attempt();
+        match options.settle {
+            Settle::Ack => handler.ack(),
+            Settle::Nack => held.push(handler),
+        }
+        if !seen.insert(message.message_id.clone()) {
+            continue;
+        }
+        idle_deadline = tokio::time::Instant::now() + options.idle;
+        messages.push(ReceivedMessage {
+            message_id: message.message_id,
+            data: message.data.to_vec(),
+            attributes: message.attributes.into_iter().collect(),
+            publish_time: message
+                .publish_time
+                .and_then(|t| OffsetDateTime::try_from(t).ok()),
+            delivery_attempt,
+        });
+    }
+    for handler in held {
+        handler.nack();
+    }
+    // Waits until the acks/nacks above reached the server, so that a following peek
+    // sees the subscription's new state.
+    stream.shutdown_token().shutdown().await;
+    match failure {
+        Some(source) => Err(Error::Pull {
+            subscription: name,
+            source,
+        }),
+        None => Ok(messages),
+    }
+}
+
+/// Reads and acknowledges up to `max` dead letters, for an operator to inspect and
+/// (after fixing the cause) republish. Acked dead letters stay seekable for 7 days.
+pub async fn pull_dead_letters(
+    target: &PubSubTarget,
+    subscription: &str,
+    max: usize,
+) -> Result<Vec<ReceivedMessage>> {
+    pull(
+        target,
+        subscription,
+        PullOptions {
+            max_messages: max,
+            settle: Settle::Ack,
+            ..PullOptions::default()
+        },
+    )
+    .await
+}
+
+/// Reads up to `max` messages without consuming them (they are nacked back).
+pub async fn peek(
+    target: &PubSubTarget,
+    subscription: &str,
+    max: usize,
+) -> Result<Vec<ReceivedMessage>> {
+    pull(
+        target,
+        subscription,
+        PullOptions {
+            max_messages: max,
+            ..PullOptions::default()
+        },
+    )
+    .await
+}
+
+/// How many messages wait in `subscription`, counting at most `cap`. Meant for "is the
+/// dead-letter subscription empty?" checks in the local stack and tests; it is a peek,
+/// so it costs one delivery attempt per message and waits [`PullOptions::idle`] when empty.
+pub async fn count_undelivered(
+    target: &PubSubTarget,
+    subscription: &str,
+    cap: usize,
+) -> Result<usize> {
+    Ok(peek(target, subscription, cap).await?.len())
+}
