@@ -114,6 +114,8 @@ async fn publish_is_confirmed_and_pushed_in_the_documented_envelope() {
             },
         )
         .await;
+        let bare = sink.pushes_of(&ids[0]);
+        eprintln!("push envelope without attributes: {}", bare[0].body);
         publisher.flush().await;
     })
     .await;
@@ -196,6 +198,30 @@ async fn apply_twice_creates_nothing_new_and_updates_only_what_differs() {
             ]
         );
         assert!(apply(&moved, &target).await.unwrap().is_noop());
+
+        // A subscription attached to another topic is reported, never silently re-created
+        // (that would drop its backlog).
+        let admin = target.subscription_admin().await.unwrap();
+        let stray = target.subscription_path(&moved.flows[0].subscription);
+        admin
+            .delete_subscription()
+            .set_subscription(&stray)
+            .send()
+            .await
+            .unwrap();
+        admin
+            .create_subscription()
+            .set_name(&stray)
+            .set_topic(target.topic_path(PAID_INVOICES))
+            .send()
+            .await
+            .unwrap();
+        let err = apply(&moved, &target).await.unwrap_err();
+        assert!(
+            matches!(err, gcp_pubsub::Error::TopicMismatch { .. }),
+            "{err}"
+        );
+        eprintln!("{err}");
 
         let deleted = delete_all(&moved, &target).await.unwrap();
         assert_eq!(deleted.deleted().len(), 8, "{deleted}");
@@ -421,6 +447,15 @@ async fn peek_leaves_messages_and_pull_dead_letters_consumes_them() {
             vec![b"dead 0".to_vec(), b"dead 1".to_vec(), b"dead 2".to_vec()]
         );
         assert_eq!(ops::count_undelivered(&target, &dlq, 10).await.unwrap(), 0);
+
+        // A typo must not read as "empty": a missing subscription is an error naming it.
+        let err = ops::count_undelivered(&target, "no_such_subscription", 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, gcp_pubsub::Error::Pull { subscription, .. } if subscription.ends_with("/no_such_subscription")),
+            "{err}"
+        );
     })
     .await;
 }
