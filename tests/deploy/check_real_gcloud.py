@@ -4,9 +4,9 @@ The fake gcloud of test_deploy.py knows only the command shapes the scripts use;
 whether `--nat-external-ip-pool` or `--startup-probe=httpGet.path=...` exist. The real gcloud
 can, offline: it parses and validates every flag (names, choices, mutually exclusive groups,
 key=value dictionaries, even the Cloud Build config file) before it looks for credentials. So
-each command of the dry-run plans (up.sh in two configurations, teardown.sh) is run with an
-empty gcloud configuration, no account and, where `unshare -n` works, no network: a command
-passes when gcloud gets as far as "You do not currently have an active account selected".
+each command of the dry-run plans (up.sh in two configurations, teardown.sh), and each gcloud
+command of deploy/README.md, is run with an empty gcloud configuration, no account and, where
+`unshare -n` works, no network: a command passes when gcloud gets as far as "You do not currently have an active account selected".
 `gcloud auth configure-docker` (local only, it edits Docker's configuration) is skipped.
 
 Run: python3 tests/deploy/check_real_gcloud.py  (or bash deploy/test.sh --real-gcloud).
@@ -72,6 +72,31 @@ def commands(work):
     return seen
 
 
+def readme_commands():
+    """The gcloud commands of deploy/README.md (shell blocks and inline code), variables filled in."""
+    values = {"$PROJECT_ID": "acme-stark-1", "$REGION": "southamerica-east1", "$CAMPAIGN_ID": "c1",
+              "$TAG": "0123456789ab", "$(date -u +%Y-%m-%dT%H:%M:%SZ)": "2026-11-27T10:00:00Z"}
+    text = (REPO / "deploy" / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        lines += re.sub(r"\\\n\s*", "", block).splitlines()
+    prose = re.sub(r"```.*?```", "", text, flags=re.S).replace("\n", " ")
+    # Inline code: only complete commands (naming a project), not mentions such as `gcloud auth login`.
+    lines += [c for c in re.findall(r"`(gcloud [^`]+)`", prose) if "--project=" in c]
+    found = {}
+    for line in lines:
+        line = line.strip().split(" > ")[0]
+        if not line.startswith("gcloud "):
+            continue
+        for name, value in values.items():
+            line = line.replace(name, value)
+        if "$" in line or "<" in line:
+            continue  # built in a loop from pulled messages, or a placeholder for the reader
+        words = shlex.split(line, comments=True)
+        found.setdefault(tuple(words[1:]), line)
+    return found
+
+
 def main():
     gcloud = shutil.which("gcloud")
     if not gcloud:
@@ -96,23 +121,31 @@ def main():
             "HOME": str(work),
         })
         todo = commands(work)
+        todo.update(readme_commands())
 
         def check(args):
             result = subprocess.run(isolate + [gcloud, *args], cwd=REPO, env=env, capture_output=True,
                                     text=True, timeout=120, stdin=subprocess.DEVNULL)
             output = result.stdout + result.stderr
+            if "component manager" in output and "disabled" in output:
+                # e.g. `logs tail` needs the log-streaming component, which a gcloud installed
+                # from Debian's packages cannot add: its flags cannot be checked here.
+                return args, None, output.strip().splitlines()[:1]
             return args, NO_ACCOUNT in output, output.strip().splitlines()[:3]
 
         with ThreadPoolExecutor(max_workers=int(os.environ.get("DEPLOY_TEST_JOBS", "2")) * 2) as pool:
             results = list(pool.map(check, todo))
-    failed = 0
+    failed = skipped = 0
     for args, ok, output in results:
-        print(f"{'ok  ' if ok else 'FAIL'} gcloud {shlex.join(args)}")
-        if not ok:
+        print(f"{'skip' if ok is None else 'ok  ' if ok else 'FAIL'} gcloud {shlex.join(args)}")
+        if ok is None:
+            skipped += 1
+            print(f"       {output[0] if output else ''}")
+        elif not ok:
             failed += 1
             for line in output:
                 print(f"       {line}")
-    print(f"real-gcloud: {len(results) - failed} passed, {failed} failed")
+    print(f"real-gcloud: {len(results) - failed - skipped} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 
 
