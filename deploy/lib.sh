@@ -331,10 +331,30 @@ is_true() {
   esac
 }
 
+# Every variable the configuration file may set. The file is the only source of the
+# configuration: the same names in the environment (say, a shell that loaded the services' .env
+# for a local run, with other PAYOUT_* values) are dropped before it is read, except the few a
+# one-off run may override: IMAGE_TAG (rolling back) and STARK_PIPELINE_* (where the CLI is).
+CONFIG_VARS="PROJECT_ID REGION REPOSITORY BUILD_WITH
+  STARK_ENVIRONMENT STARK_ACCESS_ID STARK_PRIVATE_KEY_FILE STARK_KEY_SECRET STARK_WORKSPACE_ID
+  STARK_LANGUAGE STARK_TIMEOUT_SECONDS
+  CAMPAIGN_ID CAMPAIGN_START CAMPAIGN_HOURS INVOICE_AMOUNT_MIN_CENTS INVOICE_AMOUNT_MAX_CENTS
+  INVOICE_DUE_HOURS INVOICE_EXPIRATION_SECONDS PUBLISH_CONCURRENCY
+  SCHEDULE SCHEDULER_TIME_ZONE SCHEDULER_LOCATION
+  PAYOUT_BANK_CODE PAYOUT_BRANCH_CODE PAYOUT_ACCOUNT_NUMBER PAYOUT_NAME PAYOUT_TAX_ID PAYOUT_ACCOUNT_TYPE
+  MAX_DELIVERY_ATTEMPTS PUSH_SERVICES_INGRESS SERVICE_CPU SERVICE_MEMORY SERVICE_MAX_INSTANCES
+  SERVICE_TIMEOUT INGESTER_MIN_INSTANCES RUST_LOG WEBHOOK_MAX_BODY_BYTES PUBLISH_TIMEOUT_SECONDS
+  STATIC_EGRESS EGRESS_NETWORK EGRESS_SUBNET EGRESS_SUBNET_RANGE EGRESS_ROUTER EGRESS_NAT EGRESS_ADDRESS"
+
 load_config() {
+  local name env_image_tag=${IMAGE_TAG:-}
+  for name in $CONFIG_VARS; do
+    unset "$name"
+  done
   [ -f "$CONFIG_FILE" ] || die "no configuration at $CONFIG_FILE: copy deploy/config.env.example to deploy/config.env and fill it in, or pass --config FILE"
   # shellcheck source=/dev/null
   . "$CONFIG_FILE"
+  : "${IMAGE_TAG:=$env_image_tag}"
 
   require PROJECT_ID REGION STARK_ENVIRONMENT STARK_ACCESS_ID STARK_PRIVATE_KEY_FILE CAMPAIGN_ID CAMPAIGN_START
   check PROJECT_ID '^[a-z][a-z0-9-]{4,28}[a-z0-9]$' "not a Google Cloud project id"
@@ -503,8 +523,9 @@ stark_env_pairs() {
 # ── The operator CLI ────────────────────────────────────────────────────────────────────────
 # run_cli [--stark] ARGS...
 # Runs `stark-pipeline ARGS...`: the local binary $STARK_PIPELINE_BIN, or the deploy image with
-# STARK_PIPELINE_RUNNER=docker. --stark passes the Stark credentials of the configuration
-# (the key as a file). The Google credentials are Application Default Credentials.
+# STARK_PIPELINE_RUNNER=docker. With --stark it gets the Stark credentials of the configuration
+# (the key as a file), for commands that call Stark; without, it works on Google Cloud with
+# Application Default Credentials (in Docker: your ADC file, mounted read-only).
 run_cli() {
   local with_stark=false
   if [ "${1:-}" = --stark ]; then
@@ -513,17 +534,18 @@ run_cli() {
   fi
   local cmd=()
   if [ "$STARK_PIPELINE_RUNNER" = docker ]; then
-    local adc=${GOOGLE_APPLICATION_CREDENTIALS:-$HOME/.config/gcloud/application_default_credentials.json}
-    if ! $DRY_RUN; then
-      [ -f "$adc" ] || die "no Application Default Credentials at $adc: run gcloud auth application-default login"
-    fi
-    cmd=(docker run --rm --platform=linux/amd64 "--user=$(id -u):$(id -g)"
-      "--volume=$adc:/var/run/gcp/adc.json:ro" --env=GOOGLE_APPLICATION_CREDENTIALS=/var/run/gcp/adc.json)
+    cmd=(docker run --rm --platform=linux/amd64 "--user=$(id -u):$(id -g)")
     if $with_stark; then
       local key
       key="$(cd "$(dirname "$STARK_PRIVATE_KEY_FILE")" && pwd)/$(basename "$STARK_PRIVATE_KEY_FILE")"
       cmd+=("--volume=$key:$STARK_KEY_MOUNT:ro" "--env=STARK_ACCESS_ID=$STARK_ACCESS_ID"
         "--env=STARK_ENVIRONMENT=$STARK_ENVIRONMENT" "--env=STARK_PRIVATE_KEY_FILE=$STARK_KEY_MOUNT")
+    else
+      local adc=${GOOGLE_APPLICATION_CREDENTIALS:-$HOME/.config/gcloud/application_default_credentials.json}
+      if ! $DRY_RUN && [ ! -f "$adc" ]; then
+        die "no Application Default Credentials at $adc: run gcloud auth application-default login"
+      fi
+      cmd+=("--volume=$adc:/var/run/gcp/adc.json:ro" --env=GOOGLE_APPLICATION_CREDENTIALS=/var/run/gcp/adc.json)
     fi
     cmd+=("$STARK_PIPELINE_IMAGE")
   else

@@ -635,6 +635,19 @@ class Configuration(unittest.TestCase):
         self.rejects("exceeds INVOICE_AMOUNT_MAX_CENTS", INVOICE_AMOUNT_MIN_CENTS="900", INVOICE_AMOUNT_MAX_CENTS="800")
         self.rejects("STATIC_EGRESS=yes is invalid", STATIC_EGRESS="yes")
 
+    def test_the_environment_cannot_slip_values_into_the_deploy(self):
+        leftovers = {"PAYOUT_ACCOUNT_NUMBER": "999", "RUST_LOG": "trace", "STATIC_EGRESS": "true",
+                     "REGION": "us-central1", "STARK_WORKSPACE_ID": "1"}
+        plan = self.sb.run("50-services.sh", "--dry-run", env=leftovers).stdout
+        for value in ("999", "trace", "us-central1", "STARK_WORKSPACE_ID", "--vpc-egress"):
+            self.assertNotIn(value, plan)
+        # IMAGE_TAG may be set for one run (rolling back) when the config leaves it empty.
+        sb = Sandbox(IMAGE_TAG="")
+        try:
+            self.assertIn(":rollback-1", sb.run("50-services.sh", "--dry-run", env={"IMAGE_TAG": "rollback-1"}).stdout)
+        finally:
+            sb.cleanup()
+
     def test_unknown_option_and_missing_config(self):
         result = self.sb.run("up.sh", "--bogus", check=False)
         self.assertNotEqual(result.returncode, 0)
