@@ -513,7 +513,7 @@ add_optional_env() {
   done
 }
 
-# The variables every signing service needs to reach Stark Bank, as NAME=VALUE lines.
+# Appends to ENV_PAIRS the variables every signing service needs to reach Stark Bank.
 stark_env_pairs() {
   ENV_PAIRS+=("STARK_ACCESS_ID=$STARK_ACCESS_ID" "STARK_ENVIRONMENT=$STARK_ENVIRONMENT"
     "STARK_PRIVATE_KEY_FILE=$STARK_KEY_MOUNT")
