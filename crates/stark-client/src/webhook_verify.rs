@@ -68,15 +68,22 @@ fn sorted_reserialization(body: &[u8]) -> Option<String> {
     Some(python_json::to_string_sorted(&value))
 }
 
+/// Verifies over the raw bytes, then over the sorted-keys re-serialization. `sorted` is computed
+/// on first need and kept for a retry with a refreshed key: a valid raw signature (every real
+/// delivery) never pays for parsing and re-serializing the body.
 fn matches(
     key: &PublicKey,
     body: &[u8],
-    sorted: Option<&str>,
+    sorted: &mut Option<Option<String>>,
     signature: &k256::ecdsa::Signature,
 ) -> bool {
-    key.verify(body, signature).is_ok()
-        || sorted
-            .is_some_and(|s| s.as_bytes() != body && key.verify(s.as_bytes(), signature).is_ok())
+    if key.verify(body, signature).is_ok() {
+        return true;
+    }
+    sorted
+        .get_or_insert_with(|| sorted_reserialization(body))
+        .as_deref()
+        .is_some_and(|s| s.as_bytes() != body && key.verify(s.as_bytes(), signature).is_ok())
 }
 
 impl Client {
@@ -92,12 +99,12 @@ impl Client {
             SignatureError::Malformed(m) => VerifyError::MalformedSignature(m),
             SignatureError::Mismatch => VerifyError::SignatureMismatch,
         })?;
-        let sorted = sorted_reserialization(body);
+        let mut sorted = None;
         let cached = self.stark_public_key(None).await?;
-        if !matches(&cached.key, body, sorted.as_deref(), &signature) {
+        if !matches(&cached.key, body, &mut sorted, &signature) {
             let refreshed = self.stark_public_key(Some(&cached)).await?;
             if refreshed.generation == cached.generation
-                || !matches(&refreshed.key, body, sorted.as_deref(), &signature)
+                || !matches(&refreshed.key, body, &mut sorted, &signature)
             {
                 return Err(VerifyError::SignatureMismatch);
             }
@@ -172,4 +179,39 @@ fn parse_event(body: &[u8]) -> Result<Event, VerifyError> {
     serde_json::from_slice::<Envelope>(body)
         .map(|envelope| envelope.event)
         .map_err(|e| VerifyError::InvalidEvent(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::PrivateKey;
+
+    #[test]
+    fn the_sorted_fallback_runs_only_when_the_raw_bytes_fail() {
+        let key = PrivateKey::generate();
+        let sorted_body = r#"{"event": {"id": "1", "log": {}}}"#;
+        let compact_body = br#"{"event":{"id":"1","log":{}}}"#;
+        let signature = key.sign(sorted_body.as_bytes());
+
+        // A valid raw signature: the body is never re-serialized.
+        let mut sorted = None;
+        assert!(matches(
+            &key.public_key(),
+            sorted_body.as_bytes(),
+            &mut sorted,
+            &signature
+        ));
+        assert_eq!(sorted, None);
+
+        // Signed over the sorted form, delivered compact: computed once, then reused.
+        assert!(matches(
+            &key.public_key(),
+            compact_body,
+            &mut sorted,
+            &signature
+        ));
+        assert_eq!(sorted, Some(Some(sorted_body.to_owned())));
+        let other = PrivateKey::generate().public_key();
+        assert!(!matches(&other, compact_body, &mut sorted, &signature));
+    }
 }
