@@ -70,10 +70,12 @@ pub fn request_id(campaign: &str, slot: u32, index: usize) -> String {
 /// The invoice requests of `slot`. Same configuration and slot → identical output, always.
 ///
 /// Draw order (changing it changes every batch): count, then for each invoice the name, the
-/// nine CPF base digits (redrawn while all equal), the amount.
+/// nine CPF base digits (redrawn while all equal), the amount. The drawn count (8 to 12) is
+/// multiplied by [`SpammerConfig::rate_multiplier`]; since the draws per invoice come after it,
+/// a multiplied batch begins with exactly the invoices of the plain one.
 pub fn batch(config: &SpammerConfig, slot: u32) -> Vec<PendingInvoice> {
     let mut rng = ChaCha20Rng::from_seed(slot_seed(&config.campaign, slot));
-    let count = rng.random_range(MIN_BATCH..=MAX_BATCH);
+    let count = rng.random_range(MIN_BATCH..=MAX_BATCH) * config.rate_multiplier.max(1) as usize;
     let due = config.due_after_hours.map(|hours| {
         let slot_start = config.start + Duration::hours(i64::from(slot));
         format_due(slot_start + Duration::hours(i64::from(hours)))

@@ -27,6 +27,8 @@ pub const INVOICE_DUE_HOURS: &str = "INVOICE_DUE_HOURS";
 pub const INVOICE_EXPIRATION_SECONDS: &str = "INVOICE_EXPIRATION_SECONDS";
 /// How many publishes may be in flight at once.
 pub const PUBLISH_CONCURRENCY: &str = "PUBLISH_CONCURRENCY";
+/// Multiplies the number of invoices per slot (load and scale tests).
+pub const INVOICE_RATE_MULTIPLIER: &str = "INVOICE_RATE_MULTIPLIER";
 
 /// Default campaign length: the issue asks for 24 hourly runs.
 pub const DEFAULT_HOURS: u32 = 24;
@@ -41,6 +43,9 @@ pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 4;
 /// The longest campaign accepted (one leap year of hourly slots). Guards against a typo such as
 /// `CAMPAIGN_HOURS=240000` silently turning a day-long test into a decades-long one.
 pub const MAX_HOURS: u32 = 24 * 366;
+/// The largest rate multiplier accepted (at most 12 000 invoices per slot): beyond that a value
+/// is more likely a typo than a load test.
+pub const MAX_RATE_MULTIPLIER: u32 = 1_000;
 /// The longest campaign id accepted, so that request ids and tags stay short.
 pub const MAX_CAMPAIGN_ID_LEN: usize = 48;
 
@@ -68,6 +73,11 @@ pub struct SpammerConfig {
     pub expiration_seconds: Option<i64>,
     /// Publishes in flight at once. Not part of the batch: it only changes timing.
     pub publish_concurrency: usize,
+    /// Each slot issues `multiplier ×` its drawn count (8 to 12) of invoices, for load and
+    /// scale tests; 1 (the default) is the campaign the issue asks for. Part of the batch:
+    /// changing it mid-campaign changes how many requests later slots publish, and the first
+    /// requests of a slot are the same for every multiplier.
+    pub rate_multiplier: u32,
 }
 
 impl SpammerConfig {
@@ -81,6 +91,7 @@ impl SpammerConfig {
             due_after_hours: None,
             expiration_seconds: None,
             publish_concurrency: DEFAULT_PUBLISH_CONCURRENCY,
+            rate_multiplier: 1,
         }
     }
 
@@ -148,6 +159,14 @@ impl SpammerConfig {
             ));
         }
 
+        let rate_multiplier: u32 = env.parse_or(INVOICE_RATE_MULTIPLIER, 1)?;
+        if !(1..=MAX_RATE_MULTIPLIER).contains(&rate_multiplier) {
+            return Err(ConfigError::new(
+                INVOICE_RATE_MULTIPLIER,
+                format!("must be between 1 and {MAX_RATE_MULTIPLIER}, got {rate_multiplier}"),
+            ));
+        }
+
         Ok(Self {
             campaign,
             start,
@@ -156,6 +175,7 @@ impl SpammerConfig {
             due_after_hours,
             expiration_seconds,
             publish_concurrency,
+            rate_multiplier,
         })
     }
 }

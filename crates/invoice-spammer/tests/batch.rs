@@ -185,3 +185,43 @@ const GOLDEN_DEMO_0: &[&str] = &[
     "demo-0-7 | Milena Alves | 929.674.427-04 | 20336",
     "demo-0-8 | Filipe Carmona | 296.324.970-58 | 32369",
 ];
+
+#[test]
+fn rate_multiplier_multiplies_the_drawn_count_and_keeps_the_plain_batch_as_prefix() {
+    for campaign in CAMPAIGNS {
+        let plain = common::config(campaign);
+        for multiplier in [2, 10, 100] {
+            let mut config = common::config(campaign);
+            config.rate_multiplier = multiplier;
+            for slot in [0, 5, 23] {
+                let base = batch(&plain, slot);
+                let scaled = batch(&config, slot);
+                assert_eq!(scaled.len(), base.len() * multiplier as usize);
+                // Deterministic, and the first requests are the plain batch's, unchanged.
+                assert_eq!(scaled, batch(&config, slot));
+                assert_eq!(&scaled[..base.len()], &base[..]);
+                let ids: HashSet<&str> = scaled.iter().map(|i| i.request_id.as_str()).collect();
+                assert_eq!(ids.len(), scaled.len(), "request ids stay unique");
+                for (index, invoice) in scaled.iter().enumerate() {
+                    assert_eq!(invoice.request_id, format!("{campaign}-{slot}-{index}"));
+                    assert!(config.amount_cents.contains(&invoice.amount));
+                    TaxId::parse(&invoice.tax_id).unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rate_multiplier_100_gives_800_to_1200_per_slot() {
+    let mut config = common::config("demo");
+    config.rate_multiplier = 100;
+    let counts: BTreeSet<usize> = (0..24).map(|slot| batch(&config, slot).len()).collect();
+    assert!(
+        counts
+            .iter()
+            .all(|c| c % 100 == 0 && (800..=1200).contains(c)),
+        "{counts:?}"
+    );
+    assert!(counts.len() > 1, "counts still vary by slot: {counts:?}");
+}

@@ -144,3 +144,30 @@ fn blank_optional_variables_mean_unset() {
     assert_eq!(config.due_after_hours, None);
     assert_eq!(config.hours, 24);
 }
+
+#[test]
+fn rate_multiplier_defaults_to_one_and_is_bounded() {
+    assert_eq!(with(&[]).unwrap().rate_multiplier, 1);
+    assert_eq!(
+        with(&[("INVOICE_RATE_MULTIPLIER", "")])
+            .unwrap()
+            .rate_multiplier,
+        1,
+        "blank means unset"
+    );
+    for (value, expected) in [("1", 1), ("100", 100), ("1000", 1000)] {
+        assert_eq!(
+            with(&[("INVOICE_RATE_MULTIPLIER", value)])
+                .unwrap()
+                .rate_multiplier,
+            expected
+        );
+    }
+    for value in ["0", "1001", "-1", "2.5", "lots"] {
+        assert_eq!(
+            with(&[("INVOICE_RATE_MULTIPLIER", value)]).map(|_| ()),
+            Err("INVOICE_RATE_MULTIPLIER".to_string()),
+            "{value:?}"
+        );
+    }
+}
