@@ -54,6 +54,7 @@ else
   echo "warning: no Pub/Sub emulator (gcloud + java); emulator tests will report that they skipped" >&2
 fi
 
+bash deploy/test.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
