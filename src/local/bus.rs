@@ -171,13 +171,14 @@ impl Bus {
                 .collect()),
             Bus::Emulator(bus) => {
                 let topology = bus.topology.as_ref().context("the bus is not wired")?;
-                let mut out = Vec::new();
-                for flow in &topology.flows {
+                // Each read waits for an idle period; read both subscriptions at once.
+                let reads = topology.flows.iter().map(|flow| async move {
                     let name = flow.dead_letter_subscription();
                     let count =
                         gcp_pubsub::ops::count_undelivered(&bus.target, &name, 1000).await?;
-                    out.push((name, count));
-                }
+                    anyhow::Ok((name, count))
+                });
+                let out = futures::future::try_join_all(reads).await?;
                 Ok(out)
             }
         }

@@ -128,7 +128,9 @@ impl Default for PullOptions {
     fn default() -> Self {
         Self {
             max_messages: 100,
-            idle: Duration::from_secs(3),
+            // Long enough for a new streaming pull to start delivering on a loaded machine
+            // (3 s proved too short in CI with the emulator and compilers sharing 2 cores).
+            idle: Duration::from_secs(10),
             settle: Settle::Nack,
         }
     }
