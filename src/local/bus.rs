@@ -55,6 +55,10 @@ pub struct EmulatorBus {
     publisher: Arc<GcpPublisher>,
     /// The applied topology (set by [`Bus::wire`]).
     topology: Option<Topology>,
+    /// Dead letters drained so far, per subscription. The emulator's peeks are unreliable
+    /// (see gcp-pubsub's README), so dead letters are read with an ack and counted here; acked
+    /// dead letters stay retained, and seekable, for 7 days.
+    drained: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
 }
 
 /// Subscription names, the same on both backends.
@@ -98,6 +102,7 @@ impl Bus {
             target,
             publisher: Arc::new(publisher),
             topology: None,
+            drained: Default::default(),
         })))
     }
 
@@ -157,7 +162,7 @@ impl Bus {
         Ok(())
     }
 
-    /// Messages waiting in the dead-letter subscriptions (`(subscription, count)`).
+    /// Messages that reached the dead-letter subscriptions so far (`(subscription, count)`).
     pub async fn dead_letters(&self) -> anyhow::Result<Vec<(String, usize)>> {
         match self {
             Bus::Memory(bus) => Ok([SENDER_SUBSCRIPTION, MONEY_SUBSCRIPTION]
@@ -174,11 +179,28 @@ impl Bus {
                 // Each read waits for an idle period; read both subscriptions at once.
                 let reads = topology.flows.iter().map(|flow| async move {
                     let name = flow.dead_letter_subscription();
-                    let count =
-                        gcp_pubsub::ops::count_undelivered(&bus.target, &name, 1000).await?;
-                    anyhow::Ok((name, count))
+                    let pulled =
+                        gcp_pubsub::ops::pull_dead_letters(&bus.target, &name, 1000).await?;
+                    for message in &pulled {
+                        tracing::warn!(
+                            event = "dead_letter_drained",
+                            subscription = %name,
+                            message_id = %message.message_id,
+                            "dead letter read and acknowledged"
+                        );
+                    }
+                    anyhow::Ok((name, pulled.len()))
                 });
-                let out = futures::future::try_join_all(reads).await?;
+                let pulled = futures::future::try_join_all(reads).await?;
+                let mut drained = bus.drained.lock().expect("dead-letter counts");
+                let out = pulled
+                    .into_iter()
+                    .map(|(name, count)| {
+                        let total = drained.entry(name.clone()).or_default();
+                        *total += count;
+                        (name, *total)
+                    })
+                    .collect();
                 Ok(out)
             }
         }

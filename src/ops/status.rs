@@ -116,7 +116,10 @@ pub async fn run(
                 let name = flow.dead_letter_subscription();
                 let waiting = gcp_pubsub::ops::count_undelivered(target, &name, 1000).await?;
                 healthy &= waiting == 0;
-                writeln!(out, "  dead letters in {name}: {waiting}")?;
+                writeln!(
+                    out,
+                    "  dead letters in {name}: {waiting} (a peek; Cloud Monitoring's num_undelivered_messages is authoritative)"
+                )?;
             }
         }
     }

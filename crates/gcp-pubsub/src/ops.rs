@@ -269,9 +269,12 @@ pub async fn peek(
     .await
 }
 
-/// How many messages wait in `subscription`, counting at most `cap`. Meant for "is the
-/// dead-letter subscription empty?" checks in the local stack and tests; it is a peek,
-/// so it costs one delivery attempt per message and waits [`PullOptions::idle`] when empty.
+/// How many messages wait in `subscription`, counting at most `cap`. It is a peek, so it costs
+/// one delivery attempt per message and waits [`PullOptions::idle`] when empty. Best effort:
+/// on the emulator, messages nacked by an earlier peek can stay leased for a while and be
+/// missed, so a zero after a recent peek is not proof of emptiness. The local stack therefore
+/// drains dead letters with [`pull_dead_letters`] instead; in production the
+/// `subscription/num_undelivered_messages` metric is the authoritative count.
 pub async fn count_undelivered(
     target: &PubSubTarget,
     subscription: &str,
