@@ -61,10 +61,11 @@ pub struct EmulatorBus {
     drained: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
 }
 
-/// Subscription names, the same on both backends.
-pub const SENDER_SUBSCRIPTION: &str = "pending_invoices-invoice-sender";
-/// The money-sender's subscription.
-pub const MONEY_SUBSCRIPTION: &str = "paid_invoices-money-sender";
+/// Subscription names, the same on both backends as in production.
+pub use gcp_pubsub::topology::{
+    INVOICE_SENDER_SUBSCRIPTION as SENDER_SUBSCRIPTION,
+    MONEY_SENDER_SUBSCRIPTION as MONEY_SUBSCRIPTION,
+};
 
 impl Bus {
     /// Starts the chosen bus.

@@ -31,10 +31,12 @@ use google_cloud_wkt::FieldMask;
 use crate::error::{Error, Result, is_already_exists, is_not_found};
 use crate::target::PubSubTarget;
 
-/// The topic the invoice spammer publishes invoice requests to.
-pub const PENDING_INVOICES: &str = "pending_invoices";
-/// The topic the webhook ingester publishes credited-invoice events to.
-pub const PAID_INVOICES: &str = "paid_invoices";
+/// The topic names, defined once next to the messages that travel on them.
+pub use pipeline_common::messages::{PAID_INVOICES, PENDING_INVOICES};
+/// The invoice sender's push subscription on [`PENDING_INVOICES`].
+pub const INVOICE_SENDER_SUBSCRIPTION: &str = "pending_invoices-invoice-sender";
+/// The money sender's push subscription on [`PAID_INVOICES`].
+pub const MONEY_SENDER_SUBSCRIPTION: &str = "paid_invoices-money-sender";
 /// The suffix that turns a topic name into its dead-letter topic (and subscription) name.
 pub const DEAD_LETTER_SUFFIX: &str = "-dead-letter";
 
@@ -134,12 +136,12 @@ impl Topology {
             flows: vec![
                 Flow::new(
                     PENDING_INVOICES,
-                    "pending_invoices-invoice-sender",
+                    INVOICE_SENDER_SUBSCRIPTION,
                     invoice_sender_push_url,
                 ),
                 Flow::new(
                     PAID_INVOICES,
-                    "paid_invoices-money-sender",
+                    MONEY_SENDER_SUBSCRIPTION,
                     money_sender_push_url,
                 ),
             ],
