@@ -230,20 +230,9 @@ impl World {
         let mut checked = Vec::new();
         let mut batch_external_ids = HashSet::new();
         let mut batch_keys: HashSet<DuplicateKey> = HashSet::new();
-        let existing_keys: HashSet<DuplicateKey> = self
-            .transfers
-            .live()
-            .filter(|r| {
-                !matches!(
-                    r.item.transfer.status,
-                    TransferStatus::Failed | TransferStatus::Canceled
-                )
-            })
-            .map(|r| {
-                let (t, b, br, a) = r.item.receiver.clone();
-                (t, b, br, a, r.item.transfer.amount, r.item.scheduled_day)
-            })
-            .collect();
+        // Built on first need: it scans every transfer, and only items without an externalId
+        // are checked against it.
+        let mut existing_keys: Option<HashSet<DuplicateKey>> = None;
         for (i, value) in items.iter().enumerate() {
             let before = errors.len();
             let Some(mut item) = Item::new(i, value, &mut errors) else {
@@ -273,7 +262,22 @@ impl World {
                     c.amount,
                     c.day(now),
                 );
-                if existing_keys.contains(&key) || !batch_keys.insert(key) {
+                let existing = existing_keys.get_or_insert_with(|| {
+                    self.transfers
+                        .live()
+                        .filter(|r| {
+                            !matches!(
+                                r.item.transfer.status,
+                                TransferStatus::Failed | TransferStatus::Canceled
+                            )
+                        })
+                        .map(|r| {
+                            let (t, b, br, a) = r.item.receiver.clone();
+                            (t, b, br, a, r.item.transfer.amount, r.item.scheduled_day)
+                        })
+                        .collect()
+                });
+                if existing.contains(&key) || !batch_keys.insert(key) {
                     item.err(
                         codes::DUPLICATE_TRANSFER,
                         "a transfer of the same amount to the same receiver is already scheduled for that day; send an externalId to make a deliberate repeat.",
@@ -332,7 +336,11 @@ impl World {
     pub fn list_transfers(&self, q: &Query) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let status = q.get("status").map(|s| parse_status(s)).transpose()?;
-        let tags = query::list(q, "tags");
+        // Lowercased once here, not once per row: lookups by tag scan every row.
+        let tags: Vec<String> = query::list(q, "tags")
+            .iter()
+            .map(|w| w.to_lowercase())
+            .collect();
         let ids = query::list(q, "ids");
         let transaction_ids = query::list(q, "transactionIds");
         let tax_id = q
@@ -341,10 +349,7 @@ impl World {
         let (items, cursor) = self.transfers.page(&params, |r| {
             let t = &r.transfer;
             status.is_none_or(|s| t.status == s)
-                && (tags.is_empty()
-                    || t.tags
-                        .iter()
-                        .any(|x| tags.iter().any(|w| w.to_lowercase() == *x)))
+                && (tags.is_empty() || t.tags.iter().any(|x| tags.iter().any(|w| w == x)))
                 && (ids.is_empty() || ids.contains(&t.id))
                 && (transaction_ids.is_empty()
                     || t.transaction_ids
