@@ -6,7 +6,9 @@
 //! answer acks it; anything else (or no answer within the ack deadline) is retried with
 //! exponential backoff, and after `max_delivery_attempts` the message is parked in the
 //! subscription's dead-letter list. Acked messages are retained so that [`MemoryBus::seek`] can
-//! replay them, as `retain_acked_messages` allows on Pub/Sub.
+//! replay them, as `retain_acked_messages` allows on Pub/Sub. Like Pub/Sub's push flow control,
+//! a subscription has at most [`MAX_OUTSTANDING_PUSHES`] POSTs in flight; the rest wait their
+//! turn (a burst of thousands would otherwise open thousands of connections at once).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +19,10 @@ use futures::future::BoxFuture;
 
 use crate::envelope::WireEnvelope;
 use crate::publisher::{OutgoingMessage, PublishError, Publisher};
+
+/// Most POSTs one subscription has in flight at once. Waiting for a slot does not count
+/// against the ack deadline.
+pub const MAX_OUTSTANDING_PUSHES: usize = 32;
 
 /// How a subscription retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +98,8 @@ struct Subscription {
     attempts: AtomicU64,
     /// Bumped by `seek`, so that deliveries started before a seek do not overwrite newer state.
     generation: AtomicU64,
+    /// Push flow control: one permit per POST in flight.
+    in_flight: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, Default)]
@@ -145,6 +153,7 @@ impl MemoryBus {
             dead_letters: Mutex::new(Vec::new()),
             attempts: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            in_flight: tokio::sync::Semaphore::new(MAX_OUTSTANDING_PUSHES),
         });
         let mut topics = self.inner.topics.lock().expect("bus lock");
         topics
@@ -286,6 +295,7 @@ async fn deliver(
             &outgoing,
             Some(attempt),
         );
+        let permit = subscription.in_flight.acquire().await;
         subscription.attempts.fetch_add(1, Ordering::SeqCst);
         let result = http
             .post(&subscription.endpoint)
@@ -294,6 +304,7 @@ async fn deliver(
             .body(serde_json::to_vec(&envelope).unwrap_or_default())
             .send()
             .await;
+        drop(permit);
         let failure = match result {
             Ok(response) if response.status().is_success() => return DeliveryState::Acked,
             Ok(response) => format!("HTTP {}", response.status().as_u16()),

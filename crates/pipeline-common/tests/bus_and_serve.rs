@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use pipeline_common::bus::{MemoryBus, RetryPolicy};
+use pipeline_common::bus::{MAX_OUTSTANDING_PUSHES, MemoryBus, RetryPolicy};
 use pipeline_common::envelope::PushEnvelope;
 use pipeline_common::publisher::{OutgoingMessage, Publisher};
 use pipeline_common::serve::Server;
@@ -92,6 +92,47 @@ async fn delivers_as_a_push_envelope_and_acks_on_2xx() {
             .ends_with("/subscriptions/money-sender")
     );
     assert!(!envelopes[0].publish_time.is_empty());
+}
+
+#[tokio::test]
+async fn a_burst_is_pushed_with_bounded_concurrency() {
+    let (in_flight, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let app = {
+        let (in_flight, peak) = (in_flight.clone(), peak.clone());
+        Router::new().route(
+            "/push",
+            post(move || {
+                let (in_flight, peak) = (in_flight.clone(), peak.clone());
+                async move {
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/push", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let bus = MemoryBus::new();
+    bus.subscribe("t", "s", &url, fast_policy(5));
+    let burst = 4 * MAX_OUTSTANDING_PUSHES;
+    for n in 0..burst {
+        bus.publish("t", message(&n.to_string())).await.unwrap();
+    }
+    eventually("every message acked", Duration::from_secs(20), || {
+        bus.stats("s").unwrap().acked == burst
+    })
+    .await;
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(
+        peak <= MAX_OUTSTANDING_PUSHES,
+        "{peak} POSTs in flight at once"
+    );
+    assert!(peak > 1, "deliveries still overlap: {peak}");
+    assert_eq!(bus.stats("s").unwrap().attempts, burst as u64);
 }
 
 #[tokio::test]
