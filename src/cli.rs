@@ -106,6 +106,9 @@ pub struct RunArgs {
     /// Seed of the sandbox's faults.
     #[arg(long, default_value_t = 7)]
     pub fault_seed: u64,
+    /// Invoices per hourly slot = the drawn 8 to 12 × this (scale runs; see BENCHMARKS.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rate_multiplier: u32,
 }
 
 impl RunArgs {
@@ -131,6 +134,7 @@ impl RunArgs {
             },
             seed: self.seed,
             max_delivery_attempts: self.max_delivery_attempts,
+            rate_multiplier: self.rate_multiplier,
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct StackOptions {
     pub seed: u64,
     /// Push attempts before a message is dead-lettered.
     pub max_delivery_attempts: u32,
+    /// Invoices per slot = the drawn 8 to 12 × this (1 to 1000; load and scale runs).
+    pub rate_multiplier: u32,
 }
 
 impl Default for StackOptions {
@@ -54,6 +56,7 @@ impl Default for StackOptions {
             faults: FaultConfig::default(),
             seed: 1,
             max_delivery_attempts: 5,
+            rate_multiplier: 1,
         }
     }
 }
@@ -162,6 +165,7 @@ impl Stack {
             .map_err(|e| anyhow::anyhow!("invalid fault settings: {e}"))?;
         let mut spammer = SpammerConfig::new(options.campaign.clone(), sandbox.now());
         spammer.hours = options.hours;
+        spammer.rate_multiplier = options.rate_multiplier;
         Ok(Stack {
             sandbox,
             stark,
