@@ -12,6 +12,7 @@ use crate::local::report::Progress;
 use crate::local::{Stack, StackOptions};
 use crate::ops::{self, Context};
 use crate::provision::{self, ProvisionArgs};
+use pipeline_common::publisher::Publisher;
 
 /// Stark Bank invoice → payout pipeline: local stack and operator tools.
 ///
@@ -189,9 +190,17 @@ async fn run_operator(command: Command) -> anyhow::Result<bool> {
     let context = Context::from_env();
     let mut out = std::io::stdout();
     let now = time::OffsetDateTime::now_utc();
-    let publisher = || async {
-        let target = context.pubsub()?.clone();
-        anyhow::Ok(gcp_pubsub::GcpPublisher::connect(target).await?)
+    // Connects to Pub/Sub only for the commands that publish (`--repair`, `--republish`).
+    let pubsub = context.pubsub.clone();
+    let publisher = |needed: bool| async move {
+        if !needed {
+            return anyhow::Ok(None);
+        }
+        let target = match pubsub {
+            Some(target) => target,
+            None => Context::default().pubsub()?.clone(),
+        };
+        Ok(Some(gcp_pubsub::GcpPublisher::connect(target).await?))
     };
     match command {
         Command::Keygen(args) => ops::keygen::run(&args, &mut out),
@@ -200,26 +209,14 @@ async fn run_operator(command: Command) -> anyhow::Result<bool> {
         Command::Reconcile(args) => {
             let receiver =
                 money_sender::Receiver::from_env(&pipeline_common::config::Env::from_process())?;
-            let publisher = if args.repair {
-                Some(publisher().await?)
-            } else {
-                None
-            };
-            let publisher = publisher
-                .as_ref()
-                .map(|p| p as &dyn pipeline_common::publisher::Publisher);
+            let publisher = publisher(args.repair).await?;
+            let publisher = publisher.as_ref().map(|p| p as &dyn Publisher);
             ops::reconcile::run(&args, context.stark()?, publisher, &receiver, now, &mut out).await
         }
         Command::Events(command) => {
             let ops::events::EventsCommand::Undelivered { republish, .. } = &command;
-            let publisher = if *republish {
-                Some(publisher().await?)
-            } else {
-                None
-            };
-            let publisher = publisher
-                .as_ref()
-                .map(|p| p as &dyn pipeline_common::publisher::Publisher);
+            let publisher = publisher(*republish).await?;
+            let publisher = publisher.as_ref().map(|p| p as &dyn Publisher);
             ops::events::run(&command, context.stark()?, publisher, &mut out).await
         }
         Command::Status(args) => {

@@ -6,33 +6,20 @@
 //! that variable a stack starts its own emulator; without an emulator at all the tests fall
 //! back to the in-process bus with a notice, except under `CI=true`, where they fail.
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
 use pipeline_common::messages::PAID_INVOICES;
 use pipeline_common::publisher::OutgoingMessage;
-use stark_pipeline::local::bus::{BusChoice, MONEY_SUBSCRIPTION};
+use stark_pipeline::local::bus::MONEY_SUBSCRIPTION;
 use stark_pipeline::local::report::Report;
 use stark_pipeline::local::{Stack, StackOptions};
 use stark_sandbox::FaultConfig;
 
-fn bus_choice() -> BusChoice {
-    let shared = std::env::var_os("PUBSUB_EMULATOR_HOST").is_some_and(|h| !h.is_empty());
-    if shared || gcp_pubsub::emulator::Emulator::available() {
-        return BusChoice::Emulator;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but no Pub/Sub emulator: set PUBSUB_EMULATOR_HOST (scripts/test.sh does) or install gcloud's pubsub-emulator"
-    );
-    eprintln!(
-        "NOTICE: no Pub/Sub emulator installed; this end-to-end test runs on the in-process bus instead"
-    );
-    BusChoice::Memory
-}
-
 fn options(campaign: &str, hours: u32) -> StackOptions {
     StackOptions {
-        bus: bus_choice(),
+        bus: common::bus_choice(),
         hours,
         speed: 1800.0, // one campaign hour in 2 s
         campaign: campaign.to_owned(),

@@ -1,32 +1,21 @@
 //! The operator commands against stark-sandbox and the Pub/Sub emulator (the in-process bus
 //! only outside CI when no emulator is installed; see tests/e2e.rs).
 
+mod common;
+
 use std::time::Duration;
 
 use money_sender::Receiver;
 use stark_client::InvoiceLogType;
-use stark_pipeline::local::bus::{BusChoice, MONEY_SUBSCRIPTION};
+use stark_pipeline::local::bus::MONEY_SUBSCRIPTION;
 use stark_pipeline::local::{Stack, StackOptions};
 use stark_pipeline::ops;
 use stark_sandbox::SandboxState;
 use time::OffsetDateTime;
 
-fn bus_choice() -> BusChoice {
-    let shared = std::env::var_os("PUBSUB_EMULATOR_HOST").is_some_and(|h| !h.is_empty());
-    if shared || gcp_pubsub::emulator::Emulator::available() {
-        return BusChoice::Emulator;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but no Pub/Sub emulator"
-    );
-    eprintln!("NOTICE: no Pub/Sub emulator installed; running on the in-process bus");
-    BusChoice::Memory
-}
-
 async fn stack(campaign: &str, hours: u32) -> Stack {
     Stack::start(StackOptions {
-        bus: bus_choice(),
+        bus: common::bus_choice(),
         hours,
         speed: 1800.0,
         campaign: campaign.to_owned(),

@@ -4,11 +4,9 @@
 
 use std::io::Write;
 
-use pipeline_common::messages::{PAID_INVOICES, TopicMessage as _};
+use pipeline_common::messages::{PAID_INVOICES, PaidInvoice, TopicMessage as _};
 use pipeline_common::publisher::Publisher;
 use stark_client::{Client, EventLog, EventQuery, InvoiceLogType};
-
-use super::reconcile::paid_message;
 
 /// `stark-pipeline events …`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -61,7 +59,10 @@ pub async fn run(
         let publisher = publisher
             .ok_or_else(|| anyhow::anyhow!("--republish needs Pub/Sub: set PUBSUB_PROJECT_ID"))?;
         let message_id = publisher
-            .publish(PAID_INVOICES, paid_message(log, &event.id).to_message())
+            .publish(
+                PAID_INVOICES,
+                PaidInvoice::from_credited_log(log, &event.id).to_message(),
+            )
             .await?;
         // Marked only after the publish is confirmed: a crash in between republishes at most.
         stark.set_event_delivered(&event.id).await?;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use money_sender::Receiver;
-use pipeline_common::messages::{PAID_INVOICES, PaidInvoice, SCHEMA_VERSION, TopicMessage as _};
+use pipeline_common::messages::{PAID_INVOICES, PaidInvoice, TopicMessage as _};
 use pipeline_common::publisher::Publisher;
 use stark_client::{
     Client, InvoiceLog, InvoiceLogQuery, InvoiceLogType, Transfer, TransferQuery, TransferStatus,
@@ -233,21 +233,6 @@ pub async fn examine(
     Ok(findings)
 }
 
-/// The `paid_invoices` message for a credited log (what the ingester would have published).
-pub fn paid_message(log: &InvoiceLog, event_id: &str) -> PaidInvoice {
-    PaidInvoice {
-        schema_version: SCHEMA_VERSION,
-        event_id: event_id.to_owned(),
-        invoice_id: log.invoice.id.clone(),
-        amount: log.invoice.amount,
-        fee: log.invoice.fee,
-        payer_name: log.invoice.name.clone(),
-        payer_tax_id: log.invoice.tax_id.clone(),
-        credited_at: log.created.clone(),
-        tags: log.invoice.tags.clone(),
-    }
-}
-
 /// Runs `reconcile`; `Ok(true)` when all was well.
 pub async fn run(
     args: &ReconcileArgs,
@@ -267,7 +252,7 @@ pub async fn run(
         let publisher = publisher
             .ok_or_else(|| anyhow::anyhow!("--repair needs Pub/Sub: set PUBSUB_PROJECT_ID"))?;
         for log in &findings.missing {
-            let message = paid_message(log, &format!("reconcile-{}", log.id));
+            let message = PaidInvoice::from_credited_log(log, &format!("reconcile-{}", log.id));
             let id = publisher
                 .publish(PAID_INVOICES, message.to_message())
                 .await?;

@@ -86,6 +86,22 @@ pub struct PaidInvoice {
 }
 
 impl PaidInvoice {
+    /// The message for a credited invoice log, as the ingester publishes it (and as the
+    /// operator commands republish it). `event_id` is for tracing only.
+    pub fn from_credited_log(log: &stark_client::InvoiceLog, event_id: &str) -> Self {
+        PaidInvoice {
+            schema_version: SCHEMA_VERSION,
+            event_id: event_id.to_owned(),
+            invoice_id: log.invoice.id.clone(),
+            amount: log.invoice.amount,
+            fee: log.invoice.fee,
+            payer_name: log.invoice.name.clone(),
+            payer_tax_id: log.invoice.tax_id.clone(),
+            credited_at: log.created.clone(),
+            tags: log.invoice.tags.clone(),
+        }
+    }
+
     /// `amount - fee`, the payout in cents (may be ≤ 0: then nothing is paid).
     pub fn payout(&self) -> i64 {
         self.amount.saturating_sub(self.fee)

@@ -31,7 +31,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use pipeline_common::config::{ConfigError, Env};
-use pipeline_common::messages::{PAID_INVOICES, PaidInvoice, SCHEMA_VERSION, TopicMessage as _};
+use pipeline_common::messages::{PAID_INVOICES, PaidInvoice, TopicMessage as _};
 use pipeline_common::publisher::SharedPublisher;
 use pipeline_common::serve::{Server, all_interfaces};
 use stark_client::{Client, EventLog, InvoiceLogType, VerifyError};
@@ -210,17 +210,7 @@ async fn handle(
         }
     };
     span.record("invoice_id", log.invoice.id.as_str());
-    let paid = PaidInvoice {
-        schema_version: SCHEMA_VERSION,
-        event_id: event.id.clone(),
-        invoice_id: log.invoice.id.clone(),
-        amount: log.invoice.amount,
-        fee: log.invoice.fee,
-        payer_name: log.invoice.name.clone(),
-        payer_tax_id: log.invoice.tax_id.clone(),
-        credited_at: log.created.clone(),
-        tags: log.invoice.tags.clone(),
-    };
+    let paid = PaidInvoice::from_credited_log(log, &event.id);
     let publish = state.publisher.publish(PAID_INVOICES, paid.to_message());
     match tokio::time::timeout(state.publish_timeout, publish).await {
         Ok(Ok(message_id)) => {
