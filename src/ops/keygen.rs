@@ -47,7 +47,7 @@ pub fn run(args: &KeygenArgs, out: &mut dyn Write) -> anyhow::Result<bool> {
     )?;
     writeln!(
         out,
-        "  3. Never commit it (the repository's .gitignore ignores *.pem at the top level only)."
+        "  3. Never commit it (the repository's .gitignore ignores keys/ and top-level *.pem files)."
     )?;
     Ok(true)
 }
