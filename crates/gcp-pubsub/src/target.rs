@@ -7,6 +7,7 @@
 
 use google_cloud_auth::credentials::Credentials;
 use google_cloud_auth::credentials::anonymous::Builder as AnonymousCredentials;
+use google_cloud_gax::client_builder::ClientBuilder;
 use google_cloud_pubsub::client::{BasePublisher, Subscriber, SubscriptionAdmin, TopicAdmin};
 
 use crate::error::Error;
@@ -159,9 +160,12 @@ impl PubSubTarget {
             .then(|| AnonymousCredentials::new().build())
     }
 
-    /// A topic admin client (REST transport).
-    pub async fn topic_admin(&self) -> Result<TopicAdmin, Error> {
-        let mut builder = TopicAdmin::builder();
+    /// Points an admin client builder at the emulator when there is one; the same for every
+    /// REST admin client (they share gax's generic builder).
+    fn admin_builder<F, Cr>(&self, mut builder: ClientBuilder<F, Cr>) -> ClientBuilder<F, Cr>
+    where
+        Credentials: Into<Cr>,
+    {
         if let Some(endpoint) = self.endpoint() {
             builder = builder.with_endpoint(endpoint);
         }
@@ -169,6 +173,11 @@ impl PubSubTarget {
             builder = builder.with_credentials(credentials);
         }
         builder
+    }
+
+    /// A topic admin client (REST transport).
+    pub async fn topic_admin(&self) -> Result<TopicAdmin, Error> {
+        self.admin_builder(TopicAdmin::builder())
             .build()
             .await
             .map_err(|source| self.connect_error("topic admin", source))
@@ -176,14 +185,7 @@ impl PubSubTarget {
 
     /// A subscription admin client (REST transport).
     pub async fn subscription_admin(&self) -> Result<SubscriptionAdmin, Error> {
-        let mut builder = SubscriptionAdmin::builder();
-        if let Some(endpoint) = self.endpoint() {
-            builder = builder.with_endpoint(endpoint);
-        }
-        if let Some(credentials) = self.credentials() {
-            builder = builder.with_credentials(credentials);
-        }
-        builder
+        self.admin_builder(SubscriptionAdmin::builder())
             .build()
             .await
             .map_err(|source| self.connect_error("subscription admin", source))

@@ -356,16 +356,12 @@ impl World {
     pub fn list_invoices(&self, q: &Query) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let status = q.get("status").map(|s| parse_status(s)).transpose()?;
-        // Lowercased once here, not once per row: lookups by tag scan every row.
-        let tags: Vec<String> = query::list(q, "tags")
-            .iter()
-            .map(|w| w.to_lowercase())
-            .collect();
+        let tags = query::tags(q);
         let ids = query::list(q, "ids");
         let (items, cursor) = self.invoices.page(&params, |r| {
             let inv = &r.invoice;
             status.is_none_or(|s| inv.status == s)
-                && (tags.is_empty() || inv.tags.iter().any(|t| tags.iter().any(|w| w == t)))
+                && query::any_tag(&inv.tags, &tags)
                 && (ids.is_empty() || ids.contains(&inv.id))
         });
         let invoices: Vec<&Invoice> = items.into_iter().map(|r| &r.invoice).collect();

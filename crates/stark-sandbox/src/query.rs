@@ -31,6 +31,17 @@ pub fn list(q: &Query, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The `tags` filter, lowercased once (stored tags are lowercase, and a lookup by tag scans
+/// every row, so per-row lowercasing made large sandboxes crawl).
+pub fn tags(q: &Query) -> Vec<String> {
+    list(q, "tags").iter().map(|t| t.to_lowercase()).collect()
+}
+
+/// Whether a row with `row_tags` passes the `wanted` tags filter: no filter, or any tag in it.
+pub fn any_tag(row_tags: &[String], wanted: &[String]) -> bool {
+    wanted.is_empty() || row_tags.iter().any(|t| wanted.contains(t))
+}
+
 /// A boolean, any case of `true`/`false`.
 pub fn boolean(q: &Query, key: &str) -> Result<Option<bool>, ApiError> {
     match q.get(key).map(|v| v.to_ascii_lowercase()) {

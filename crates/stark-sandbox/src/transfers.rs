@@ -336,11 +336,7 @@ impl World {
     pub fn list_transfers(&self, q: &Query) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let status = q.get("status").map(|s| parse_status(s)).transpose()?;
-        // Lowercased once here, not once per row: lookups by tag scan every row.
-        let tags: Vec<String> = query::list(q, "tags")
-            .iter()
-            .map(|w| w.to_lowercase())
-            .collect();
+        let tags = query::tags(q);
         let ids = query::list(q, "ids");
         let transaction_ids = query::list(q, "transactionIds");
         let tax_id = q
@@ -349,7 +345,7 @@ impl World {
         let (items, cursor) = self.transfers.page(&params, |r| {
             let t = &r.transfer;
             status.is_none_or(|s| t.status == s)
-                && (tags.is_empty() || t.tags.iter().any(|x| tags.iter().any(|w| w == x)))
+                && query::any_tag(&t.tags, &tags)
                 && (ids.is_empty() || ids.contains(&t.id))
                 && (transaction_ids.is_empty()
                     || t.transaction_ids
