@@ -6,6 +6,7 @@ use stark_pipeline::local::bus::BusChoice;
 /// exports, or an installed gcloud emulator); required when `CI=true`. Elsewhere, the in-process
 /// bus with a notice, so that a newcomer without gcloud still runs the suite.
 pub fn bus_choice() -> BusChoice {
+    capture_logs();
     let shared = std::env::var_os("PUBSUB_EMULATOR_HOST").is_some_and(|h| !h.is_empty());
     if shared || gcp_pubsub::emulator::Emulator::available() {
         return BusChoice::Emulator;
@@ -18,4 +19,17 @@ pub fn bus_choice() -> BusChoice {
         "NOTICE: no Pub/Sub emulator installed; this test runs on the in-process bus instead"
     );
     BusChoice::Memory
+}
+
+/// Sends the services' logs (`warn` and up unless `RUST_LOG` says otherwise) to the test
+/// harness's capture: a failing test prints what the pipeline logged while it ran, a passing one
+/// prints nothing. Threads a test spawns (its Tokio workers) inherit its capture.
+fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_test_writer()
+        .try_init();
 }
