@@ -55,9 +55,10 @@ pub struct EmulatorBus {
     publisher: Arc<GcpPublisher>,
     /// The applied topology (set by [`Bus::wire`]).
     topology: Option<Topology>,
-    /// Dead letters drained so far, per subscription. The emulator's peeks are unreliable
-    /// (see gcp-pubsub's README), so dead letters are read with an ack and counted here; acked
-    /// dead letters stay retained, and seekable, for 7 days.
+    /// Dead letters drained so far, per subscription. A peek gives messages back and they
+    /// return only after the retry backoff, so a second peek soon after can miss them; dead
+    /// letters are therefore read with an ack and counted here. Acked dead letters stay
+    /// retained, and seekable, for 7 days.
     drained: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
 }
 

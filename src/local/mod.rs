@@ -255,11 +255,18 @@ impl Stack {
                 _ => last = Some((current, now)),
             }
             if now >= deadline {
+                let missing = report::missing_payouts(&state);
                 anyhow::bail!(
-                    "the pipeline did not settle within {within:?}: {} of {expected} invoices issued, {} credited, {} transfers",
+                    "the pipeline did not settle within {within:?}: {} of {expected} invoices issued, {} credited, {} transfers; sandbox time {}; without a payout: {}",
                     current.issued,
                     current.credited,
-                    current.transfers
+                    current.transfers,
+                    state.now,
+                    if missing.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        missing.join(" | ")
+                    }
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

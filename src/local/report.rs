@@ -105,6 +105,60 @@ pub fn settled_invoices(state: &SandboxState, lifecycle: Duration) -> bool {
     })
 }
 
+/// For each credited invoice still without a payout, what became of its `credited` event: every
+/// webhook POST the sandbox made for it and how it ended. Tells a lost webhook (Stark gave up
+/// delivering) from a message lost after the ingester accepted it (delivered, no transfer).
+pub fn missing_payouts(state: &SandboxState) -> Vec<String> {
+    let payouts: HashSet<&str> = state
+        .transfers
+        .iter()
+        .filter_map(|t| t.external_id.as_deref())
+        .collect();
+    let credited = invoices_with_log(state, InvoiceLogType::Credited);
+    state
+        .invoices
+        .iter()
+        .filter(|i| credited.contains(i.id.as_str()) && i.amount - i.fee > 0)
+        .filter(|i| !payouts.contains(pipeline_common::messages::payout_key(&i.id).as_str()))
+        .map(|invoice| {
+            let events: Vec<String> = state
+                .events
+                .iter()
+                .filter(|e| {
+                    e.invoice_log().is_some_and(|l| {
+                        l.invoice.id == invoice.id && l.log_type == InvoiceLogType::Credited
+                    })
+                })
+                .map(|event| {
+                    let tries: Vec<String> = state
+                        .deliveries
+                        .iter()
+                        .filter(|d| d.event_id == event.id)
+                        .map(|d| format!("try {} at {}: {:?}", d.try_number, d.at, d.outcome))
+                        .collect();
+                    format!(
+                        "event {} created {} delivered={:?} [{}]",
+                        event.id,
+                        event.created,
+                        event.is_delivered,
+                        tries.join("; ")
+                    )
+                })
+                .collect();
+            format!(
+                "invoice {} ({}): {}",
+                invoice.id,
+                invoice.created,
+                if events.is_empty() {
+                    "no credited event".to_owned()
+                } else {
+                    events.join(", ")
+                }
+            )
+        })
+        .collect()
+}
+
 /// One line of the per-hour table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HourRow {

@@ -63,6 +63,16 @@ pub enum Error {
         #[source]
         source: google_cloud_pubsub::Error,
     },
+    /// A unary pull, acknowledge or nack over the emulator's REST API failed.
+    #[error("{action} on {subscription} failed: {reason}")]
+    EmulatorPull {
+        /// `pull`, `acknowledge` or `nack`.
+        action: &'static str,
+        /// The subscription's full name.
+        subscription: String,
+        /// The emulator's message (e.g. `HTTP 404 Not Found: Subscription does not exist`).
+        reason: String,
+    },
 }
 
 impl Error {

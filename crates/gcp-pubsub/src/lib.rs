@@ -20,7 +20,7 @@
 //!   and every builder needs `with_endpoint` plus anonymous credentials for the emulator.
 //! - `publisher.rs`: [`GcpPublisher`], one connection, a cached publisher per topic.
 //! - `topology.rs`: [`Topology`], [`apply`], [`delete_all`], [`ApplyReport`].
-//! - `ops.rs`: seek, snapshots, pull/peek/count.
+//! - `ops.rs`: seek, snapshots, pull/peek/count; `rest_pull.rs`: the emulator's unary pull.
 //! - `emulator.rs`: [`emulator::Emulator`], a child process group killed on drop.
 //! - `error.rs`: [`Error`], naming the resource and operation that failed.
 //!
@@ -33,6 +33,7 @@ pub mod emulator;
 mod error;
 pub mod ops;
 mod publisher;
+mod rest_pull;
 mod target;
 pub mod topology;
 

@@ -6,6 +6,9 @@
 //! here means: open a stream, take messages until `max` or until none arrives for `idle`,
 //! then settle them. "Nothing arrived within `idle`" is the only available evidence of an
 //! empty subscription; choose `idle` comfortably above the stream's start-up time.
+//!
+//! Against the emulator the same contract is kept with unary REST pulls instead, because the
+//! emulator mishandles cancelled streams (`rest_pull.rs` says how).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -170,6 +173,10 @@ pub async fn pull(
     options: PullOptions,
 ) -> Result<Vec<ReceivedMessage>> {
     let name = target.subscription_path(subscription);
+    if let Some(endpoint) = target.endpoint() {
+        // The emulator leaves cancelled streaming pulls behind (see `rest_pull.rs`).
+        return crate::rest_pull::pull(&endpoint, &name, options).await;
+    }
     let client = target.subscriber().await?;
     let mut stream = client
         .subscribe(&name)
@@ -271,9 +278,9 @@ pub async fn peek(
 
 /// How many messages wait in `subscription`, counting at most `cap`. It is a peek, so it costs
 /// one delivery attempt per message and waits [`PullOptions::idle`] when empty. Best effort:
-/// on the emulator, messages nacked by an earlier peek can stay leased for a while and be
-/// missed, so a zero after a recent peek is not proof of emptiness. The local stack therefore
-/// drains dead letters with [`pull_dead_letters`] instead; in production the
+/// messages an earlier peek gave back return only after the subscription's retry backoff, so
+/// a zero right after a peek is not proof of emptiness. The local stack therefore drains dead
+/// letters with [`pull_dead_letters`] instead; in production the
 /// `subscription/num_undelivered_messages` metric is the authoritative count.
 pub async fn count_undelivered(
     target: &PubSubTarget,
