@@ -136,6 +136,7 @@ impl RunArgs {
             seed: self.seed,
             max_delivery_attempts: self.max_delivery_attempts,
             rate_multiplier: self.rate_multiplier,
+            webhook_retries: None,
         }
     }
 }

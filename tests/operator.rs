@@ -13,16 +13,18 @@ use stark_pipeline::ops;
 use stark_sandbox::SandboxState;
 use time::OffsetDateTime;
 
-async fn stack(campaign: &str, hours: u32) -> Stack {
-    Stack::start(StackOptions {
+fn options(campaign: &str, hours: u32) -> StackOptions {
+    StackOptions {
         bus: common::bus_choice(),
         hours,
         speed: 1800.0,
         campaign: campaign.to_owned(),
         ..Default::default()
-    })
-    .await
-    .unwrap()
+    }
+}
+
+async fn stack(campaign: &str, hours: u32) -> Stack {
+    Stack::start(options(campaign, hours)).await.unwrap()
 }
 
 fn text(out: &[u8]) -> String {
@@ -38,9 +40,15 @@ fn credited(state: &SandboxState) -> usize {
 }
 
 /// Plays a campaign while the ingester is down: Stark's deliveries fail, are retried on its
-/// schedule, and stay undelivered, so no payout happens.
+/// schedule (compressed like every other delay, so Stark gives up within seconds), and stay
+/// undelivered, so no payout happens.
 async fn campaign_with_lost_webhooks(campaign: &str) -> Stack {
-    let stack = stack(campaign, 2).await;
+    let stack = Stack::start(StackOptions {
+        webhook_retries: Some(stark_sandbox::stark_retry_schedule()),
+        ..options(campaign, 2)
+    })
+    .await
+    .unwrap();
     stack.ingester.shutdown().await;
     for slot in 0..stack.spammer.hours {
         stack.run_slot(slot).await.unwrap();

@@ -42,6 +42,9 @@ pub struct StackOptions {
     pub max_delivery_attempts: u32,
     /// Invoices per slot = the drawn 8 to 12 × this (1 to 1000; load and scale runs).
     pub rate_multiplier: u32,
+    /// Waits (sandbox time) before Stark's webhook retries; `None`: Stark's schedule with a
+    /// real-time floor (see [`webhook_retry_schedule`]).
+    pub webhook_retries: Option<Vec<Duration>>,
 }
 
 impl Default for StackOptions {
@@ -57,6 +60,7 @@ impl Default for StackOptions {
             seed: 1,
             max_delivery_attempts: 5,
             rate_multiplier: 1,
+            webhook_retries: None,
         }
     }
 }
@@ -65,6 +69,17 @@ impl Default for StackOptions {
 /// real sandbox (about 8 minutes), so a campaign hour holds several lifecycles.
 const PAY_DELAY: Duration = Duration::from_secs(8 * 60);
 const CREDIT_DELAY: Duration = Duration::from_secs(30);
+
+/// Stark's webhook retries (5, 30 and 120 minutes after a failed delivery), but never shorter
+/// than 5, 30 and 120 seconds of real time. Compressed like every other delay, they would give
+/// an event about 5 real seconds at speed 1800 before Stark gives up, so a service restart or a
+/// slow publish would lose payouts that the real schedule (2.5 hours) keeps safe.
+pub fn webhook_retry_schedule(speed: f64) -> Vec<Duration> {
+    stark_sandbox::stark_retry_schedule()
+        .into_iter()
+        .map(|wait| wait.mul_f64((speed / 60.0).max(1.0)))
+        .collect()
+}
 
 /// The running stack.
 #[derive(Debug)]
@@ -102,6 +117,10 @@ impl Stack {
             credit_delay: CREDIT_DELAY,
             pay_probability: options.pay_probability,
             invoice_fee: options.invoice_fee,
+            retry_schedule: options
+                .webhook_retries
+                .clone()
+                .unwrap_or_else(|| webhook_retry_schedule(options.speed)),
             // Faults start once the stack is wired: setting up is not what is being tested.
             ..Default::default()
         })
@@ -255,22 +274,44 @@ impl Stack {
                 _ => last = Some((current, now)),
             }
             if now >= deadline {
-                let missing = report::missing_payouts(&state);
+                let listed = |items: Vec<String>| {
+                    if items.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        items.join(" | ")
+                    }
+                };
+                let dead_letters = match self.bus.dead_letters().await {
+                    Ok(counts) => format!("{counts:?}"),
+                    Err(e) => format!("unknown ({e:#})"),
+                };
                 anyhow::bail!(
-                    "the pipeline did not settle within {within:?}: {} of {expected} invoices issued, {} credited, {} transfers; sandbox time {}; without a payout: {}",
+                    "the pipeline did not settle within {within:?}: {} of {expected} invoices issued, {} credited, {} transfers; sandbox time {}; dead letters {dead_letters}; requested but not issued: {}; without a payout: {}",
                     current.issued,
                     current.credited,
                     current.transfers,
                     state.now,
-                    if missing.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        missing.join(" | ")
-                    }
+                    listed(self.unissued_requests(&state)),
+                    listed(report::missing_payouts(&state)),
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The campaign's invoice requests that have no invoice at the sandbox yet.
+    pub fn unissued_requests(&self, state: &SandboxState) -> Vec<String> {
+        let issued: std::collections::HashSet<&str> = state
+            .invoices
+            .iter()
+            .flat_map(|i| i.tags.iter())
+            .filter_map(|t| t.strip_prefix("request:"))
+            .collect();
+        (0..self.spammer.hours)
+            .flat_map(|slot| invoice_spammer::batch(&self.spammer, slot))
+            .filter(|request| !issued.contains(request.request_id.to_lowercase().as_str()))
+            .map(|request| format!("slot {} {}", request.slot, request.request_id))
+            .collect()
     }
 
     /// Builds the final report (table and checks) from the sandbox and the bus.

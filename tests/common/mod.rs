@@ -30,6 +30,7 @@ fn capture_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(false)
         .with_test_writer()
         .try_init();
 }

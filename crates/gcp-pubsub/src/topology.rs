@@ -92,6 +92,12 @@ pub struct Delivery {
     pub push_service_account: Option<String>,
     /// Attempts before a message is dead-lettered. Pub/Sub accepts 5 to 100.
     pub max_delivery_attempts: i32,
+    /// Whether subscriptions get a retry policy (`min_backoff`..`max_backoff`). Always in
+    /// production. The local stack turns it off on the emulator, whose retry-policy
+    /// bookkeeping loses messages now and then (README.md, "The emulator, as observed");
+    /// without one the emulator retries a failed push after about a second, and the
+    /// dead-letter policy still bounds the attempts.
+    pub retry_policy: bool,
     /// First delay after a failed push; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     /// Longest delay between two attempts (Pub/Sub caps it at 600 s).
@@ -108,6 +114,7 @@ impl Default for Delivery {
         Self {
             push_service_account: None,
             max_delivery_attempts: 5,
+            retry_policy: true,
             min_backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(600),
             ack_deadline: Duration::from_secs(60),
@@ -249,10 +256,11 @@ impl Topology {
     }
 
     /// What both kinds of subscription share: retention of acked messages, never expire,
-    /// and a retry policy (the emulator, without one, retries every second forever).
+    /// and a retry policy unless turned off (without one, and without a dead-letter policy,
+    /// the emulator retries every second forever).
     fn retained_subscription(&self, name: String, topic: String) -> Subscription {
         let d = &self.delivery;
-        Subscription::new()
+        let subscription = Subscription::new()
             .set_name(name)
             .set_topic(topic)
             .set_ack_deadline_seconds(i32::try_from(d.ack_deadline.as_secs()).unwrap_or(600))
@@ -261,12 +269,15 @@ impl Topology {
             // An ExpirationPolicy without ttl means "never expire"; without any policy
             // Pub/Sub deletes a subscription after 31 idle days, and a quiet pipeline
             // would lose its subscriptions.
-            .set_expiration_policy(ExpirationPolicy::new())
-            .set_retry_policy(
-                RetryPolicy::new()
-                    .set_minimum_backoff(proto_duration(d.min_backoff))
-                    .set_maximum_backoff(proto_duration(d.max_backoff)),
-            )
+            .set_expiration_policy(ExpirationPolicy::new());
+        if !d.retry_policy {
+            return subscription;
+        }
+        subscription.set_retry_policy(
+            RetryPolicy::new()
+                .set_minimum_backoff(proto_duration(d.min_backoff))
+                .set_maximum_backoff(proto_duration(d.max_backoff)),
+        )
     }
 }
 
@@ -623,6 +634,24 @@ mod tests {
         );
         assert!(sub.retry_policy.is_some());
         assert!(sub.expiration_policy.as_ref().unwrap().ttl.is_none());
+    }
+
+    #[test]
+    fn retry_policy_can_be_left_out_and_its_presence_is_a_difference() {
+        let with = topology();
+        let mut without = topology();
+        without.delivery.retry_policy = false;
+        let target = PubSubTarget::cloud("p");
+        let flow = &with.flows[0];
+        let bare = without.push_subscription(flow, &target);
+        assert!(bare.retry_policy.is_none());
+        // Everything else is still declared.
+        assert!(bare.dead_letter_policy.is_some());
+        let dead_letters = without.dead_letter_subscription(flow, &target);
+        assert!(dead_letters.retry_policy.is_none());
+        let full = with.push_subscription(flow, &target);
+        assert_eq!(differing_fields(&bare, &full), vec!["retry_policy"]);
+        assert_eq!(differing_fields(&full, &bare), vec!["retry_policy"]);
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl IntoResponse for SendError {
     }
 }
 
-#[tracing::instrument(name = "invoice", skip_all, fields(message_id = %envelope.message_id, delivery_attempt = envelope.delivery_attempt, request_id))]
+#[tracing::instrument(name = "invoice", skip_all, fields(delivery_attempt = envelope.delivery_attempt, request_id))]
 async fn handle(
     State(state): State<Arc<AppState>>,
     envelope: PushEnvelope,

@@ -235,7 +235,7 @@ impl IntoResponse for PayoutError {
     }
 }
 
-#[tracing::instrument(name = "payout", skip_all, fields(message_id = %envelope.message_id, delivery_attempt = envelope.delivery_attempt, invoice_id))]
+#[tracing::instrument(name = "payout", skip_all, fields(delivery_attempt = envelope.delivery_attempt, invoice_id))]
 async fn handle(
     State(state): State<Arc<AppState>>,
     envelope: PushEnvelope,

@@ -202,7 +202,9 @@ impl<S: Send + Sync> FromRequest<S> for PushEnvelope {
         let body = Bytes::from_request(request, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        PushEnvelope::parse(&body).map_err(IntoResponse::into_response)
+        let envelope = PushEnvelope::parse(&body).map_err(IntoResponse::into_response)?;
+        tracing::Span::current().record("message_id", envelope.message_id.as_str());
+        Ok(envelope)
     }
 }
 

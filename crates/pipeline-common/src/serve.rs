@@ -121,8 +121,16 @@ async fn trace_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let span = match &trace {
-        Some(trace) => tracing::info_span!("request", %method, %path, trace_id = %trace),
-        None => tracing::info_span!("request", %method, %path),
+        // `message_id` is filled in by the push envelope extractor, so that every line of a
+        // push request, the nack and `request_finished` included, names the Pub/Sub message.
+        Some(trace) => tracing::info_span!(
+            "request",
+            %method,
+            %path,
+            trace_id = %trace,
+            message_id = tracing::field::Empty
+        ),
+        None => tracing::info_span!("request", %method, %path, message_id = tracing::field::Empty),
     };
     let started = Instant::now();
     async move {
