@@ -223,23 +223,33 @@ pub fn trace_id_from_header(header: &str) -> Option<String> {
         .then(|| trace.to_ascii_lowercase())
 }
 
+/// A log sink for tests: what a subscriber wrote, readable afterwards.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Buffer {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn json_lines_carry_severity_message_event_and_trace() {
@@ -261,7 +271,7 @@ mod tests {
             let _entered = span.enter();
             tracing::warn!(event = "transfer_retry", invoice_id = "42", "retrying");
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let text = buffer.text();
         let line: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["severity"], "WARNING");
         assert_eq!(line["message"], "retrying");

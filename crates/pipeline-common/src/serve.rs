@@ -164,3 +164,88 @@ async fn trace_request(request: Request, next: Next) -> Response {
 pub fn all_interfaces(port: u16) -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{NackEvents, PushEnvelope, WireEnvelope, nack};
+    use crate::logging::Buffer;
+    use crate::publisher::OutgoingMessage;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// The nack is logged after the handler returned, outside its span: the request span must
+    /// still name the message, or an operator cannot tell which message keeps failing.
+    #[tokio::test]
+    async fn every_log_line_of_a_push_request_names_its_message() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::logging::SpanFieldsLayer)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(move || writer.clone()),
+            );
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let server = Server::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Router::new().route(
+                "/push",
+                post(|_: PushEnvelope| async {
+                    let events = NackEvents {
+                        retry: "test_retry",
+                        rejected: "test_rejected",
+                    };
+                    nack(events, StatusCode::SERVICE_UNAVAILABLE, "busy".into(), None)
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+        let url = format!("http://127.0.0.1:{}/push", server.port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        let message = OutgoingMessage {
+            data: b"{}".to_vec(),
+            attributes: Default::default(),
+        };
+        let body = serde_json::to_vec(&WireEnvelope::for_message(
+            "projects/p/subscriptions/s",
+            "4242",
+            "2026-11-28T00:00:00Z",
+            &message,
+            None,
+        ))
+        .unwrap();
+        let answer = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 503);
+        let _ = stop.send(());
+        running.await.unwrap().unwrap();
+
+        let text = buffer.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for event in ["test_retry", "request_finished"] {
+            let line = lines
+                .iter()
+                .find(|l| l["event"] == event)
+                .unwrap_or_else(|| panic!("no {event} line in {text}"));
+            assert_eq!(line["span"]["message_id"], "4242", "{event}: {line}");
+        }
+    }
+}
