@@ -178,3 +178,26 @@ async fn poison_message_is_dead_lettered_and_nothing_else_is_affected() {
     }
     stack.shutdown().await;
 }
+
+/// The settle diagnostics name what is missing: every request before the spammer ran, none
+/// once each has its invoice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unissued_requests_are_named_until_issued() {
+    let stack = Stack::start(options("e2e-unissued", 1)).await.unwrap();
+    let expected = stack.expected_invoices();
+    let before = stack.unissued_requests(&stack.sandbox.state());
+    assert_eq!(before.len(), expected, "{before:?}");
+    assert!(
+        before[0].starts_with("slot 0 e2e-unissued-0-"),
+        "{before:?}"
+    );
+    stack.run_slot(0).await.unwrap();
+    stack
+        .sandbox
+        .wait_for(Duration::from_secs(60), |s| s.invoices.len() == expected)
+        .await
+        .unwrap();
+    let after = stack.unissued_requests(&stack.sandbox.state());
+    assert!(after.is_empty(), "{after:?}");
+    stack.shutdown().await;
+}

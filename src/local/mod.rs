@@ -301,15 +301,16 @@ impl Stack {
 
     /// The campaign's invoice requests that have no invoice at the sandbox yet.
     pub fn unissued_requests(&self, state: &SandboxState) -> Vec<String> {
-        let issued: std::collections::HashSet<&str> = state
+        let tags: std::collections::HashSet<&str> = state
             .invoices
             .iter()
-            .flat_map(|i| i.tags.iter())
-            .filter_map(|t| t.strip_prefix("request:"))
+            .flat_map(|i| i.tags.iter().map(String::as_str))
             .collect();
         (0..self.spammer.hours)
             .flat_map(|slot| invoice_spammer::batch(&self.spammer, slot))
-            .filter(|request| !issued.contains(request.request_id.to_lowercase().as_str()))
+            .filter(|request| {
+                !tags.contains(pipeline_common::messages::request_tag(&request.request_id).as_str())
+            })
             .map(|request| format!("slot {} {}", request.slot, request.request_id))
             .collect()
     }
