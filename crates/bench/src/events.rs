@@ -1,7 +1,5 @@
-//! Credited-invoice webhooks signed like stark-sandbox (and Stark) sign them, and a stand-in
-//! for Stark's `GET /v2/public-key` that serves the signing key.
-
-use std::net::SocketAddr;
+//! Credited-invoice webhooks signed like stark-sandbox (and Stark) sign them. (The stand-in
+//! for Stark's `GET /v2/public-key` is `pipeline_testkit::public_key_server`.)
 
 use serde_json::json;
 use stark_client::PrivateKey;
@@ -54,26 +52,6 @@ pub fn signed_webhooks(key: &PrivateKey, count: u64) -> Vec<SignedWebhook> {
             SignedWebhook { body, signature }
         })
         .collect()
-}
-
-/// Serves `GET /v2/public-key` listing `pem` (what the ingester fetches once, then caches) on a
-/// loopback port of the current tokio runtime. Returns its address; the Stark base URL is
-/// `http://{addr}/v2`.
-pub async fn serve_public_key(pem: String) -> std::io::Result<SocketAddr> {
-    let app = axum::Router::new().route(
-        "/v2/public-key",
-        axum::routing::get(move || {
-            let pem = pem.clone();
-            async move {
-                axum::Json(json!({"cursor": null, "publicKeys": [
-                    {"content": pem, "created": "2026-01-01T00:00:00+00:00"}]}))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(addr)
 }
 
 #[cfg(test)]

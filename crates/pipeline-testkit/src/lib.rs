@@ -2,6 +2,7 @@
 //!
 //! - [`stark`]: a local Stark sandbox plus a client registered with it.
 //! - [`spawn`]: serves a router on `127.0.0.1:0` through the production [`Server`].
+//! - [`public_key_server`]: a stand-in Stark serving only `GET /v2/public-key`.
 //! - [`push`]: delivers a message the way Pub/Sub push does, returning the HTTP status.
 #![forbid(unsafe_code)]
 
@@ -44,6 +45,22 @@ pub async fn spawn(router: axum::Router) -> String {
     let port = server.port();
     tokio::spawn(server.run_until_stopped(std::future::pending()));
     format!("http://127.0.0.1:{port}")
+}
+
+/// A stand-in Stark that serves only `GET /v2/public-key`, listing `pem` (what a webhook
+/// verifier fetches once, then caches). Returns the Stark base URL, `http://127.0.0.1:PORT/v2`.
+pub async fn public_key_server(pem: String) -> String {
+    let app = axum::Router::new().route(
+        "/v2/public-key",
+        axum::routing::get(move || {
+            let pem = pem.clone();
+            async move {
+                axum::Json(serde_json::json!({"cursor": null, "publicKeys": [
+                    {"content": pem, "created": "2026-01-01T00:00:00+00:00"}]}))
+            }
+        }),
+    );
+    format!("{}/v2", spawn(app).await)
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

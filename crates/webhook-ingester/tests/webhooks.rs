@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
 use pipeline_common::bus::MemoryBus;
 use pipeline_common::messages::{PAID_INVOICES, PaidInvoice, TopicMessage as _};
 use pipeline_testkit::{spawn, stark};
@@ -37,17 +36,9 @@ async fn post(url: &str, body: &[u8], signature: Option<&str>) -> u16 {
     request.send().await.unwrap().status().as_u16()
 }
 
-/// A mock Stark that only serves `GET /v2/public-key` with `pem`.
+/// A client of a stand-in Stark that only serves `GET /v2/public-key` with `pem`.
 async fn key_server(pem: String) -> Client {
-    let app = axum::Router::new().route(
-        "/v2/public-key",
-        get(move || {
-            let pem = pem.clone();
-            async move { axum::Json(json!({"cursor": null, "publicKeys": [{"content": pem, "created": "2020-03-24T03:58:00+00:00"}]})) }
-        }),
-    );
-    let base = spawn(app).await;
-    client_at(&format!("{base}/v2"))
+    client_at(&pipeline_testkit::public_key_server(pem).await)
 }
 
 fn client_at(base: &str) -> Client {

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use bench::events::{SignedWebhook, serve_public_key, signed_webhooks};
+use bench::events::{SignedWebhook, signed_webhooks};
 use bench::procfs::{Memory, cpu_time, mib};
 use bench::{Percentiles, free_port, ms, parse_duration};
 use clap::{Parser, ValueEnum};
@@ -453,9 +453,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .enable_all()
         .build()?;
     let (phase, idle, after, published, ingester_cpu) = runtime.block_on(async {
-        let key_server = serve_public_key(public.to_pem()).await?;
+        let stark_base = pipeline_testkit::public_key_server(public.to_pem()).await;
         let port = free_port()?;
-        let ingester = spawn_ingester(args, port, &format!("http://{key_server}/v2"))?;
+        let ingester = spawn_ingester(args, port, &stark_base)?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(args.connections)
             .build()?;
