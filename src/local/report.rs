@@ -70,17 +70,7 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
 /// credited and its payout settled, or is older than `lifecycle` (it will not be paid), and
 /// every payout that exists has settled.
 pub fn settled(state: &SandboxState, expected: usize, lifecycle: Duration) -> bool {
-    let credited = invoices_with_log(state, InvoiceLogType::Credited);
-    let payouts: HashSet<&str> = state
-        .transfers
-        .iter()
-        .filter_map(|t| t.external_id.as_deref())
-        .collect();
-    let payouts_made = state
-        .invoices
-        .iter()
-        .filter(|i| credited.contains(i.id.as_str()) && i.amount - i.fee > 0)
-        .all(|i| payouts.contains(pipeline_common::messages::payout_key(&i.id).as_str()));
+    let payouts_made = unpaid_credited(state).is_empty();
     let transfers_done = state.transfers.iter().all(|t| {
         matches!(
             t.status,
@@ -91,6 +81,22 @@ pub fn settled(state: &SandboxState, expected: usize, lifecycle: Duration) -> bo
         && settled_invoices(state, lifecycle)
         && payouts_made
         && transfers_done
+}
+
+/// Credited invoices with something to pay out (amount above the fee) and no payout transfer.
+fn unpaid_credited(state: &SandboxState) -> Vec<&Invoice> {
+    let credited = invoices_with_log(state, InvoiceLogType::Credited);
+    let payouts: HashSet<&str> = state
+        .transfers
+        .iter()
+        .filter_map(|t| t.external_id.as_deref())
+        .collect();
+    state
+        .invoices
+        .iter()
+        .filter(|i| credited.contains(i.id.as_str()) && i.amount - i.fee > 0)
+        .filter(|i| !payouts.contains(pipeline_common::messages::payout_key(&i.id).as_str()))
+        .collect()
 }
 
 /// True when every invoice is either credited or older than `lifecycle` (it will not be paid).
@@ -109,17 +115,8 @@ pub fn settled_invoices(state: &SandboxState, lifecycle: Duration) -> bool {
 /// webhook POST the sandbox made for it and how it ended. Tells a lost webhook (Stark gave up
 /// delivering) from a message lost after the ingester accepted it (delivered, no transfer).
 pub fn missing_payouts(state: &SandboxState) -> Vec<String> {
-    let payouts: HashSet<&str> = state
-        .transfers
-        .iter()
-        .filter_map(|t| t.external_id.as_deref())
-        .collect();
-    let credited = invoices_with_log(state, InvoiceLogType::Credited);
-    state
-        .invoices
-        .iter()
-        .filter(|i| credited.contains(i.id.as_str()) && i.amount - i.fee > 0)
-        .filter(|i| !payouts.contains(pipeline_common::messages::payout_key(&i.id).as_str()))
+    unpaid_credited(state)
+        .into_iter()
         .map(|invoice| {
             let events: Vec<String> = state
                 .events
