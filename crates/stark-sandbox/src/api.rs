@@ -6,7 +6,7 @@
 
 use axum::http::Method;
 use serde_json::{Value, json};
-use stark_client::{Event, Webhook};
+use stark_client::Event;
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
@@ -14,7 +14,7 @@ use crate::query::{self, Query};
 use crate::state::EventAttempt;
 use crate::world::World;
 
-/// Subscriptions Stark offers (API.md §5.1). The sandbox only produces `invoice` and `transfer`
+/// Subscriptions Stark offers (docs/stark-api.md, "Webhooks and events"). The sandbox only produces `invoice` and `transfer`
 /// events, but accepts the others so that a client's registration code runs unchanged.
 const SUBSCRIPTIONS: &[&str] = &[
     "transfer",
@@ -178,20 +178,13 @@ fn create_webhook(world: &mut World, body: &[u8], now: OffsetDateTime) -> Result
     if !errors.is_empty() {
         return Err(ApiError::many(errors));
     }
-    let webhook = Webhook {
-        id: world.next_id(),
-        url,
-        subscriptions,
-    };
-    world
-        .webhooks
-        .insert(webhook.id.clone(), now, webhook.clone());
+    let webhook = world.add_webhook(url, subscriptions, now);
     Ok(json!({ "webhook": webhook, "message": "Webhook successfully created" }))
 }
 
 fn list_webhooks(world: &World, q: &Query) -> Result<Value, ApiError> {
     let params = query::list_params(q)?;
-    let (webhooks, cursor) = world.webhooks.page(&params, |_| true);
+    let (webhooks, cursor) = world.webhooks_page(&params);
     Ok(json!({ "cursor": cursor, "webhooks": webhooks }))
 }
 
@@ -200,29 +193,23 @@ fn webhook_not_found(id: &str) -> ApiError {
 }
 
 fn get_webhook(world: &World, id: &str) -> Result<Value, ApiError> {
-    let row = world
-        .webhooks
-        .get(id)
-        .ok_or_else(|| webhook_not_found(id))?;
-    Ok(json!({ "webhook": row.item }))
+    let webhook = world.webhook(id).ok_or_else(|| webhook_not_found(id))?;
+    Ok(json!({ "webhook": webhook }))
 }
 
 fn delete_webhook(world: &mut World, id: &str) -> Result<Value, ApiError> {
-    let row = world
-        .webhooks
-        .get_mut(id)
+    let webhook = world
+        .delete_webhook(id)
         .ok_or_else(|| webhook_not_found(id))?;
-    row.deleted = true;
-    Ok(json!({ "webhook": row.item, "message": "Webhook successfully deleted" }))
+    Ok(json!({ "webhook": webhook, "message": "Webhook successfully deleted" }))
 }
 
 fn list_events(world: &World, q: &Query) -> Result<Value, ApiError> {
     let params = query::list_params(q)?;
     let delivered = query::boolean(q, "isDelivered")?;
-    let (events, cursor) = world.events.page(&params, |r| {
-        delivered.is_none_or(|d| r.event.is_delivered == Some(d))
+    let (events, cursor) = world.events_page(&params, |e: &Event| {
+        delivered.is_none_or(|d| e.is_delivered == Some(d))
     });
-    let events: Vec<&Event> = events.into_iter().map(|r| &r.event).collect();
     Ok(json!({ "cursor": cursor, "events": events }))
 }
 
@@ -231,8 +218,8 @@ fn event_not_found(id: &str) -> ApiError {
 }
 
 fn get_event(world: &World, id: &str) -> Result<Value, ApiError> {
-    let row = world.events.get(id).ok_or_else(|| event_not_found(id))?;
-    Ok(json!({ "event": row.item.event }))
+    let event = world.event(id).ok_or_else(|| event_not_found(id))?;
+    Ok(json!({ "event": event }))
 }
 
 /// `PATCH /v2/event/{id}` with `{"isDelivered": true}`: a delivered event drops out of
@@ -246,28 +233,22 @@ fn patch_event(world: &mut World, id: &str, body: &[u8]) -> Result<Value, ApiErr
         .and_then(|o| o.get("isDelivered"))
         .and_then(Value::as_bool)
         .ok_or_else(|| ApiError::bad("invalidJson", "The body must be {\"isDelivered\": true}."))?;
-    let row = world
-        .events
-        .get_mut(id)
+    let event = world
+        .set_event_delivered(id, delivered)
         .ok_or_else(|| event_not_found(id))?;
-    row.item.event.is_delivered = Some(delivered);
-    Ok(json!({ "event": row.item.event }))
+    Ok(json!({ "event": event }))
 }
 
 fn delete_event(world: &mut World, id: &str) -> Result<Value, ApiError> {
-    let row = world
-        .events
-        .get_mut(id)
-        .ok_or_else(|| event_not_found(id))?;
-    row.deleted = true;
-    Ok(json!({ "event": row.item.event }))
+    let event = world.delete_event(id).ok_or_else(|| event_not_found(id))?;
+    Ok(json!({ "event": event }))
 }
 
 fn list_attempts(world: &World, q: &Query) -> Result<Value, ApiError> {
     let params = query::list_params(q)?;
     let event_ids = query::list(q, "eventIds");
     let webhook_ids = query::list(q, "webhookIds");
-    let (attempts, cursor) = world.attempts.page(&params, |a: &EventAttempt| {
+    let (attempts, cursor) = world.attempts_page(&params, |a: &EventAttempt| {
         (event_ids.is_empty() || event_ids.contains(&a.event_id))
             && (webhook_ids.is_empty() || webhook_ids.contains(&a.webhook_id))
     });
@@ -275,13 +256,13 @@ fn list_attempts(world: &World, q: &Query) -> Result<Value, ApiError> {
 }
 
 fn get_attempt(world: &World, id: &str) -> Result<Value, ApiError> {
-    let row = world.attempts.get(id).ok_or_else(|| {
+    let attempt = world.attempt(id).ok_or_else(|| {
         ApiError::bad(
             "invalidEventAttempt",
             format!("Event attempt {id} not found."),
         )
     })?;
-    Ok(json!({ "attempt": row.item }))
+    Ok(json!({ "attempt": attempt }))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Request authentication, as Stark checks it (API.md §1 and the checklist in §9).
+//! Request authentication, as Stark checks it (docs/stark-api.md, "Authentication and request signing").
 //!
 //! The signed message is `{Access-Id}:{Access-Time}:{raw body}` with the time header string
 //! exactly as received (Python sends `1795811685.0121124`, the others integer seconds) and the

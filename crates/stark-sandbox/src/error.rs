@@ -102,7 +102,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Error codes the sandbox answers with where Stark's are undocumented (API.md §4.3 and §11):
+/// Error codes the sandbox answers with where Stark's are undocumented (docs/stark-api.md, "Transfers" and "What is still unknown"):
 /// pick one, keep it in one place, and let clients match on it.
 pub mod codes {
     /// A transfer whose `externalId` was already used (by an earlier transfer or an earlier item

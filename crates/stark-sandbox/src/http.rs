@@ -87,21 +87,8 @@ async fn v2(
     let line = format!("{method} {}", uri.path());
     let (faults, slow_delay) = {
         let mut world = shared.lock();
-        world.requests += 1;
-        let faults = world.dice.roll_request();
-        for (on, kind) in [
-            (faults.drop, "drop"),
-            (faults.server_error, "serverError"),
-            (faults.slow, "slow"),
-        ] {
-            if on {
-                world.record_request_fault(kind, line.clone());
-            }
-        }
-        (
-            faults,
-            Duration::from_millis(world.dice.config.slow_delay_ms),
-        )
+        let faults = world.receive_request(&line);
+        (faults, Duration::from_millis(world.faults().slow_delay_ms))
     };
     if faults.drop {
         conn.kill();
@@ -140,27 +127,21 @@ fn handle(
 ) -> Outcome {
     let now = shared.clock.now();
     let mut world = shared.lock();
-    if let Err(err) = authenticate(&world.projects, headers, body, shared.skew) {
+    if let Err(err) = authenticate(world.projects(), headers, body, shared.skew) {
         return Outcome::Answer(err.into_response());
     }
     let q = query::parse(uri.query());
     let (kind, result) = dispatch(&mut world, method, path, &q, body, now);
     let lost = match (&kind, &result) {
-        (RouteKind::Create, Ok(_)) => world.dice.roll_lost_answer(),
+        (RouteKind::Create, Ok(_)) => world.roll_lost_answer(line),
         _ => None,
     };
     match lost {
-        Some(LostAnswer::ServerError) => {
-            world.record_request_fault("lostAnswer500", line.to_owned());
-            Outcome::Answer(tagged(
-                ApiError::internal().into_response(),
-                "lostAnswer500",
-            ))
-        }
-        Some(LostAnswer::Drop) => {
-            world.record_request_fault("lostAnswerDrop", line.to_owned());
-            Outcome::Drop("lostAnswerDrop")
-        }
+        Some(LostAnswer::ServerError) => Outcome::Answer(tagged(
+            ApiError::internal().into_response(),
+            "lostAnswer500",
+        )),
+        Some(LostAnswer::Drop) => Outcome::Drop("lostAnswerDrop"),
         None => Outcome::Answer(match result {
             Ok(value) => (StatusCode::OK, axum::Json(value)).into_response(),
             Err(err) => err.into_response(),
@@ -175,7 +156,7 @@ async fn sandbox_state(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
-    let config = shared.lock().dice.config.clone();
+    let config = shared.lock().faults().clone();
     axum::Json(config).into_response()
 }
 
@@ -242,6 +223,6 @@ async fn register_project(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         Ok(k) => k,
         Err(e) => return ApiError::bad("invalidPublicKey", e.to_string()).into_response(),
     };
-    shared.lock().projects.insert(project.id.clone(), key);
+    shared.lock().register_project(project.id.clone(), key);
     axum::Json(json!({ "id": project.id })).into_response()
 }

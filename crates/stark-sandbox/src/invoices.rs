@@ -8,7 +8,7 @@ use crate::clock::{DateOrTime, parse_date_or_time, timestamp};
 use crate::error::ApiError;
 use crate::query::{self, Query};
 use crate::validate::{Item, MAX_AMOUNT, batch};
-use crate::world::{InvoiceRec, Job, World};
+use crate::world::{InvoiceRec, InvoiceUpdate, World};
 
 /// Fields `POST /v2/invoice` accepts; any other is refused.
 const FIELDS: &[&str] = &[
@@ -26,7 +26,7 @@ const FIELDS: &[&str] = &[
     "splits",
 ];
 
-/// Stark's defaults (API.md §3.2).
+/// Stark's defaults (docs/stark-api.md, "Invoices").
 const DEFAULT_EXPIRATION: i64 = 5_097_600;
 const DEFAULT_FINE: f64 = 2.0;
 const DEFAULT_INTEREST: f64 = 1.0;
@@ -273,6 +273,11 @@ fn brcode(token: &str, amount: i64) -> String {
     format!("{payload}{crc:04X}")
 }
 
+/// Stark's answer for an invoice id it does not know (400, not 404).
+fn invoice_not_found(id: &str) -> ApiError {
+    ApiError::bad("invalidInvoice", format!("Invoice {id} not found."))
+}
+
 fn parse_status(text: &str) -> Result<InvoiceStatus, ApiError> {
     serde_json::from_value::<InvoiceStatus>(Value::String(text.to_owned()))
         .ok()
@@ -305,7 +310,7 @@ impl World {
         for c in checked {
             let id = self.next_id();
             let token = self.hex32();
-            let root = self.settings.root_url.clone();
+            let root = self.root_url().to_owned();
             let invoice = Invoice {
                 id,
                 amount: c.amount,
@@ -358,7 +363,7 @@ impl World {
         let status = q.get("status").map(|s| parse_status(s)).transpose()?;
         let tags = query::tags(q);
         let ids = query::list(q, "ids");
-        let (items, cursor) = self.invoices.page(&params, |r| {
+        let (items, cursor) = self.invoices_page(&params, |r| {
             let inv = &r.invoice;
             status.is_none_or(|s| inv.status == s)
                 && query::any_tag(&inv.tags, &tags)
@@ -369,10 +374,7 @@ impl World {
     }
 
     fn invoice_rec(&self, id: &str) -> Result<&InvoiceRec, ApiError> {
-        self.invoices
-            .get(id)
-            .map(|r| &r.item)
-            .ok_or_else(|| ApiError::bad("invalidInvoice", format!("Invoice {id} not found.")))
+        self.invoice(id).ok_or_else(|| invoice_not_found(id))
     }
 
     /// `GET /v2/invoice/{id}`.
@@ -431,13 +433,7 @@ impl World {
                     "status can only be set to \"canceled\", alone.",
                 ));
             }
-            self.invoice_status_change(
-                id,
-                &[InvoiceStatus::Created, InvoiceStatus::Overdue],
-                InvoiceStatus::Canceled,
-                InvoiceLogType::Canceled,
-                now,
-            );
+            self.cancel_invoice(id, now);
             return self.get_invoice(id);
         }
         let amount = match obj.get("amount") {
@@ -473,36 +469,14 @@ impl World {
                 )
             })?),
         };
-        let Some(row) = self.invoices.get_mut(id) else {
-            return Err(ApiError::bad(
-                "invalidInvoice",
-                format!("Invoice {id} not found."),
-            ));
+        let update = InvoiceUpdate {
+            amount,
+            due,
+            expiration,
         };
-        let rec = &mut row.item;
-        if let Some(a) = amount {
-            rec.invoice.amount = a;
-            rec.invoice.nominal_amount = a;
+        if !self.update_invoice(id, update, now) {
+            return Err(invoice_not_found(id));
         }
-        if let Some(d) = due {
-            rec.due_at = d;
-            rec.invoice.due = timestamp(d);
-            if rec.invoice.status == InvoiceStatus::Overdue && d > now {
-                rec.invoice.status = InvoiceStatus::Created;
-            }
-        }
-        if let Some(e) = expiration {
-            rec.invoice.expiration = e;
-        }
-        rec.invoice.updated = timestamp(now);
-        let (due_at, expire_at) = (
-            rec.due_at,
-            rec.due_at + time::Duration::seconds(rec.invoice.expiration),
-        );
-        // The old overdue/expiry jobs check the stored times and do nothing when early.
-        self.schedule(due_at, Job::InvoiceOverdue(id.to_owned()));
-        self.schedule(expire_at, Job::InvoiceExpire(id.to_owned()));
-        self.invoice_log(id, InvoiceLogType::Updated, now);
         self.get_invoice(id)
     }
 
@@ -523,7 +497,7 @@ impl World {
             types.push(parsed);
         }
         let ids = query::list(q, "invoiceIds");
-        let (logs, cursor) = self.invoice_logs.page(&params, |l| {
+        let (logs, cursor) = self.invoice_logs_page(&params, |l| {
             (types.is_empty() || types.contains(&l.log_type))
                 && (ids.is_empty() || ids.contains(&l.invoice.id))
         });
@@ -532,10 +506,10 @@ impl World {
 
     /// `GET /v2/invoice/log/{id}`.
     pub fn get_invoice_log(&self, id: &str) -> Result<Value, ApiError> {
-        let log = self.invoice_logs.get(id).ok_or_else(|| {
+        let log = self.find_invoice_log(id).ok_or_else(|| {
             ApiError::bad("invalidInvoiceLog", format!("Invoice log {id} not found."))
         })?;
-        Ok(json!({ "log": log.item }))
+        Ok(json!({ "log": log }))
     }
 }
 

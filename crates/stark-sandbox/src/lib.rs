@@ -34,7 +34,8 @@
 //! - `api`: hand-written routing that tolerates `//` and trailing `/`; webhooks, events,
 //!   attempts, public keys.
 //! - `invoices`, `transfers`: validation and the resource routes.
-//! - `world`: all state and every state change, including the lifecycles and events.
+//! - `world`: all state and every state change behind one lock, split by resource (invoices,
+//!   transfers, events and webhooks, ids, signing keys, the job queue), with private fields.
 //! - `engine`: the scheduler task and webhook delivery.
 //! - [`clock`]: sandbox time; `auth`: request signatures; `conn`: connections a fault can cut;
 //!   [`taxid`], [`money`]: CPF/CNPJ and integer-cent percentages; `table`, `query`, `validate`:

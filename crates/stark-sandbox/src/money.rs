@@ -3,7 +3,7 @@
 //! Percentages arrive as JSON floats (`10.5`), but money never becomes a float: the percentage is
 //! turned into an integer number of millionths of a percent once, and every amount is computed
 //! in `i128` with half-up rounding. That reproduces Stark's observed result (10.5 % of 4100 =
-//! 430.5 → 431, API.md §3.3).
+//! 430.5 → 431, docs/stark-api.md, "Invoices").
 
 /// Millionths of a percent, so that `percent * 1e6` fits comfortably in `i128`.
 fn micro_percent(percent: f64) -> i128 {

@@ -1,4 +1,4 @@
-//! Query-string parameters as the SDKs send them (API.md §2.1): comma-joined lists, dates as
+//! Query-string parameters as the SDKs send them (docs/stark-api.md, "Base URLs and paths"): comma-joined lists, dates as
 //! `YYYY-MM-DD`, booleans as `True`/`False` (Python) or `true`/`false` (Node).
 
 use std::collections::HashMap;

@@ -128,7 +128,7 @@ impl SandboxHandle {
     /// Allows `project/{id}` to call the API with requests signed by `key`'s private half.
     pub fn register_project(&self, id: &str, key: PublicKey) -> Result<(), SandboxError> {
         check_project_id(id).map_err(SandboxError::Config)?;
-        self.shared.lock().projects.insert(id.to_owned(), key);
+        self.shared.lock().register_project(id.to_owned(), key);
         Ok(())
     }
 
@@ -136,11 +136,10 @@ impl SandboxHandle {
     /// test needs.
     pub fn new_project(&self) -> (String, PrivateKey) {
         let key = PrivateKey::generate();
-        let id = self.shared.lock().next_id();
-        self.shared
-            .lock()
-            .projects
-            .insert(id.clone(), key.public_key());
+        let mut world = self.shared.lock();
+        let id = world.next_id();
+        world.register_project(id.clone(), key.public_key());
+        drop(world);
         (id, key)
     }
 
@@ -195,12 +194,12 @@ impl SandboxHandle {
 
     /// Cents available for transfers.
     pub fn balance(&self) -> i64 {
-        self.shared.lock().balance
+        self.shared.lock().balance()
     }
 
     /// The fault settings in force.
     pub fn faults(&self) -> FaultConfig {
-        self.shared.lock().dice.config.clone()
+        self.shared.lock().faults().clone()
     }
 
     /// Replaces the fault settings and reseeds their dice, so that what follows repeats for the

@@ -2,7 +2,7 @@
 //!
 //! Stark refuses a bad tax id with `invalidTaxId`, and a simulator that accepted anything would
 //! let a client bug through to production. The rules come from the official SDK's test generator
-//! (API.md §3.5); ids made of one repeated digit pass the arithmetic but Stark refuses them, so
+//! (docs/stark-api.md, "Invoices"); ids made of one repeated digit pass the arithmetic but Stark refuses them, so
 //! we do too.
 
 /// A tax id that passed validation.

@@ -10,7 +10,7 @@ use crate::clock::{DateOrTime, parse_date_or_time, timestamp};
 use crate::error::{ApiError, codes};
 use crate::query::{self, Query};
 use crate::validate::{Item, batch};
-use crate::world::{TransferRec, World};
+use crate::world::{CancelOutcome, Receiver, SameDayKey, TransferLogType, TransferRec, World};
 
 /// Fields `POST /v2/transfer` accepts.
 const FIELDS: &[&str] = &[
@@ -31,16 +31,6 @@ const FIELDS: &[&str] = &[
 ];
 
 const ACCOUNT_TYPES: &[&str] = &["checking", "savings", "salary", "payment"];
-
-/// Transfer log types (API.md §4.2; `sending` was seen in a real sandbox event).
-const LOG_TYPES: &[&str] = &[
-    "created",
-    "processing",
-    "sending",
-    "success",
-    "failed",
-    "canceled",
-];
 
 /// How far in the past a `scheduled` datetime may be (clients send "now" with their clock).
 const SCHEDULE_TOLERANCE: time::Duration = time::Duration::minutes(1);
@@ -67,6 +57,15 @@ struct Checked {
 impl Checked {
     fn day(&self, now: OffsetDateTime) -> time::Date {
         self.scheduled.map_or(now.date(), DateOrTime::date)
+    }
+
+    fn receiver(&self) -> Receiver {
+        Receiver {
+            tax_digits: self.tax_digits.clone(),
+            bank_code: self.bank_code.clone(),
+            branch_code: self.branch_code.clone(),
+            account_number: self.account_number.clone(),
+        }
     }
 }
 
@@ -201,6 +200,11 @@ fn check(item: &mut Item<'_>, now: OffsetDateTime) -> Option<Checked> {
     })
 }
 
+/// Stark's answer for a transfer id it does not know (400, not 404).
+fn transfer_not_found(id: &str) -> ApiError {
+    ApiError::bad("invalidTransfer", format!("Transfer {id} not found."))
+}
+
 fn parse_status(text: &str) -> Result<TransferStatus, ApiError> {
     serde_json::from_value::<TransferStatus>(Value::String(text.to_owned()))
         .ok()
@@ -212,8 +216,6 @@ fn parse_status(text: &str) -> Result<TransferStatus, ApiError> {
             )
         })
 }
-
-type DuplicateKey = (String, String, String, String, i64, time::Date);
 
 impl World {
     /// `POST /v2/transfer`. Besides field checks, two duplicate rules, each failing only the
@@ -229,10 +231,10 @@ impl World {
         let mut errors = Vec::new();
         let mut checked = Vec::new();
         let mut batch_external_ids = HashSet::new();
-        let mut batch_keys: HashSet<DuplicateKey> = HashSet::new();
+        let mut batch_keys: HashSet<SameDayKey> = HashSet::new();
         // Built on first need: it scans every transfer, and only items without an externalId
         // are checked against it.
-        let mut existing_keys: Option<HashSet<DuplicateKey>> = None;
+        let mut existing_keys: Option<HashSet<SameDayKey>> = None;
         for (i, value) in items.iter().enumerate() {
             let before = errors.len();
             let Some(mut item) = Item::new(i, value, &mut errors) else {
@@ -242,7 +244,7 @@ impl World {
                 continue;
             };
             if let Some(e) = &c.external_id {
-                if let Some(existing) = self.external_ids.get(e) {
+                if let Some(existing) = self.transfer_with_external_id(e) {
                     item.err(
                         codes::INVALID_EXTERNAL_ID,
                         format!("externalId {e:?} was already used by transfer {existing}."),
@@ -254,29 +256,12 @@ impl World {
                     );
                 }
             } else {
-                let key = (
-                    c.tax_digits.clone(),
-                    c.bank_code.clone(),
-                    c.branch_code.clone(),
-                    c.account_number.clone(),
-                    c.amount,
-                    c.day(now),
-                );
-                let existing = existing_keys.get_or_insert_with(|| {
-                    self.transfers
-                        .live()
-                        .filter(|r| {
-                            !matches!(
-                                r.item.transfer.status,
-                                TransferStatus::Failed | TransferStatus::Canceled
-                            )
-                        })
-                        .map(|r| {
-                            let (t, b, br, a) = r.item.receiver.clone();
-                            (t, b, br, a, r.item.transfer.amount, r.item.scheduled_day)
-                        })
-                        .collect()
-                });
+                let key = SameDayKey {
+                    receiver: c.receiver(),
+                    amount: c.amount,
+                    day: c.day(now),
+                };
+                let existing = existing_keys.get_or_insert_with(|| self.blocking_same_day_keys());
                 if existing.contains(&key) || !batch_keys.insert(key) {
                     item.err(
                         codes::DUPLICATE_TRANSFER,
@@ -295,6 +280,7 @@ impl World {
         for c in checked {
             let scheduled_at = c.scheduled.map_or(now, DateOrTime::start);
             let scheduled_day = c.day(now);
+            let receiver = c.receiver();
             let transfer = Transfer {
                 id: self.next_id(),
                 amount: c.amount,
@@ -323,7 +309,7 @@ impl World {
                 transfer,
                 scheduled_at,
                 scheduled_day,
-                receiver: (c.tax_digits, c.bank_code, c.branch_code, c.account_number),
+                receiver,
                 debited: false,
             };
             created.push(self.add_transfer(rec, now));
@@ -342,7 +328,7 @@ impl World {
         let tax_id = q
             .get("taxId")
             .map(|t| t.chars().filter(char::is_ascii_digit).collect::<String>());
-        let (items, cursor) = self.transfers.page(&params, |r| {
+        let (items, cursor) = self.transfers_page(&params, |r| {
             let t = &r.transfer;
             status.is_none_or(|s| t.status == s)
                 && query::any_tag(&t.tags, &tags)
@@ -351,7 +337,7 @@ impl World {
                     || t.transaction_ids
                         .iter()
                         .any(|x| transaction_ids.contains(x)))
-                && tax_id.as_ref().is_none_or(|d| *d == r.receiver.0)
+                && tax_id.as_ref().is_none_or(|d| *d == r.receiver.tax_digits)
         });
         let transfers: Vec<&Transfer> = items.into_iter().map(|r| &r.transfer).collect();
         Ok(json!({ "cursor": cursor, "transfers": transfers }))
@@ -359,46 +345,38 @@ impl World {
 
     /// `GET /v2/transfer/{id}`.
     pub fn get_transfer(&self, id: &str) -> Result<Value, ApiError> {
-        let row = self
-            .transfers
-            .get(id)
-            .ok_or_else(|| ApiError::bad("invalidTransfer", format!("Transfer {id} not found.")))?;
-        Ok(json!({ "transfer": row.item.transfer }))
+        let rec = self.transfer(id).ok_or_else(|| transfer_not_found(id))?;
+        Ok(json!({ "transfer": rec.transfer }))
     }
 
     /// `DELETE /v2/transfer/{id}`: cancels a transfer scheduled for later; anything else is
     /// `invalidAction`.
     pub fn cancel_transfer(&mut self, id: &str, now: OffsetDateTime) -> Result<Value, ApiError> {
-        let row = self
-            .transfers
-            .get_mut(id)
-            .ok_or_else(|| ApiError::bad("invalidTransfer", format!("Transfer {id} not found.")))?;
-        let rec = &mut row.item;
-        if rec.transfer.status != TransferStatus::Created || rec.scheduled_at <= now {
-            return Err(ApiError::bad(
+        match self.cancel_scheduled_transfer(id, now) {
+            CancelOutcome::Canceled => self.get_transfer(id),
+            CancelOutcome::NotFound => Err(transfer_not_found(id)),
+            CancelOutcome::NotScheduled => Err(ApiError::bad(
                 "invalidAction",
                 format!("Transfer {id} is not scheduled for later, so it cannot be canceled."),
-            ));
+            )),
         }
-        rec.transfer.status = TransferStatus::Canceled;
-        rec.transfer.updated = timestamp(now);
-        self.transfer_log(id, "canceled", Vec::new(), now);
-        self.get_transfer(id)
     }
 
     /// `GET /v2/transfer/log`: `types`, `transferIds`, and the common list parameters.
     pub fn list_transfer_logs(&self, q: &Query) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
-        let types = query::list(q, "types");
-        if let Some(bad) = types.iter().find(|t| !LOG_TYPES.contains(&t.as_str())) {
-            return Err(ApiError::bad(
-                "invalidTransferLog",
-                format!("Unknown transfer log type {bad:?}."),
-            ));
+        let mut types = Vec::new();
+        for t in query::list(q, "types") {
+            types.push(TransferLogType::parse(&t).ok_or_else(|| {
+                ApiError::bad(
+                    "invalidTransferLog",
+                    format!("Unknown transfer log type {t:?}."),
+                )
+            })?);
         }
         let ids = query::list(q, "transferIds");
-        let (logs, cursor) = self.transfer_logs.page(&params, |l| {
-            (types.is_empty() || types.contains(&l.log_type))
+        let (logs, cursor) = self.transfer_logs_page(&params, |l| {
+            (types.is_empty() || types.iter().any(|t| t.as_str() == l.log_type))
                 && (ids.is_empty() || ids.contains(&l.transfer.id))
         });
         Ok(json!({ "cursor": cursor, "logs": logs }))
@@ -406,12 +384,12 @@ impl World {
 
     /// `GET /v2/transfer/log/{id}`.
     pub fn get_transfer_log(&self, id: &str) -> Result<Value, ApiError> {
-        let log = self.transfer_logs.get(id).ok_or_else(|| {
+        let log = self.find_transfer_log(id).ok_or_else(|| {
             ApiError::bad(
                 "invalidTransferLog",
                 format!("Transfer log {id} not found."),
             )
         })?;
-        Ok(json!({ "log": log.item }))
+        Ok(json!({ "log": log }))
     }
 }

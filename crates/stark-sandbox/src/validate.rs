@@ -1,5 +1,5 @@
 //! Checking create bodies the way Stark does: every bad item reported, nothing created unless
-//! all are good (API.md §6, §9.4).
+//! all are good (docs/stark-api.md, "Responses and errors").
 
 use serde_json::{Map, Value};
 use stark_client::{Rule, StarkError};

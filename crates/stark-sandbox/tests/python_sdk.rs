@@ -1,7 +1,7 @@
 //! Compatibility proof with the official Stark Bank Python SDK (`starkbank` on PyPI): the SDK,
-//! pointed at the sandbox with the monkeypatch of API.md §2.2, creates and queries invoices,
-//! creates a transfer and a webhook, and `starkbank.event.parse`s the webhooks the sandbox
-//! delivered.
+//! pointed at the sandbox with the monkeypatch (docs/stark-api.md, "Base URLs and paths"),
+//! creates and queries invoices, creates a transfer and a webhook, and `starkbank.event.parse`s
+//! the webhooks the sandbox delivered.
 //!
 //! The virtualenv is cached under `target/tmp`, so only the first run installs. Without python3
 //! (or PyPI) the test skips with a message, except when `CI=true`, where it fails.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use stark_sandbox::{Sandbox, SandboxConfig};
 
-/// The SDK version API.md was checked against; bump deliberately.
+/// The SDK version docs/stark-api.md was checked against; bump deliberately.
 const STARKBANK: &str = "starkbank==2.36.0";
 
 fn in_ci() -> bool {

@@ -24,7 +24,7 @@ ROOT = os.environ["SANDBOX_ROOT"]
 
 
 def _redirect(fn):
-    # API.md section 2.2: the SDK hard-codes its hosts; re-binding starkcore's request
+    # docs/stark-api.md, "Base URLs and paths": the SDK hard-codes its hosts; re-binding starkcore's request
     # functions sends every call (event.parse's public-key fetch included) to the sandbox.
     def wrapper(url, **kw):
         return fn(url.replace("https://sandbox.api.starkbank.com", ROOT, 1), **kw)

@@ -1,0 +1,296 @@
+//! The sandbox's state and everything that changes it, behind one mutex.
+//!
+//! Every change is synchronous and quick (no I/O under the lock): API handlers and the
+//! scheduler lock the world, apply a change, and leave. Webhook POSTs happen outside, in
+//! [`crate::engine`], which reports their outcome back here.
+//!
+//! The state is split by resource: [`invoices`] and [`transfers`] hold the objects and their
+//! lifecycles, [`events`] the webhooks, events, attempts and deliveries, while this file holds
+//! what is shared (settings, projects, the balance, the request counter and injected faults) and
+//! drives the scheduled [`Job`]s. Fields are private to this module tree: the route modules
+//! (`crate::invoices`, `crate::transfers`, `crate::api`) parse and check requests, then call the
+//! methods here, which are the only way state changes.
+
+mod events;
+mod ids;
+mod invoices;
+mod keys;
+mod schedule;
+mod transfers;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use stark_client::{InvoiceLog, PrivateKey, PublicKey, PublicKeyEntry, TransferLog, Webhook};
+use time::OffsetDateTime;
+
+use crate::auth::Projects;
+use crate::clock::timestamp;
+use crate::config::{FaultConfig, SandboxConfig};
+use crate::faults::{FaultDice, LostAnswer, RequestFaults, stream};
+use crate::state::{Delivery, EventAttempt, InjectedFault, SandboxState};
+use crate::table::Table;
+
+pub use events::{EventRec, Outgoing};
+pub use invoices::{InvoiceRec, InvoiceUpdate};
+pub use transfers::{CancelOutcome, Receiver, SameDayKey, TransferLogType, TransferRec};
+
+use ids::Ids;
+use keys::SigningKeys;
+use schedule::{Job, Scheduler};
+
+/// The parts of [`SandboxConfig`] the world needs after start.
+#[derive(Debug, Clone)]
+struct Settings {
+    pay_delay: Duration,
+    credit_delay: Duration,
+    pay_probability: f64,
+    invoice_fee: i64,
+    transfer_fee: i64,
+    transfer_processing_delay: Duration,
+    transfer_settle_delay: Duration,
+    workspace_id: String,
+    retry_schedule: Vec<Duration>,
+    /// `http://127.0.0.1:PORT`, for the `pdf` and `link` URLs of invoices.
+    root_url: String,
+}
+
+/// Everything the sandbox holds.
+#[derive(Debug)]
+pub struct World {
+    settings: Settings,
+    /// Who may call the API, with the key their requests must be signed with.
+    projects: Projects,
+    ids: Ids,
+    jobs: Scheduler,
+    keys: SigningKeys,
+    invoices: Table<InvoiceRec>,
+    invoice_logs: Table<InvoiceLog>,
+    /// Whether each invoice gets paid, and what "any amount" invoices are paid.
+    pay_rng: ChaCha8Rng,
+    transfers: Table<TransferRec>,
+    transfer_logs: Table<TransferLog>,
+    /// externalId → transfer id, for the uniqueness rule.
+    external_ids: HashMap<String, String>,
+    webhooks: Table<Webhook>,
+    events: Table<EventRec>,
+    attempts: Table<EventAttempt>,
+    deliveries: Vec<Delivery>,
+    /// Cents available: initial balance + credited invoices (net of fee) − debited transfers.
+    balance: i64,
+    dice: FaultDice,
+    /// `/v2` requests received so far; numbers the injected faults.
+    requests: u64,
+    injected: Vec<InjectedFault>,
+}
+
+impl World {
+    /// An empty world at sandbox time `now`, with the configured projects and signing key.
+    pub fn new(config: &SandboxConfig, root_url: String, now: OffsetDateTime) -> Self {
+        let settings = Settings {
+            pay_delay: config.pay_delay,
+            credit_delay: config.credit_delay,
+            pay_probability: config.pay_probability,
+            invoice_fee: config.invoice_fee,
+            transfer_fee: config.transfer_fee,
+            transfer_processing_delay: config.transfer_processing_delay,
+            transfer_settle_delay: config.transfer_settle_delay,
+            workspace_id: config.workspace_id.clone(),
+            retry_schedule: config.retry_schedule.clone(),
+            root_url,
+        };
+        let key = config
+            .signing_key
+            .clone()
+            .unwrap_or_else(PrivateKey::generate);
+        Self {
+            settings,
+            projects: config.projects.iter().cloned().collect(),
+            ids: Ids::new(config.seed),
+            jobs: Scheduler::default(),
+            keys: SigningKeys::new(key, now, config.seed),
+            invoices: Table::default(),
+            invoice_logs: Table::default(),
+            pay_rng: stream(config.seed, 2),
+            transfers: Table::default(),
+            transfer_logs: Table::default(),
+            external_ids: HashMap::new(),
+            webhooks: Table::default(),
+            events: Table::default(),
+            attempts: Table::default(),
+            deliveries: Vec::new(),
+            balance: config.initial_balance,
+            dice: FaultDice::new(config.faults.clone()),
+            requests: 0,
+            injected: Vec::new(),
+        }
+    }
+
+    // ----- ids and settings ---------------------------------------------------------------
+
+    /// A fresh 16-digit id, unique in this sandbox.
+    pub fn next_id(&mut self) -> String {
+        self.ids.next_id()
+    }
+
+    /// 32 hex digits, as in Stark's invoice pdf/link/brcode URLs.
+    pub fn hex32(&mut self) -> String {
+        self.ids.hex32()
+    }
+
+    /// `http://127.0.0.1:PORT`, the root that invoice `pdf` and `link` URLs point at.
+    pub fn root_url(&self) -> &str {
+        &self.settings.root_url
+    }
+
+    // ----- projects -----------------------------------------------------------------------
+
+    /// The registered projects, for authenticating a request.
+    pub fn projects(&self) -> &Projects {
+        &self.projects
+    }
+
+    /// Lets `project/{id}` call the API with requests signed by `key` (replacing an older key).
+    pub fn register_project(&mut self, id: String, key: PublicKey) {
+        self.projects.insert(id, key);
+    }
+
+    // ----- requests and faults ------------------------------------------------------------
+
+    /// Counts an incoming `/v2` request and rolls the faults it meets, recording each one
+    /// injected under the request's number.
+    pub fn receive_request(&mut self, line: &str) -> RequestFaults {
+        self.requests += 1;
+        let faults = self.dice.roll_request();
+        for (on, kind) in [
+            (faults.drop, "drop"),
+            (faults.server_error, "serverError"),
+            (faults.slow, "slow"),
+        ] {
+            if on {
+                self.record_request_fault(kind, line.to_owned());
+            }
+        }
+        faults
+    }
+
+    /// Rolls whether a create that succeeded loses its answer, recording it if so.
+    pub fn roll_lost_answer(&mut self, line: &str) -> Option<LostAnswer> {
+        let lost = self.dice.roll_lost_answer();
+        match lost {
+            Some(LostAnswer::ServerError) => {
+                self.record_request_fault("lostAnswer500", line.into())
+            }
+            Some(LostAnswer::Drop) => self.record_request_fault("lostAnswerDrop", line.into()),
+            None => {}
+        }
+        lost
+    }
+
+    fn record_fault(&mut self, request: u64, kind: &str, detail: String) {
+        tracing::info!(fault = kind, request, detail = %detail, "injected fault");
+        self.injected.push(InjectedFault {
+            request,
+            kind: kind.to_owned(),
+            detail,
+        });
+    }
+
+    /// Records a fault injected into the current request.
+    fn record_request_fault(&mut self, kind: &str, detail: String) {
+        self.record_fault(self.requests, kind, detail);
+    }
+
+    /// The fault settings in force.
+    pub fn faults(&self) -> &FaultConfig {
+        &self.dice.config
+    }
+
+    /// Replaces the fault settings and reseeds their dice.
+    pub fn set_faults(&mut self, faults: FaultConfig) {
+        self.dice = FaultDice::new(faults);
+    }
+
+    // ----- money --------------------------------------------------------------------------
+
+    /// Cents available for transfers.
+    pub fn balance(&self) -> i64 {
+        self.balance
+    }
+
+    // ----- scheduling ---------------------------------------------------------------------
+
+    /// Queues `job` for sandbox time `at`.
+    fn schedule(&mut self, at: OffsetDateTime, job: Job) {
+        self.jobs.push(at, job);
+    }
+
+    /// When the next job is due.
+    pub fn next_job_at(&self) -> Option<OffsetDateTime> {
+        self.jobs.next_at()
+    }
+
+    /// Runs every job due at `now`, returning the webhook POSTs to make.
+    pub fn run_due(&mut self, now: OffsetDateTime) -> Vec<Outgoing> {
+        let mut outgoing = Vec::new();
+        while let Some(job) = self.jobs.pop_due(now) {
+            match job {
+                Job::PayInvoice(id) => self.pay_invoice(&id, now),
+                Job::CreditInvoice(id) => self.credit_invoice(&id, now),
+                Job::InvoiceOverdue(id) => self.invoice_overdue(&id, now),
+                Job::InvoiceExpire(id) => self.invoice_expire(&id, now),
+                Job::ProcessTransfer(id) => self.process_transfer(&id, now),
+                Job::SettleTransfer(id) => self.settle_transfer(&id, now),
+                Job::Deliver(id) => outgoing.extend(self.prepare_delivery(&id, now)),
+            }
+        }
+        outgoing
+    }
+
+    // ----- keys ---------------------------------------------------------------------------
+
+    /// Adds a new signing key; older keys stay listed so that old signatures still verify.
+    pub fn rotate_key(&mut self, now: OffsetDateTime) -> PublicKey {
+        self.keys.rotate(now)
+    }
+
+    /// The key that signs webhooks now.
+    pub fn public_key(&self) -> PublicKey {
+        self.keys.current()
+    }
+
+    /// `GET /v2/public-key` entries, newest first.
+    pub fn public_keys(&self) -> Vec<PublicKeyEntry> {
+        self.keys.entries()
+    }
+
+    // ----- inspection ---------------------------------------------------------------------
+
+    /// A copy of everything, for assertions and `GET /_sandbox/state`.
+    pub fn snapshot(&self, now: OffsetDateTime) -> SandboxState {
+        SandboxState {
+            now: timestamp(now),
+            balance: self.balance,
+            requests: self.requests,
+            invoices: self
+                .invoices
+                .live()
+                .map(|r| r.item.invoice.clone())
+                .collect(),
+            invoice_logs: self.invoice_logs.live().map(|r| r.item.clone()).collect(),
+            transfers: self
+                .transfers
+                .live()
+                .map(|r| r.item.transfer.clone())
+                .collect(),
+            transfer_logs: self.transfer_logs.live().map(|r| r.item.clone()).collect(),
+            webhooks: self.webhooks.live().map(|r| r.item.clone()).collect(),
+            events: self.events.live().map(|r| r.item.event.clone()).collect(),
+            attempts: self.attempts.live().map(|r| r.item.clone()).collect(),
+            deliveries: self.deliveries.clone(),
+            public_keys: self.public_keys(),
+            faults: self.injected.clone(),
+        }
+    }
+}

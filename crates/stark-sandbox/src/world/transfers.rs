@@ -1,0 +1,281 @@
+//! Transfers and their logs: storage, the duplicate rules' indexes, and the lifecycle
+//! `created` → `processing` → `success` or `failed` (or `canceled` while scheduled).
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+use stark_client::{EventLog, Transfer, TransferLog, TransferStatus};
+use time::OffsetDateTime;
+
+use super::{Job, World};
+use crate::clock::timestamp;
+use crate::table::ListParams;
+
+/// The kinds of transfer log. Stark's wire format is a string (`TransferLog::log_type`); this
+/// enum keeps the sandbox from writing or accepting a type Stark does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransferLogType {
+    /// Accepted by Stark.
+    Created,
+    /// The balance was checked (and debited when it covered the transfer).
+    Processing,
+    /// Handed to the receiving bank. Seen in a real sandbox event; the sandbox never writes
+    /// it, but accepts it as a filter.
+    Sending,
+    /// The money arrived.
+    Success,
+    /// Refused (here: the balance did not cover amount + fee).
+    Failed,
+    /// Canceled while scheduled for later.
+    Canceled,
+}
+
+impl TransferLogType {
+    /// Every type, for validating `types` filters.
+    pub const ALL: [TransferLogType; 6] = [
+        Self::Created,
+        Self::Processing,
+        Self::Sending,
+        Self::Success,
+        Self::Failed,
+        Self::Canceled,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Processing => "processing",
+            Self::Sending => "sending",
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    /// Parses a wire name; `None` for a type Stark does not have.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+}
+
+/// Who a transfer pays, as the same-day duplicate rule compares it: the tax id's digits and the
+/// bank account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Receiver {
+    /// CPF or CNPJ digits, without formatting.
+    pub tax_digits: String,
+    /// ISPB or bank code.
+    pub bank_code: String,
+    /// Branch, as sent.
+    pub branch_code: String,
+    /// Account, as sent.
+    pub account_number: String,
+}
+
+/// What makes two transfers without `externalId` duplicates: same receiver, same amount, same
+/// scheduled day.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SameDayKey {
+    /// The receiver.
+    pub receiver: Receiver,
+    /// Cents.
+    pub amount: i64,
+    /// The scheduled day (UTC).
+    pub day: time::Date,
+}
+
+/// A transfer and what the lifecycle needs beyond the API object.
+#[derive(Debug, Clone)]
+pub struct TransferRec {
+    /// The transfer as the API shows it.
+    pub transfer: Transfer,
+    /// When processing may start.
+    pub scheduled_at: OffsetDateTime,
+    /// The scheduled day, for the same-day duplicate rule.
+    pub scheduled_day: time::Date,
+    /// The receiver, for the same-day duplicate rule and the `taxId` filter.
+    pub receiver: Receiver,
+    /// Whether the balance was debited at `processing`; if not, the transfer fails.
+    pub debited: bool,
+}
+
+impl TransferRec {
+    fn same_day_key(&self) -> SameDayKey {
+        SameDayKey {
+            receiver: self.receiver.clone(),
+            amount: self.transfer.amount,
+            day: self.scheduled_day,
+        }
+    }
+}
+
+/// How `DELETE /v2/transfer/{id}` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Canceled (it was scheduled for later and not started).
+    Canceled,
+    /// No such transfer.
+    NotFound,
+    /// It exists but is not waiting for a later schedule.
+    NotScheduled,
+}
+
+impl World {
+    /// Stores a new transfer, logs `created`, and schedules processing for its scheduled time
+    /// (or now) plus the processing delay.
+    pub fn add_transfer(&mut self, rec: TransferRec, now: OffsetDateTime) -> Transfer {
+        let id = rec.transfer.id.clone();
+        if let Some(external_id) = &rec.transfer.external_id {
+            self.external_ids.insert(external_id.clone(), id.clone());
+        }
+        let start = rec.scheduled_at.max(now);
+        let transfer = rec.transfer.clone();
+        self.transfers.insert(id.clone(), now, rec);
+        self.write_transfer_log(&id, TransferLogType::Created, Vec::new(), now);
+        self.schedule(
+            start + self.settings.transfer_processing_delay,
+            Job::ProcessTransfer(id),
+        );
+        transfer
+    }
+
+    /// The transfer that already used `external_id`, if any.
+    pub fn transfer_with_external_id(&self, external_id: &str) -> Option<&str> {
+        self.external_ids.get(external_id).map(String::as_str)
+    }
+
+    /// The same-day keys of every transfer that still blocks a duplicate (all but failed and
+    /// canceled ones). Scans every transfer: build it once per request, and only when needed.
+    pub fn blocking_same_day_keys(&self) -> HashSet<SameDayKey> {
+        self.transfers
+            .live()
+            .filter(|r| {
+                !matches!(
+                    r.item.transfer.status,
+                    TransferStatus::Failed | TransferStatus::Canceled
+                )
+            })
+            .map(|r| r.item.same_day_key())
+            .collect()
+    }
+
+    /// A transfer by id.
+    pub fn transfer(&self, id: &str) -> Option<&TransferRec> {
+        self.transfers.get(id).map(|r| &r.item)
+    }
+
+    /// One page of transfers passing `keep`.
+    pub fn transfers_page(
+        &self,
+        params: &ListParams,
+        keep: impl Fn(&TransferRec) -> bool,
+    ) -> (Vec<&TransferRec>, Option<String>) {
+        self.transfers.page(params, keep)
+    }
+
+    /// A transfer log by id.
+    pub fn find_transfer_log(&self, id: &str) -> Option<&TransferLog> {
+        self.transfer_logs.get(id).map(|r| &r.item)
+    }
+
+    /// One page of transfer logs passing `keep`.
+    pub fn transfer_logs_page(
+        &self,
+        params: &ListParams,
+        keep: impl Fn(&TransferLog) -> bool,
+    ) -> (Vec<&TransferLog>, Option<String>) {
+        self.transfer_logs.page(params, keep)
+    }
+
+    /// Cancels a transfer still `created` and scheduled for later, and logs `canceled`.
+    pub fn cancel_scheduled_transfer(&mut self, id: &str, now: OffsetDateTime) -> CancelOutcome {
+        let Some(row) = self.transfers.get_mut(id) else {
+            return CancelOutcome::NotFound;
+        };
+        let rec = &mut row.item;
+        if rec.transfer.status != TransferStatus::Created || rec.scheduled_at <= now {
+            return CancelOutcome::NotScheduled;
+        }
+        rec.transfer.status = TransferStatus::Canceled;
+        rec.transfer.updated = timestamp(now);
+        self.write_transfer_log(id, TransferLogType::Canceled, Vec::new(), now);
+        CancelOutcome::Canceled
+    }
+
+    /// Writes a transfer log with the transfer's current snapshot and emits its events.
+    fn write_transfer_log(
+        &mut self,
+        transfer_id: &str,
+        log_type: TransferLogType,
+        errors: Vec<Value>,
+        now: OffsetDateTime,
+    ) {
+        let Some(transfer) = self.transfer(transfer_id).map(|r| r.transfer.clone()) else {
+            return;
+        };
+        let log = TransferLog {
+            id: self.ids.next_id(),
+            created: timestamp(now),
+            log_type: log_type.as_str().to_owned(),
+            errors,
+            transfer,
+        };
+        self.transfer_logs.insert(log.id.clone(), now, log.clone());
+        self.emit_event("transfer", EventLog::Transfer(log), now);
+    }
+
+    /// `created` → `processing`: the balance is checked and debited here. A transfer the
+    /// balance cannot cover is not debited and ends `failed` at settlement, as Stark's does.
+    pub(super) fn process_transfer(&mut self, id: &str, now: OffsetDateTime) {
+        let fee = self.settings.transfer_fee;
+        let balance = self.balance;
+        let Some(row) = self.transfers.get_mut(id) else {
+            return;
+        };
+        let rec = &mut row.item;
+        if rec.transfer.status != TransferStatus::Created {
+            return;
+        }
+        let cost = rec.transfer.amount + fee;
+        rec.transfer.status = TransferStatus::Processing;
+        rec.transfer.fee = fee;
+        rec.transfer.updated = timestamp(now);
+        if cost <= balance {
+            rec.debited = true;
+            self.balance -= cost;
+        }
+        self.write_transfer_log(id, TransferLogType::Processing, Vec::new(), now);
+        self.schedule(
+            now + self.settings.transfer_settle_delay,
+            Job::SettleTransfer(id.to_owned()),
+        );
+    }
+
+    /// `processing` → `success` (with a ledger transaction id) if it was debited, else
+    /// `failed` with the shortfall in the log's errors.
+    pub(super) fn settle_transfer(&mut self, id: &str, now: OffsetDateTime) {
+        let transaction_id = self.ids.transaction_id();
+        let balance = self.balance;
+        let Some(row) = self.transfers.get_mut(id) else {
+            return;
+        };
+        let rec = &mut row.item;
+        if rec.transfer.status != TransferStatus::Processing {
+            return;
+        }
+        rec.transfer.updated = timestamp(now);
+        if rec.debited {
+            rec.transfer.status = TransferStatus::Success;
+            rec.transfer.transaction_ids = vec![transaction_id];
+            self.write_transfer_log(id, TransferLogType::Success, Vec::new(), now);
+        } else {
+            rec.transfer.status = TransferStatus::Failed;
+            let needed = rec.transfer.amount + rec.transfer.fee;
+            let errors = vec![json!(format!(
+                "Insufficient balance: the transfer needs {needed} cents and the balance was {balance} cents."
+            ))];
+            self.write_transfer_log(id, TransferLogType::Failed, errors, now);
+        }
+    }
+}
