@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use crate::error::ApiError;
 use crate::query::{self, Query};
 use crate::state::EventAttempt;
+use crate::table::Ws;
 use crate::world::World;
 
 /// Subscriptions Stark offers (docs/stark-api.md, "Webhooks and events"). The sandbox only produces `invoice` and `transfer`
@@ -46,9 +47,11 @@ pub enum RouteKind {
     Other,
 }
 
-/// Dispatches an authenticated `/v2` request. `path` is the part after `/v2`, already split.
+/// Dispatches an authenticated `/v2` request of a project acting in workspace `ws`. `path` is
+/// the part after `/v2`, already split.
 pub fn dispatch(
     world: &mut World,
+    ws: Ws,
     method: &Method,
     path: &[&str],
     q: &Query,
@@ -63,29 +66,29 @@ pub fn dispatch(
     let delete = *method == Method::DELETE;
     let result = match path {
         ["public-key"] if get => list_public_keys(world, q),
-        ["invoice"] if post => return (RouteKind::Create, world.create_invoices(body, now)),
-        ["invoice"] if get => world.list_invoices(q),
-        ["invoice", "log"] if get => world.list_invoice_logs(q),
-        ["invoice", "log", id] if get => world.get_invoice_log(id),
-        ["invoice", id] if get => world.get_invoice(id),
-        ["invoice", id] if patch => world.patch_invoice(id, body, now),
-        ["invoice", id, "payment"] if get => world.get_invoice_payment(id),
-        ["transfer"] if post => return (RouteKind::Create, world.create_transfers(body, now)),
-        ["transfer"] if get => world.list_transfers(q),
-        ["transfer", "log"] if get => world.list_transfer_logs(q),
-        ["transfer", "log", id] if get => world.get_transfer_log(id),
-        ["transfer", id] if get => world.get_transfer(id),
-        ["transfer", id] if delete => world.cancel_transfer(id, now),
-        ["webhook"] if post => create_webhook(world, body, now),
-        ["webhook"] if get => list_webhooks(world, q),
-        ["webhook", id] if get => get_webhook(world, id),
-        ["webhook", id] if delete => delete_webhook(world, id),
-        ["event"] if get => list_events(world, q),
-        ["event", "attempt"] if get => list_attempts(world, q),
-        ["event", "attempt", id] if get => get_attempt(world, id),
-        ["event", id] if get => get_event(world, id),
-        ["event", id] if patch => patch_event(world, id, body),
-        ["event", id] if delete => delete_event(world, id),
+        ["invoice"] if post => return (RouteKind::Create, world.create_invoices(ws, body, now)),
+        ["invoice"] if get => world.list_invoices(ws, q),
+        ["invoice", "log"] if get => world.list_invoice_logs(ws, q),
+        ["invoice", "log", id] if get => world.get_invoice_log(ws, id),
+        ["invoice", id] if get => world.get_invoice(ws, id),
+        ["invoice", id] if patch => world.patch_invoice(ws, id, body, now),
+        ["invoice", id, "payment"] if get => world.get_invoice_payment(ws, id),
+        ["transfer"] if post => return (RouteKind::Create, world.create_transfers(ws, body, now)),
+        ["transfer"] if get => world.list_transfers(ws, q),
+        ["transfer", "log"] if get => world.list_transfer_logs(ws, q),
+        ["transfer", "log", id] if get => world.get_transfer_log(ws, id),
+        ["transfer", id] if get => world.get_transfer(ws, id),
+        ["transfer", id] if delete => world.cancel_transfer(ws, id, now),
+        ["webhook"] if post => create_webhook(world, ws, body, now),
+        ["webhook"] if get => list_webhooks(world, ws, q),
+        ["webhook", id] if get => get_webhook(world, ws, id),
+        ["webhook", id] if delete => delete_webhook(world, ws, id),
+        ["event"] if get => list_events(world, ws, q),
+        ["event", "attempt"] if get => list_attempts(world, ws, q),
+        ["event", "attempt", id] if get => get_attempt(world, ws, id),
+        ["event", id] if get => get_event(world, ws, id),
+        ["event", id] if patch => patch_event(world, ws, id, body),
+        ["event", id] if delete => delete_event(world, ws, id),
         ["public-key"]
         | ["invoice"]
         | ["invoice", "log"]
@@ -120,7 +123,12 @@ fn list_public_keys(world: &World, q: &Query) -> Result<Value, ApiError> {
     Ok(json!({ "cursor": cursor, "publicKeys": page }))
 }
 
-fn create_webhook(world: &mut World, body: &[u8], now: OffsetDateTime) -> Result<Value, ApiError> {
+fn create_webhook(
+    world: &mut World,
+    ws: Ws,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<Value, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("invalidJson", format!("The body is not valid JSON: {e}")))?;
     let obj = value
@@ -178,13 +186,13 @@ fn create_webhook(world: &mut World, body: &[u8], now: OffsetDateTime) -> Result
     if !errors.is_empty() {
         return Err(ApiError::many(errors));
     }
-    let webhook = world.add_webhook(url, subscriptions, now);
+    let webhook = world.add_webhook(ws, url, subscriptions, now);
     Ok(json!({ "webhook": webhook, "message": "Webhook successfully created" }))
 }
 
-fn list_webhooks(world: &World, q: &Query) -> Result<Value, ApiError> {
+fn list_webhooks(world: &World, ws: Ws, q: &Query) -> Result<Value, ApiError> {
     let params = query::list_params(q)?;
-    let (webhooks, cursor) = world.webhooks_page(&params);
+    let (webhooks, cursor) = world.webhooks_page(ws, &params);
     Ok(json!({ "cursor": cursor, "webhooks": webhooks }))
 }
 
@@ -192,22 +200,22 @@ fn webhook_not_found(id: &str) -> ApiError {
     ApiError::bad("invalidWebhookId", format!("Webhook {id} not found."))
 }
 
-fn get_webhook(world: &World, id: &str) -> Result<Value, ApiError> {
-    let webhook = world.webhook(id).ok_or_else(|| webhook_not_found(id))?;
+fn get_webhook(world: &World, ws: Ws, id: &str) -> Result<Value, ApiError> {
+    let webhook = world.webhook(ws, id).ok_or_else(|| webhook_not_found(id))?;
     Ok(json!({ "webhook": webhook }))
 }
 
-fn delete_webhook(world: &mut World, id: &str) -> Result<Value, ApiError> {
+fn delete_webhook(world: &mut World, ws: Ws, id: &str) -> Result<Value, ApiError> {
     let webhook = world
-        .delete_webhook(id)
+        .delete_webhook(ws, id)
         .ok_or_else(|| webhook_not_found(id))?;
     Ok(json!({ "webhook": webhook, "message": "Webhook successfully deleted" }))
 }
 
-fn list_events(world: &World, q: &Query) -> Result<Value, ApiError> {
+fn list_events(world: &World, ws: Ws, q: &Query) -> Result<Value, ApiError> {
     let params = query::list_params(q)?;
     let delivered = query::boolean(q, "isDelivered")?;
-    let (events, cursor) = world.events_page(&params, |e: &Event| {
+    let (events, cursor) = world.events_page(ws, &params, |e: &Event| {
         delivered.is_none_or(|d| e.is_delivered == Some(d))
     });
     Ok(json!({ "cursor": cursor, "events": events }))
@@ -217,14 +225,14 @@ fn event_not_found(id: &str) -> ApiError {
     ApiError::bad("invalidEvent", format!("Event {id} not found."))
 }
 
-fn get_event(world: &World, id: &str) -> Result<Value, ApiError> {
-    let event = world.event(id).ok_or_else(|| event_not_found(id))?;
+fn get_event(world: &World, ws: Ws, id: &str) -> Result<Value, ApiError> {
+    let event = world.event(ws, id).ok_or_else(|| event_not_found(id))?;
     Ok(json!({ "event": event }))
 }
 
 /// `PATCH /v2/event/{id}` with `{"isDelivered": true}`: a delivered event drops out of
 /// `isDelivered=false` queries and is not retried any more.
-fn patch_event(world: &mut World, id: &str, body: &[u8]) -> Result<Value, ApiError> {
+fn patch_event(world: &mut World, ws: Ws, id: &str, body: &[u8]) -> Result<Value, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("invalidJson", format!("The body is not valid JSON: {e}")))?;
     let delivered = value
@@ -234,29 +242,31 @@ fn patch_event(world: &mut World, id: &str, body: &[u8]) -> Result<Value, ApiErr
         .and_then(Value::as_bool)
         .ok_or_else(|| ApiError::bad("invalidJson", "The body must be {\"isDelivered\": true}."))?;
     let event = world
-        .set_event_delivered(id, delivered)
+        .set_event_delivered(ws, id, delivered)
         .ok_or_else(|| event_not_found(id))?;
     Ok(json!({ "event": event }))
 }
 
-fn delete_event(world: &mut World, id: &str) -> Result<Value, ApiError> {
-    let event = world.delete_event(id).ok_or_else(|| event_not_found(id))?;
+fn delete_event(world: &mut World, ws: Ws, id: &str) -> Result<Value, ApiError> {
+    let event = world
+        .delete_event(ws, id)
+        .ok_or_else(|| event_not_found(id))?;
     Ok(json!({ "event": event }))
 }
 
-fn list_attempts(world: &World, q: &Query) -> Result<Value, ApiError> {
+fn list_attempts(world: &World, ws: Ws, q: &Query) -> Result<Value, ApiError> {
     let params = query::list_params(q)?;
     let event_ids = query::list(q, "eventIds");
     let webhook_ids = query::list(q, "webhookIds");
-    let (attempts, cursor) = world.attempts_page(&params, |a: &EventAttempt| {
+    let (attempts, cursor) = world.attempts_page(ws, &params, |a: &EventAttempt| {
         (event_ids.is_empty() || event_ids.contains(&a.event_id))
             && (webhook_ids.is_empty() || webhook_ids.contains(&a.webhook_id))
     });
     Ok(json!({ "cursor": cursor, "attempts": attempts }))
 }
 
-fn get_attempt(world: &World, id: &str) -> Result<Value, ApiError> {
-    let attempt = world.attempt(id).ok_or_else(|| {
+fn get_attempt(world: &World, ws: Ws, id: &str) -> Result<Value, ApiError> {
+    let attempt = world.attempt(ws, id).ok_or_else(|| {
         ApiError::bad(
             "invalidEventAttempt",
             format!("Event attempt {id} not found."),

@@ -59,7 +59,9 @@ pub struct SandboxConfig {
     /// clock. Clients sign with their wall clock, not the sandbox clock, so the skew check
     /// ignores [`SandboxConfig::speed`]. Stark does not document its window.
     pub access_time_skew: Duration,
-    /// `workspaceId` put on every event.
+    /// Id of the default workspace: where configured projects and `SandboxHandle::new_project`
+    /// act, and the `workspaceId` of its events. More workspaces come from
+    /// `SandboxHandle::new_workspace`.
     pub workspace_id: String,
     /// The key the sandbox signs webhooks with; `None` draws a fresh one.
     pub signing_key: Option<PrivateKey>,

@@ -37,6 +37,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/rotate-key", post(rotate_key))
         .route("/_sandbox/advance", post(advance))
         .route("/_sandbox/projects", post(register_project))
+        .route("/_sandbox/workspaces", post(create_workspace))
         .fallback(v2)
         .layer(middleware::from_fn(log_request))
         .with_state(shared)
@@ -127,11 +128,16 @@ fn handle(
 ) -> Outcome {
     let now = shared.clock.now();
     let mut world = shared.lock();
-    if let Err(err) = authenticate(world.projects(), headers, body, shared.skew) {
-        return Outcome::Answer(err.into_response());
-    }
+    let project = match authenticate(world.projects(), headers, body, shared.skew) {
+        Ok(project) => project,
+        Err(err) => return Outcome::Answer(err.into_response()),
+    };
+    // Every registered project has a workspace; the fallback is never taken.
+    let ws = world
+        .project_workspace(&project)
+        .unwrap_or_else(|| world.default_workspace());
     let q = query::parse(uri.query());
-    let (kind, result) = dispatch(&mut world, method, path, &q, body, now);
+    let (kind, result) = dispatch(&mut world, ws, method, path, &q, body, now);
     let lost = match (&kind, &result) {
         (RouteKind::Create, Ok(_)) => world.roll_lost_answer(line),
         _ => None,
@@ -204,6 +210,9 @@ async fn advance(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 struct NewProject {
     id: String,
     public_key: String,
+    /// The workspace it acts in; the default one when absent.
+    #[serde(default)]
+    workspace_id: Option<String>,
 }
 
 /// Registers a project at runtime (the local stack creates keys after the sandbox starts).
@@ -212,7 +221,7 @@ async fn register_project(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
     let Ok(project) = parsed else {
         return ApiError::bad(
             "invalidJson",
-            "The body must be {\"id\": digits, \"publicKey\": PEM}.",
+            "The body must be {\"id\": digits, \"publicKey\": PEM, \"workspaceId\"?: digits}.",
         )
         .into_response();
     };
@@ -223,6 +232,25 @@ async fn register_project(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         Ok(k) => k,
         Err(e) => return ApiError::bad("invalidPublicKey", e.to_string()).into_response(),
     };
-    shared.lock().register_project(project.id.clone(), key);
-    axum::Json(json!({ "id": project.id })).into_response()
+    let mut world = shared.lock();
+    let ws = match &project.workspace_id {
+        None => world.default_workspace(),
+        Some(id) => match world.find_workspace(id) {
+            Some(ws) => ws,
+            None => {
+                return ApiError::bad("invalidWorkspace", format!("No workspace {id}."))
+                    .into_response();
+            }
+        },
+    };
+    world.register_project_in(project.id.clone(), key, ws);
+    let workspace_id = world.workspace_id(ws).to_owned();
+    axum::Json(json!({ "id": project.id, "workspaceId": workspace_id })).into_response()
+}
+
+/// Creates a workspace (for a local stack that wants several tenants) and returns its id.
+async fn create_workspace(State(shared): State<Arc<Shared>>) -> Response {
+    let now = shared.clock.now();
+    let id = shared.lock().new_workspace(now);
+    axum::Json(json!({ "id": id })).into_response()
 }

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use crate::clock::{DateOrTime, parse_date_or_time, timestamp};
 use crate::error::ApiError;
 use crate::query::{self, Query};
+use crate::table::Ws;
 use crate::validate::{Item, MAX_AMOUNT, batch};
 use crate::world::{InvoiceRec, InvoiceUpdate, World};
 
@@ -287,7 +288,12 @@ fn parse_status(text: &str) -> Result<InvoiceStatus, ApiError> {
 
 impl World {
     /// `POST /v2/invoice`: all items valid, or nothing created.
-    pub fn create_invoices(&mut self, body: &[u8], now: OffsetDateTime) -> Result<Value, ApiError> {
+    pub fn create_invoices(
+        &mut self,
+        ws: Ws,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
         let items = batch(body, "invoices")?;
         let mut errors = Vec::new();
         let mut checked = Vec::new();
@@ -352,18 +358,18 @@ impl World {
                 payment: None,
                 credited: false,
             };
-            created.push(self.add_invoice(rec, now));
+            created.push(self.add_invoice(ws, rec, now));
         }
         Ok(json!({ "invoices": created, "message": "Invoice(s) successfully created" }))
     }
 
     /// `GET /v2/invoice`: `status`, `tags` (any of), `ids`, and the common list parameters.
-    pub fn list_invoices(&self, q: &Query) -> Result<Value, ApiError> {
+    pub fn list_invoices(&self, ws: Ws, q: &Query) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let status = q.get("status").map(|s| parse_status(s)).transpose()?;
         let tags = query::tags(q);
         let ids = query::list(q, "ids");
-        let (items, cursor) = self.invoices_page(&params, |r| {
+        let (items, cursor) = self.invoices_page(ws, &params, |r| {
             let inv = &r.invoice;
             status.is_none_or(|s| inv.status == s)
                 && query::any_tag(&inv.tags, &tags)
@@ -373,18 +379,18 @@ impl World {
         Ok(json!({ "cursor": cursor, "invoices": invoices }))
     }
 
-    fn invoice_rec(&self, id: &str) -> Result<&InvoiceRec, ApiError> {
-        self.invoice(id).ok_or_else(|| invoice_not_found(id))
+    fn invoice_rec(&self, ws: Ws, id: &str) -> Result<&InvoiceRec, ApiError> {
+        self.invoice(ws, id).ok_or_else(|| invoice_not_found(id))
     }
 
     /// `GET /v2/invoice/{id}`.
-    pub fn get_invoice(&self, id: &str) -> Result<Value, ApiError> {
-        Ok(json!({ "invoice": self.invoice_rec(id)?.invoice }))
+    pub fn get_invoice(&self, ws: Ws, id: &str) -> Result<Value, ApiError> {
+        Ok(json!({ "invoice": self.invoice_rec(ws, id)?.invoice }))
     }
 
     /// `GET /v2/invoice/{id}/payment`: who paid, once paid.
-    pub fn get_invoice_payment(&self, id: &str) -> Result<Value, ApiError> {
-        let rec = self.invoice_rec(id)?;
+    pub fn get_invoice_payment(&self, ws: Ws, id: &str) -> Result<Value, ApiError> {
+        let rec = self.invoice_rec(ws, id)?;
         let payment = rec.payment.as_ref().ok_or_else(|| {
             ApiError::bad("invalidPayment", format!("Invoice {id} has not been paid."))
         })?;
@@ -395,11 +401,12 @@ impl World {
     /// while unpaid. Reversals (lowering a paid invoice's amount) are not simulated.
     pub fn patch_invoice(
         &mut self,
+        ws: Ws,
         id: &str,
         body: &[u8],
         now: OffsetDateTime,
     ) -> Result<Value, ApiError> {
-        let status = self.invoice_rec(id)?.invoice.status;
+        let status = self.invoice_rec(ws, id)?.invoice.status;
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad("invalidJson", format!("The body is not valid JSON: {e}"))
         })?;
@@ -434,7 +441,7 @@ impl World {
                 ));
             }
             self.cancel_invoice(id, now);
-            return self.get_invoice(id);
+            return self.get_invoice(ws, id);
         }
         let amount = match obj.get("amount") {
             None => None,
@@ -477,11 +484,11 @@ impl World {
         if !self.update_invoice(id, update, now) {
             return Err(invoice_not_found(id));
         }
-        self.get_invoice(id)
+        self.get_invoice(ws, id)
     }
 
     /// `GET /v2/invoice/log`: `types`, `invoiceIds`, and the common list parameters.
-    pub fn list_invoice_logs(&self, q: &Query) -> Result<Value, ApiError> {
+    pub fn list_invoice_logs(&self, ws: Ws, q: &Query) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let mut types = Vec::new();
         for t in query::list(q, "types") {
@@ -497,7 +504,7 @@ impl World {
             types.push(parsed);
         }
         let ids = query::list(q, "invoiceIds");
-        let (logs, cursor) = self.invoice_logs_page(&params, |l| {
+        let (logs, cursor) = self.invoice_logs_page(ws, &params, |l| {
             (types.is_empty() || types.contains(&l.log_type))
                 && (ids.is_empty() || ids.contains(&l.invoice.id))
         });
@@ -505,8 +512,8 @@ impl World {
     }
 
     /// `GET /v2/invoice/log/{id}`.
-    pub fn get_invoice_log(&self, id: &str) -> Result<Value, ApiError> {
-        let log = self.find_invoice_log(id).ok_or_else(|| {
+    pub fn get_invoice_log(&self, ws: Ws, id: &str) -> Result<Value, ApiError> {
+        let log = self.find_invoice_log(ws, id).ok_or_else(|| {
             ApiError::bad("invalidInvoiceLog", format!("Invoice log {id} not found."))
         })?;
         Ok(json!({ "log": log }))

@@ -83,7 +83,9 @@ struct Args {
     #[arg(long, env = "STARK_SANDBOX_SKEW", default_value_t = 300)]
     access_time_skew: u64,
 
-    /// workspaceId put on events.
+    /// Id of the default workspace (where --project projects act; `workspaceId` on its events).
+    /// More workspaces: POST /_sandbox/workspaces, then POST /_sandbox/projects with
+    /// "workspaceId".
     #[arg(
         long,
         env = "STARK_SANDBOX_WORKSPACE_ID",

@@ -125,15 +125,16 @@ impl SandboxHandle {
         self.root_url.clone()
     }
 
-    /// Allows `project/{id}` to call the API with requests signed by `key`'s private half.
+    /// Allows `project/{id}` to call the API with requests signed by `key`'s private half, in the
+    /// default workspace (or the one it was registered in before).
     pub fn register_project(&self, id: &str, key: PublicKey) -> Result<(), SandboxError> {
         check_project_id(id).map_err(SandboxError::Config)?;
         self.shared.lock().register_project(id.to_owned(), key);
         Ok(())
     }
 
-    /// Registers a project with a fresh key and returns its id and private key: the one-liner a
-    /// test needs.
+    /// Registers a project in the default workspace with a fresh key and returns its id and
+    /// private key: the one-liner a test needs.
     pub fn new_project(&self) -> (String, PrivateKey) {
         let key = PrivateKey::generate();
         let mut world = self.shared.lock();
@@ -141,6 +142,54 @@ impl SandboxHandle {
         world.register_project(id.clone(), key.public_key());
         drop(world);
         (id, key)
+    }
+
+    /// Creates a workspace (a fresh 16-digit id, zero balance, no objects) and returns its id.
+    /// Its projects see only its objects; its events carry its id as `workspaceId` and are
+    /// signed with the same environment key as every other workspace's.
+    pub fn new_workspace(&self) -> String {
+        let now = self.shared.clock.now();
+        self.shared.lock().new_workspace(now)
+    }
+
+    /// The default workspace's id (`SandboxConfig::workspace_id`): where [`Self::new_project`]
+    /// and configured projects act.
+    pub fn workspace_id(&self) -> String {
+        self.shared.lock().default_workspace_id().to_owned()
+    }
+
+    /// Registers a project acting in workspace `workspace_id`, with a fresh key, and returns its
+    /// id and private key.
+    ///
+    /// # Panics
+    /// If no workspace has that id (make one with [`Self::new_workspace`]): a test setup error.
+    pub fn new_project_in(&self, workspace_id: &str) -> (String, PrivateKey) {
+        let key = PrivateKey::generate();
+        let mut world = self.shared.lock();
+        let ws = world
+            .find_workspace(workspace_id)
+            .unwrap_or_else(|| panic!("no workspace {workspace_id} in this sandbox"));
+        let id = world.next_id();
+        world.register_project_in(id.clone(), key.public_key(), ws);
+        drop(world);
+        (id, key)
+    }
+
+    /// Allows `project/{id}` to call the API in workspace `workspace_id` with requests signed by
+    /// `key`'s private half.
+    pub fn register_project_in(
+        &self,
+        id: &str,
+        key: PublicKey,
+        workspace_id: &str,
+    ) -> Result<(), SandboxError> {
+        check_project_id(id).map_err(SandboxError::Config)?;
+        let mut world = self.shared.lock();
+        let ws = world.find_workspace(workspace_id).ok_or_else(|| {
+            SandboxError::Config(format!("no workspace {workspace_id} in this sandbox"))
+        })?;
+        world.register_project_in(id.to_owned(), key, ws);
+        Ok(())
     }
 
     /// A `stark_client` configuration pointing at this sandbox.
@@ -192,7 +241,15 @@ impl SandboxHandle {
         }
     }
 
-    /// Cents available for transfers.
+    /// Cents available for transfers in workspace `workspace_id`; `None` for an unknown id.
+    pub fn balance_of(&self, workspace_id: &str) -> Option<i64> {
+        let world = self.shared.lock();
+        world
+            .find_workspace(workspace_id)
+            .map(|ws| world.balance_in(ws))
+    }
+
+    /// Cents available for transfers in the default workspace.
     pub fn balance(&self) -> i64 {
         self.shared.lock().balance()
     }

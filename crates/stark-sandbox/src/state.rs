@@ -1,5 +1,7 @@
 //! What tests and operators can inspect: a snapshot of everything the sandbox holds.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use stark_client::{Event, Invoice, InvoiceLog, PublicKeyEntry, Transfer, TransferLog, Webhook};
 
@@ -90,16 +92,16 @@ pub struct InjectedFault {
 pub struct SandboxState {
     /// Current sandbox time.
     pub now: String,
-    /// Cents available: initial balance + credited invoices (net of fee) − transfers debited
-    /// (with their fee).
+    /// Cents available in the default workspace: initial balance + credited invoices (net of
+    /// fee) − transfers debited (with their fee) − reversals. Other workspaces: `balances`.
     pub balance: i64,
     /// `/v2` requests received so far (faulted ones included).
     pub requests: u64,
-    /// All invoices.
+    /// All invoices, of every workspace (`invoice_workspaces` says whose).
     pub invoices: Vec<Invoice>,
     /// All invoice logs.
     pub invoice_logs: Vec<InvoiceLog>,
-    /// All transfers.
+    /// All transfers, of every workspace (`transfer_workspaces` says whose).
     pub transfers: Vec<Transfer>,
     /// All transfer logs.
     pub transfer_logs: Vec<TransferLog>,
@@ -115,6 +117,18 @@ pub struct SandboxState {
     pub public_keys: Vec<PublicKeyEntry>,
     /// Faults injected so far.
     pub faults: Vec<InjectedFault>,
+    /// The default workspace's id (where `new_project()` projects act).
+    #[serde(default)]
+    pub workspace_id: String,
+    /// Balance in cents of every workspace, by workspace id.
+    #[serde(default)]
+    pub balances: BTreeMap<String, i64>,
+    /// Invoice id → id of the workspace it belongs to.
+    #[serde(default)]
+    pub invoice_workspaces: BTreeMap<String, String>,
+    /// Transfer id → id of the workspace it belongs to.
+    #[serde(default)]
+    pub transfer_workspaces: BTreeMap<String, String>,
 }
 
 impl SandboxState {
@@ -126,6 +140,32 @@ impl SandboxState {
     /// A transfer by id.
     pub fn transfer(&self, id: &str) -> Option<&Transfer> {
         self.transfers.iter().find(|t| t.id == id)
+    }
+
+    /// The id of the workspace an invoice belongs to.
+    pub fn invoice_workspace(&self, invoice_id: &str) -> Option<&str> {
+        self.invoice_workspaces.get(invoice_id).map(String::as_str)
+    }
+
+    /// The id of the workspace a transfer belongs to.
+    pub fn transfer_workspace(&self, transfer_id: &str) -> Option<&str> {
+        self.transfer_workspaces
+            .get(transfer_id)
+            .map(String::as_str)
+    }
+
+    /// The invoices of one workspace, oldest first.
+    pub fn invoices_in<'a>(&'a self, workspace_id: &'a str) -> impl Iterator<Item = &'a Invoice> {
+        self.invoices
+            .iter()
+            .filter(move |i| self.invoice_workspace(&i.id) == Some(workspace_id))
+    }
+
+    /// The transfers of one workspace, oldest first.
+    pub fn transfers_in<'a>(&'a self, workspace_id: &'a str) -> impl Iterator<Item = &'a Transfer> {
+        self.transfers
+            .iter()
+            .filter(move |t| self.transfer_workspace(&t.id) == Some(workspace_id))
     }
 
     /// An event by id.

@@ -4,6 +4,10 @@
 //! stable key: the cursor is the position of the last row of a page, and the next page continues
 //! from there. Unlike an offset, that stays right while new rows are created between two pages,
 //! which is exactly when a paging client runs (newest first, new rows land before the cursor).
+//!
+//! Every row belongs to one workspace ([`Ws`]); lookups and pages for the API name the
+//! workspace, so that a project never sees another workspace's objects, exactly as if they did
+//! not exist.
 
 use std::collections::HashMap;
 
@@ -13,11 +17,18 @@ use time::OffsetDateTime;
 
 use crate::error::ApiError;
 
+/// The workspace a row belongs to: an index into the world's workspaces (cheap to copy and
+/// compare on every row of a page, unlike the 16-digit id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ws(pub usize);
+
 /// One stored object.
 #[derive(Debug, Clone)]
 pub struct Row<T> {
-    /// Creation time, for the `after`/`before` filters.
+    /// Creation time, for the `after`/`before` filters and the listing lag.
     pub at: OffsetDateTime,
+    /// The workspace it belongs to.
+    pub ws: Ws,
     /// The object as the API shows it.
     pub item: T,
     /// Deleted rows stay in place (positions are cursors) but are never listed or found.
@@ -41,11 +52,12 @@ impl<T> Default for Table<T> {
 }
 
 impl<T> Table<T> {
-    /// Appends a row.
-    pub fn insert(&mut self, id: String, at: OffsetDateTime, item: T) {
+    /// Appends a row of workspace `ws`.
+    pub fn insert(&mut self, id: String, at: OffsetDateTime, ws: Ws, item: T) {
         self.index.insert(id, self.rows.len());
         self.rows.push(Row {
             at,
+            ws,
             item,
             deleted: false,
         });
@@ -67,15 +79,32 @@ impl<T> Table<T> {
             .filter(|r| !r.deleted)
     }
 
+    /// A live row by id, if it belongs to `ws`: what an API lookup sees.
+    pub fn get_in(&self, id: &str, ws: Ws) -> Option<&Row<T>> {
+        self.get(id).filter(|r| r.ws == ws)
+    }
+
+    /// A live row by id, mutable, if it belongs to `ws`.
+    pub fn get_mut_in(&mut self, id: &str, ws: Ws) -> Option<&mut Row<T>> {
+        self.get_mut(id).filter(|r| r.ws == ws)
+    }
+
+    /// The workspace of a row by id, deleted or not.
+    pub fn owner(&self, id: &str) -> Option<Ws> {
+        self.index.get(id).map(|&i| self.rows[i].ws)
+    }
+
     /// Live rows, oldest first.
     pub fn live(&self) -> impl DoubleEndedIterator<Item = &Row<T>> {
         self.rows.iter().filter(|r| !r.deleted)
     }
 
-    /// One page of live rows that pass `keep` and the date filters, in `order`.
+    /// One page of the live rows of `scope.ws` created by `scope.created_by` that pass `keep`
+    /// and the date filters, in the order `params` asks for.
     pub fn page<'a>(
         &'a self,
         params: &ListParams,
+        scope: Scope,
         keep: impl Fn(&T) -> bool,
     ) -> (Vec<&'a T>, Option<String>) {
         let len = self.rows.len();
@@ -88,6 +117,8 @@ impl<T> Table<T> {
         let mut matching = positions.filter(|&i| {
             let row = &self.rows[i];
             !row.deleted
+                && row.ws == scope.ws
+                && scope.created_by.is_none_or(|by| row.at <= by)
                 && params.after.is_none_or(|d| row.at.date() >= d)
                 && params.before.is_none_or(|d| row.at.date() <= d)
                 && keep(&row.item)
@@ -103,6 +134,26 @@ impl<T> Table<T> {
             _ => None,
         };
         (items, cursor)
+    }
+}
+
+/// Which rows a page may show: those of one workspace, and (for resources with a listing lag)
+/// only those created by a given instant.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope {
+    /// The workspace asking.
+    pub ws: Ws,
+    /// Rows created after this are not listed yet; `None` lists everything.
+    pub created_by: Option<OffsetDateTime>,
+}
+
+impl Scope {
+    /// Every row of `ws`.
+    pub fn all(ws: Ws) -> Self {
+        Self {
+            ws,
+            created_by: None,
+        }
     }
 }
 
@@ -143,6 +194,12 @@ pub fn decode_cursor(text: &str) -> Result<usize, ApiError> {
 mod tests {
     use super::*;
 
+    const WS: Ws = Ws(0);
+    const ALL: Scope = Scope {
+        ws: WS,
+        created_by: None,
+    };
+
     fn params(limit: usize, cursor: Option<String>) -> ListParams {
         ListParams {
             limit,
@@ -158,22 +215,45 @@ mod tests {
         let mut t = Table::default();
         let now = OffsetDateTime::now_utc();
         for i in 0..5 {
-            t.insert(i.to_string(), now, i);
+            t.insert(i.to_string(), now, WS, i);
         }
-        let (first, cursor) = t.page(&params(2, None), |_| true);
+        let (first, cursor) = t.page(&params(2, None), ALL, |_| true);
         assert_eq!(first, [&4, &3]);
-        t.insert("5".into(), now, 5);
-        let (second, cursor) = t.page(&params(2, cursor), |_| true);
+        t.insert("5".into(), now, WS, 5);
+        let (second, cursor) = t.page(&params(2, cursor), ALL, |_| true);
         assert_eq!(second, [&2, &1]);
-        let (third, cursor) = t.page(&params(2, cursor), |_| true);
+        let (third, cursor) = t.page(&params(2, cursor), ALL, |_| true);
         assert_eq!(third, [&0]);
         assert!(cursor.is_none());
-        let (evens, cursor) = t.page(&params(3, None), |i| i % 2 == 0);
+        let (evens, cursor) = t.page(&params(3, None), ALL, |i| i % 2 == 0);
         assert_eq!(evens, [&4, &2, &0]);
         assert!(
             cursor.is_none(),
             "no cursor when the page ends the list exactly"
         );
         assert!(decode_cursor("garbage").is_err());
+    }
+
+    #[test]
+    fn pages_show_one_workspace_and_only_rows_created_by_the_scope_instant() {
+        let mut t = Table::default();
+        let t0 = OffsetDateTime::now_utc();
+        let later = t0 + time::Duration::seconds(5);
+        t.insert("a".into(), t0, Ws(0), "a");
+        t.insert("b".into(), t0, Ws(1), "b");
+        t.insert("c".into(), later, Ws(0), "c");
+        let page = |scope| t.page(&params(10, None), scope, |_| true).0;
+        assert_eq!(page(Scope::all(Ws(0))), [&"c", &"a"]);
+        assert_eq!(page(Scope::all(Ws(1))), [&"b"]);
+        let lagging = Scope {
+            ws: Ws(0),
+            created_by: Some(t0),
+        };
+        assert_eq!(page(lagging), [&"a"], "c is not listed before its time");
+        assert!(
+            t.get_in("b", Ws(0)).is_none(),
+            "another workspace's row is not found"
+        );
+        assert_eq!(t.get_in("b", Ws(1)).map(|r| r.item), Some("b"));
     }
 }

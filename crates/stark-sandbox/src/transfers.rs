@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use crate::clock::{DateOrTime, parse_date_or_time, timestamp};
 use crate::error::{ApiError, codes};
 use crate::query::{self, Query};
+use crate::table::Ws;
 use crate::validate::{Item, batch};
 use crate::world::{CancelOutcome, Receiver, SameDayKey, TransferLogType, TransferRec, World};
 
@@ -224,6 +225,7 @@ impl World {
     /// that has not failed or been canceled.
     pub fn create_transfers(
         &mut self,
+        ws: Ws,
         body: &[u8],
         now: OffsetDateTime,
     ) -> Result<Value, ApiError> {
@@ -244,7 +246,7 @@ impl World {
                 continue;
             };
             if let Some(e) = &c.external_id {
-                if let Some(existing) = self.transfer_with_external_id(e) {
+                if let Some(existing) = self.transfer_with_external_id(ws, e) {
                     item.err(
                         codes::INVALID_EXTERNAL_ID,
                         format!("externalId {e:?} was already used by transfer {existing}."),
@@ -261,7 +263,7 @@ impl World {
                     amount: c.amount,
                     day: c.day(now),
                 };
-                let existing = existing_keys.get_or_insert_with(|| self.blocking_same_day_keys());
+                let existing = existing_keys.get_or_insert_with(|| self.blocking_same_day_keys(ws));
                 if existing.contains(&key) || !batch_keys.insert(key) {
                     item.err(
                         codes::DUPLICATE_TRANSFER,
@@ -312,14 +314,14 @@ impl World {
                 receiver,
                 debited: false,
             };
-            created.push(self.add_transfer(rec, now));
+            created.push(self.add_transfer(ws, rec, now));
         }
         Ok(json!({ "transfers": created, "message": "Transfer(s) successfully created" }))
     }
 
     /// `GET /v2/transfer`: `status`, `tags`, `ids`, `transactionIds`, `taxId`, `sort`, and the
     /// common list parameters.
-    pub fn list_transfers(&self, q: &Query) -> Result<Value, ApiError> {
+    pub fn list_transfers(&self, ws: Ws, q: &Query) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let status = q.get("status").map(|s| parse_status(s)).transpose()?;
         let tags = query::tags(q);
@@ -328,7 +330,7 @@ impl World {
         let tax_id = q
             .get("taxId")
             .map(|t| t.chars().filter(char::is_ascii_digit).collect::<String>());
-        let (items, cursor) = self.transfers_page(&params, |r| {
+        let (items, cursor) = self.transfers_page(ws, &params, |r| {
             let t = &r.transfer;
             status.is_none_or(|s| t.status == s)
                 && query::any_tag(&t.tags, &tags)
@@ -344,16 +346,23 @@ impl World {
     }
 
     /// `GET /v2/transfer/{id}`.
-    pub fn get_transfer(&self, id: &str) -> Result<Value, ApiError> {
-        let rec = self.transfer(id).ok_or_else(|| transfer_not_found(id))?;
+    pub fn get_transfer(&self, ws: Ws, id: &str) -> Result<Value, ApiError> {
+        let rec = self
+            .transfer(ws, id)
+            .ok_or_else(|| transfer_not_found(id))?;
         Ok(json!({ "transfer": rec.transfer }))
     }
 
     /// `DELETE /v2/transfer/{id}`: cancels a transfer scheduled for later; anything else is
     /// `invalidAction`.
-    pub fn cancel_transfer(&mut self, id: &str, now: OffsetDateTime) -> Result<Value, ApiError> {
-        match self.cancel_scheduled_transfer(id, now) {
-            CancelOutcome::Canceled => self.get_transfer(id),
+    pub fn cancel_transfer(
+        &mut self,
+        ws: Ws,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
+        match self.cancel_scheduled_transfer(ws, id, now) {
+            CancelOutcome::Canceled => self.get_transfer(ws, id),
             CancelOutcome::NotFound => Err(transfer_not_found(id)),
             CancelOutcome::NotScheduled => Err(ApiError::bad(
                 "invalidAction",
@@ -363,7 +372,7 @@ impl World {
     }
 
     /// `GET /v2/transfer/log`: `types`, `transferIds`, and the common list parameters.
-    pub fn list_transfer_logs(&self, q: &Query) -> Result<Value, ApiError> {
+    pub fn list_transfer_logs(&self, ws: Ws, q: &Query) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let mut types = Vec::new();
         for t in query::list(q, "types") {
@@ -375,7 +384,7 @@ impl World {
             })?);
         }
         let ids = query::list(q, "transferIds");
-        let (logs, cursor) = self.transfer_logs_page(&params, |l| {
+        let (logs, cursor) = self.transfer_logs_page(ws, &params, |l| {
             (types.is_empty() || types.iter().any(|t| t.as_str() == l.log_type))
                 && (ids.is_empty() || ids.contains(&l.transfer.id))
         });
@@ -383,8 +392,8 @@ impl World {
     }
 
     /// `GET /v2/transfer/log/{id}`.
-    pub fn get_transfer_log(&self, id: &str) -> Result<Value, ApiError> {
-        let log = self.find_transfer_log(id).ok_or_else(|| {
+    pub fn get_transfer_log(&self, ws: Ws, id: &str) -> Result<Value, ApiError> {
+        let log = self.find_transfer_log(ws, id).ok_or_else(|| {
             ApiError::bad(
                 "invalidTransferLog",
                 format!("Transfer log {id} not found."),

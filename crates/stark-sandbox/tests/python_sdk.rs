@@ -18,6 +18,9 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
+/// Sandbox seconds from invoice creation to payment; the script advances the clock by this much.
+const PAY_DELAY_SECS: u64 = 86_400;
+
 /// Skips outside CI, fails in CI.
 fn unavailable(why: String) -> Option<PathBuf> {
     assert!(
@@ -96,7 +99,9 @@ async fn official_python_sdk_runs_against_the_sandbox() {
     let sandbox = Sandbox::start(SandboxConfig {
         speed: 600.0,
         pay_probability: 1.0,
-        pay_delay: Duration::from_secs(60),
+        // Nothing is paid until the script moves the clock (`/_sandbox/advance`), so that its
+        // checks of unpaid invoices cannot race the payments.
+        pay_delay: Duration::from_secs(PAY_DELAY_SECS),
         initial_balance: 100_000,
         ..Default::default()
     })
@@ -116,6 +121,7 @@ async fn official_python_sdk_runs_against_the_sandbox() {
             .env("PROJECT_ID", &project)
             .env("PRIVATE_KEY_PATH", &key_path)
             .env("RECEIVER_URL", &receiver_url)
+            .env("PAY_DELAY_SECS", PAY_DELAY_SECS.to_string())
             .output(),
     )
     .await

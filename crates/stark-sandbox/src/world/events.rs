@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::{Job, World};
 use crate::clock::timestamp;
 use crate::state::{Delivery, DeliveryOutcome, EventAttempt};
-use crate::table::ListParams;
+use crate::table::{ListParams, Scope, Ws};
 
 /// An event and its delivery bookkeeping.
 #[derive(Debug, Clone)]
@@ -50,9 +50,11 @@ pub struct Outgoing {
 impl World {
     // ----- webhooks -----------------------------------------------------------------------
 
-    /// Registers a webhook (the route has checked the URL and subscriptions).
+    /// Registers a webhook of workspace `ws` (the route has checked the URL and
+    /// subscriptions): it gets the events of that workspace's objects only.
     pub fn add_webhook(
         &mut self,
+        ws: Ws,
         url: String,
         subscriptions: Vec<String>,
         now: OffsetDateTime,
@@ -63,79 +65,88 @@ impl World {
             subscriptions,
         };
         self.webhooks
-            .insert(webhook.id.clone(), now, webhook.clone());
+            .insert(webhook.id.clone(), now, ws, webhook.clone());
         webhook
     }
 
-    /// A webhook not deleted, by id.
-    pub fn webhook(&self, id: &str) -> Option<&Webhook> {
-        self.webhooks.get(id).map(|r| &r.item)
+    /// Workspace `ws`'s webhook, not deleted, by id.
+    pub fn webhook(&self, ws: Ws, id: &str) -> Option<&Webhook> {
+        self.webhooks.get_in(id, ws).map(|r| &r.item)
     }
 
-    /// One page of webhooks.
-    pub fn webhooks_page(&self, params: &ListParams) -> (Vec<&Webhook>, Option<String>) {
-        self.webhooks.page(params, |_| true)
+    /// One page of workspace `ws`'s webhooks.
+    pub fn webhooks_page(&self, ws: Ws, params: &ListParams) -> (Vec<&Webhook>, Option<String>) {
+        self.webhooks.page(params, Scope::all(ws), |_| true)
     }
 
     /// Deletes a webhook: no more events are made for it, and its pending deliveries stop.
-    pub fn delete_webhook(&mut self, id: &str) -> Option<Webhook> {
-        let row = self.webhooks.get_mut(id)?;
+    pub fn delete_webhook(&mut self, ws: Ws, id: &str) -> Option<Webhook> {
+        let row = self.webhooks.get_mut_in(id, ws)?;
         row.deleted = true;
         Some(row.item.clone())
     }
 
     // ----- events -------------------------------------------------------------------------
 
-    /// An event not deleted, by id.
-    pub fn event(&self, id: &str) -> Option<&Event> {
-        self.events.get(id).map(|r| &r.item.event)
+    /// Workspace `ws`'s event, not deleted, by id.
+    pub fn event(&self, ws: Ws, id: &str) -> Option<&Event> {
+        self.events.get_in(id, ws).map(|r| &r.item.event)
     }
 
-    /// One page of events passing `keep`.
+    /// One page of workspace `ws`'s events passing `keep`.
     pub fn events_page(
         &self,
+        ws: Ws,
         params: &ListParams,
         keep: impl Fn(&Event) -> bool,
     ) -> (Vec<&Event>, Option<String>) {
-        let (recs, cursor) = self.events.page(params, |r| keep(&r.event));
+        let (recs, cursor) = self.events.page(params, Scope::all(ws), |r| keep(&r.event));
         (recs.into_iter().map(|r| &r.event).collect(), cursor)
     }
 
     /// Sets `isDelivered` (a delivered event is not retried any more).
-    pub fn set_event_delivered(&mut self, id: &str, delivered: bool) -> Option<Event> {
-        let row = self.events.get_mut(id)?;
+    pub fn set_event_delivered(&mut self, ws: Ws, id: &str, delivered: bool) -> Option<Event> {
+        let row = self.events.get_mut_in(id, ws)?;
         row.item.event.is_delivered = Some(delivered);
         Some(row.item.event.clone())
     }
 
     /// Deletes an event: it is no longer listed, found or delivered.
-    pub fn delete_event(&mut self, id: &str) -> Option<Event> {
-        let row = self.events.get_mut(id)?;
+    pub fn delete_event(&mut self, ws: Ws, id: &str) -> Option<Event> {
+        let row = self.events.get_mut_in(id, ws)?;
         row.deleted = true;
         Some(row.item.event.clone())
     }
 
-    /// A failed delivery attempt by id.
-    pub fn attempt(&self, id: &str) -> Option<&EventAttempt> {
-        self.attempts.get(id).map(|r| &r.item)
+    /// Workspace `ws`'s failed delivery attempt by id.
+    pub fn attempt(&self, ws: Ws, id: &str) -> Option<&EventAttempt> {
+        self.attempts.get_in(id, ws).map(|r| &r.item)
     }
 
-    /// One page of attempts passing `keep`.
+    /// One page of workspace `ws`'s attempts passing `keep`.
     pub fn attempts_page(
         &self,
+        ws: Ws,
         params: &ListParams,
         keep: impl Fn(&EventAttempt) -> bool,
     ) -> (Vec<&EventAttempt>, Option<String>) {
-        self.attempts.page(params, keep)
+        self.attempts.page(params, Scope::all(ws), keep)
     }
 
-    /// One event per subscribed webhook, each scheduled for delivery now (or later, when the
-    /// out-of-order fault holds it back).
-    pub(super) fn emit_event(&mut self, subscription: &str, log: EventLog, now: OffsetDateTime) {
+    /// One event per webhook of workspace `ws` subscribed to `subscription`, each scheduled for
+    /// delivery now (or later, when the out-of-order fault holds it back). Every workspace's
+    /// events carry their own `workspaceId` and are signed with the one environment key.
+    pub(super) fn emit_event(
+        &mut self,
+        ws: Ws,
+        subscription: &str,
+        log: EventLog,
+        now: OffsetDateTime,
+    ) {
         let hooks: Vec<String> = self
             .webhooks
             .live()
-            .filter(|r| r.item.subscriptions.iter().any(|s| s == subscription))
+            .filter(|r| r.ws == ws && r.item.subscriptions.iter().any(|s| s == subscription))
             .map(|r| r.item.id.clone())
             .collect();
         for webhook_id in hooks {
@@ -144,13 +155,14 @@ impl World {
                 created: timestamp(now),
                 is_delivered: Some(false),
                 subscription: subscription.to_owned(),
-                workspace_id: Some(self.settings.workspace_id.clone()),
+                workspace_id: Some(self.workspace_id(ws).to_owned()),
                 log: log.clone(),
             };
             let event_id = event.id.clone();
             self.events.insert(
                 event_id.clone(),
                 now,
+                ws,
                 EventRec {
                     event,
                     webhook_id,
@@ -251,6 +263,7 @@ impl World {
             ),
             DeliveryOutcome::Timeout => ("timeout", "HTTP POST request timed out".to_owned()),
         };
+        let ws = self.events.owner(&out.event_id)?;
         let attempt = EventAttempt {
             id: self.ids.next_id(),
             code: code.to_owned(),
@@ -259,7 +272,7 @@ impl World {
             webhook_id: out.webhook_id.clone(),
             created: timestamp(now),
         };
-        self.attempts.insert(attempt.id.clone(), now, attempt);
+        self.attempts.insert(attempt.id.clone(), now, ws, attempt);
         let row = self.events.get_mut(&out.event_id)?;
         row.item.failures += 1;
         let failures = row.item.failures as usize;

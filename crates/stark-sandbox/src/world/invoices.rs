@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::{Job, World};
 use crate::clock::timestamp;
 use crate::money::{interest_for_days, percent_of};
-use crate::table::{ListParams, Row};
+use crate::table::{ListParams, Row, Scope, Ws};
 
 /// Banks (ISPB) the sandbox's made-up payers pay from.
 const PAYER_BANKS: &[&str] = &["00000000", "60701190", "60746948", "00360305", "18236120"];
@@ -47,14 +47,14 @@ pub struct InvoiceUpdate {
 }
 
 impl World {
-    /// Stores a new invoice, logs `created`, and schedules its lifecycle: payment (if the
-    /// pay dice say so), going overdue at `due`, expiring after `expiration`.
-    pub fn add_invoice(&mut self, rec: InvoiceRec, now: OffsetDateTime) -> Invoice {
+    /// Stores a new invoice of workspace `ws`, logs `created`, and schedules its lifecycle:
+    /// payment (if the pay dice say so), going overdue at `due`, expiring after `expiration`.
+    pub fn add_invoice(&mut self, ws: Ws, rec: InvoiceRec, now: OffsetDateTime) -> Invoice {
         let id = rec.invoice.id.clone();
         let due_at = rec.due_at;
         let expire_at = rec.expires_at();
         let invoice = rec.invoice.clone();
-        self.invoices.insert(id.clone(), now, rec);
+        self.invoices.insert(id.clone(), now, ws, rec);
         self.write_invoice_log(&id, InvoiceLogType::Created, now);
         if self.pay_rng.random_bool(self.settings.pay_probability) {
             self.schedule(now + self.settings.pay_delay, Job::PayInvoice(id.clone()));
@@ -64,35 +64,39 @@ impl World {
         invoice
     }
 
-    /// An invoice by id.
-    pub fn invoice(&self, id: &str) -> Option<&InvoiceRec> {
-        self.invoices.get(id).map(|r| &r.item)
+    /// Workspace `ws`'s invoice by id (another workspace's is not found).
+    pub fn invoice(&self, ws: Ws, id: &str) -> Option<&InvoiceRec> {
+        self.invoices.get_in(id, ws).map(|r| &r.item)
     }
 
-    /// One page of invoices passing `keep`, in the order and window `params` ask for.
+    /// One page of workspace `ws`'s invoices passing `keep`, in the order and window `params`
+    /// ask for.
     pub fn invoices_page(
         &self,
+        ws: Ws,
         params: &ListParams,
         keep: impl Fn(&InvoiceRec) -> bool,
     ) -> (Vec<&InvoiceRec>, Option<String>) {
-        self.invoices.page(params, keep)
+        self.invoices.page(params, Scope::all(ws), keep)
     }
 
-    /// An invoice log by id.
-    pub fn find_invoice_log(&self, id: &str) -> Option<&InvoiceLog> {
-        self.invoice_logs.get(id).map(|r| &r.item)
+    /// Workspace `ws`'s invoice log by id.
+    pub fn find_invoice_log(&self, ws: Ws, id: &str) -> Option<&InvoiceLog> {
+        self.invoice_logs.get_in(id, ws).map(|r| &r.item)
     }
 
-    /// One page of invoice logs passing `keep`.
+    /// One page of workspace `ws`'s invoice logs passing `keep`.
     pub fn invoice_logs_page(
         &self,
+        ws: Ws,
         params: &ListParams,
         keep: impl Fn(&InvoiceLog) -> bool,
     ) -> (Vec<&InvoiceLog>, Option<String>) {
-        self.invoice_logs.page(params, keep)
+        self.invoice_logs.page(params, Scope::all(ws), keep)
     }
 
     /// Cancels a `created` or `overdue` invoice; false (and nothing done) from any other status.
+    /// The caller has checked that the invoice is in its workspace.
     pub fn cancel_invoice(&mut self, id: &str, now: OffsetDateTime) -> bool {
         self.invoice_status_change(
             id,
@@ -106,7 +110,7 @@ impl World {
     /// Applies a PATCH to an unpaid invoice and logs `updated`. A new `due` in the future takes
     /// an overdue invoice back to `created`; the deadlines are rescheduled (the jobs queued for
     /// the old ones find the stored times moved and do nothing). False if there is no such
-    /// invoice.
+    /// invoice. The caller has checked that the invoice is in its workspace.
     pub fn update_invoice(&mut self, id: &str, update: InvoiceUpdate, now: OffsetDateTime) -> bool {
         let Some(row) = self.invoices.get_mut(id) else {
             return false;
@@ -141,7 +145,11 @@ impl World {
         log_type: InvoiceLogType,
         now: OffsetDateTime,
     ) {
-        let Some(invoice) = self.invoice(invoice_id).map(|r| r.invoice.clone()) else {
+        let Some((ws, invoice)) = self
+            .invoices
+            .get(invoice_id)
+            .map(|r| (r.ws, r.item.invoice.clone()))
+        else {
             return;
         };
         let log = InvoiceLog {
@@ -151,8 +159,9 @@ impl World {
             errors: Vec::new(),
             invoice,
         };
-        self.invoice_logs.insert(log.id.clone(), now, log.clone());
-        self.emit_event("invoice", EventLog::Invoice(log), now);
+        self.invoice_logs
+            .insert(log.id.clone(), now, ws, log.clone());
+        self.emit_event(ws, "invoice", EventLog::Invoice(log), now);
     }
 
     /// A made-up payer pays: the amount is settled with discount, fine and interest as of `now`
@@ -232,6 +241,7 @@ impl World {
         let Some(row) = self.invoices.get_mut(id) else {
             return;
         };
+        let ws = row.ws;
         let rec = &mut row.item;
         if rec.invoice.status != InvoiceStatus::Paid || rec.credited {
             return;
@@ -240,14 +250,15 @@ impl World {
         rec.invoice.fee = fee;
         rec.invoice.transaction_ids = vec![transaction_id];
         rec.invoice.updated = timestamp(now);
-        self.balance += rec.invoice.amount - fee;
+        let net = rec.invoice.amount - fee;
+        self.move_balance(ws, net, now);
         self.write_invoice_log(id, InvoiceLogType::Credited, now);
     }
 
     /// `due` passed unpaid: `created` → `overdue`.
     pub(super) fn invoice_overdue(&mut self, id: &str, now: OffsetDateTime) {
         // A PATCH may have moved `due`; the job scheduled for the old one then does nothing.
-        if self.invoice(id).is_none_or(|r| now < r.due_at) {
+        if self.invoices.get(id).is_none_or(|r| now < r.item.due_at) {
             return;
         }
         self.invoice_status_change(

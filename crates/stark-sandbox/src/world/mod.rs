@@ -17,8 +17,9 @@ mod invoices;
 mod keys;
 mod schedule;
 mod transfers;
+mod workspaces;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
@@ -30,7 +31,7 @@ use crate::clock::timestamp;
 use crate::config::{FaultConfig, SandboxConfig};
 use crate::faults::{FaultDice, LostAnswer, RequestFaults, stream};
 use crate::state::{Delivery, EventAttempt, InjectedFault, SandboxState};
-use crate::table::Table;
+use crate::table::{Table, Ws};
 
 pub use events::{EventRec, Outgoing};
 pub use invoices::{InvoiceRec, InvoiceUpdate};
@@ -39,6 +40,7 @@ pub use transfers::{CancelOutcome, Receiver, SameDayKey, TransferLogType, Transf
 use ids::Ids;
 use keys::SigningKeys;
 use schedule::{Job, Scheduler};
+use workspaces::{DEFAULT, Workspaces};
 
 /// The parts of [`SandboxConfig`] the world needs after start.
 #[derive(Debug, Clone)]
@@ -50,7 +52,6 @@ struct Settings {
     transfer_fee: i64,
     transfer_processing_delay: Duration,
     transfer_settle_delay: Duration,
-    workspace_id: String,
     retry_schedule: Vec<Duration>,
     /// `http://127.0.0.1:PORT`, for the `pdf` and `link` URLs of invoices.
     root_url: String,
@@ -62,6 +63,8 @@ pub struct World {
     settings: Settings,
     /// Who may call the API, with the key their requests must be signed with.
     projects: Projects,
+    /// Every workspace with its balance, and which workspace each project acts in.
+    workspaces: Workspaces,
     ids: Ids,
     jobs: Scheduler,
     keys: SigningKeys,
@@ -71,14 +74,12 @@ pub struct World {
     pay_rng: ChaCha8Rng,
     transfers: Table<TransferRec>,
     transfer_logs: Table<TransferLog>,
-    /// externalId → transfer id, for the uniqueness rule.
-    external_ids: HashMap<String, String>,
+    /// (workspace, externalId) → transfer id, for the uniqueness rule.
+    external_ids: HashMap<(Ws, String), String>,
     webhooks: Table<Webhook>,
     events: Table<EventRec>,
     attempts: Table<EventAttempt>,
     deliveries: Vec<Delivery>,
-    /// Cents available: initial balance + credited invoices (net of fee) − debited transfers.
-    balance: i64,
     dice: FaultDice,
     /// `/v2` requests received so far; numbers the injected faults.
     requests: u64,
@@ -96,7 +97,6 @@ impl World {
             transfer_fee: config.transfer_fee,
             transfer_processing_delay: config.transfer_processing_delay,
             transfer_settle_delay: config.transfer_settle_delay,
-            workspace_id: config.workspace_id.clone(),
             retry_schedule: config.retry_schedule.clone(),
             root_url,
         };
@@ -104,9 +104,10 @@ impl World {
             .signing_key
             .clone()
             .unwrap_or_else(PrivateKey::generate);
-        Self {
+        let mut world = Self {
             settings,
-            projects: config.projects.iter().cloned().collect(),
+            projects: Projects::new(),
+            workspaces: Workspaces::default(),
             ids: Ids::new(config.seed),
             jobs: Scheduler::default(),
             keys: SigningKeys::new(key, now, config.seed),
@@ -120,11 +121,16 @@ impl World {
             events: Table::default(),
             attempts: Table::default(),
             deliveries: Vec::new(),
-            balance: config.initial_balance,
             dice: FaultDice::new(config.faults.clone()),
             requests: 0,
             injected: Vec::new(),
+        };
+        let default = world.add_workspace(config.workspace_id.clone(), config.initial_balance, now);
+        debug_assert_eq!(default, DEFAULT);
+        for (id, key) in &config.projects {
+            world.register_project_in(id.clone(), *key, DEFAULT);
         }
+        world
     }
 
     // ----- ids and settings ---------------------------------------------------------------
@@ -149,11 +155,6 @@ impl World {
     /// The registered projects, for authenticating a request.
     pub fn projects(&self) -> &Projects {
         &self.projects
-    }
-
-    /// Lets `project/{id}` call the API with requests signed by `key` (replacing an older key).
-    pub fn register_project(&mut self, id: String, key: PublicKey) {
-        self.projects.insert(id, key);
     }
 
     // ----- requests and faults ------------------------------------------------------------
@@ -212,13 +213,6 @@ impl World {
         self.dice = FaultDice::new(faults);
     }
 
-    // ----- money --------------------------------------------------------------------------
-
-    /// Cents available for transfers.
-    pub fn balance(&self) -> i64 {
-        self.balance
-    }
-
     // ----- scheduling ---------------------------------------------------------------------
 
     /// Queues `job` for sandbox time `at`.
@@ -271,7 +265,7 @@ impl World {
     pub fn snapshot(&self, now: OffsetDateTime) -> SandboxState {
         SandboxState {
             now: timestamp(now),
-            balance: self.balance,
+            balance: self.balance(),
             requests: self.requests,
             invoices: self
                 .invoices
@@ -291,6 +285,21 @@ impl World {
             deliveries: self.deliveries.clone(),
             public_keys: self.public_keys(),
             faults: self.injected.clone(),
+            workspace_id: self.default_workspace_id().to_owned(),
+            balances: self
+                .balances()
+                .map(|(id, cents)| (id.to_owned(), cents))
+                .collect(),
+            invoice_workspaces: self.owners(&self.invoices, |r| &r.invoice.id),
+            transfer_workspaces: self.owners(&self.transfers, |r| &r.transfer.id),
         }
+    }
+
+    /// Object id → workspace id, for every live row of `table`.
+    fn owners<T>(&self, table: &Table<T>, id: impl Fn(&T) -> &String) -> BTreeMap<String, String> {
+        table
+            .live()
+            .map(|r| (id(&r.item).clone(), self.workspace_id(r.ws).to_owned()))
+            .collect()
     }
 }

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::{Job, World};
 use crate::clock::timestamp;
-use crate::table::ListParams;
+use crate::table::{ListParams, Scope, Ws};
 
 /// The kinds of transfer log. Stark's wire format is a string (`TransferLog::log_type`); this
 /// enum keeps the sandbox from writing or accepting a type Stark does not have.
@@ -122,16 +122,17 @@ pub enum CancelOutcome {
 }
 
 impl World {
-    /// Stores a new transfer, logs `created`, and schedules processing for its scheduled time
-    /// (or now) plus the processing delay.
-    pub fn add_transfer(&mut self, rec: TransferRec, now: OffsetDateTime) -> Transfer {
+    /// Stores a new transfer of workspace `ws`, logs `created`, and schedules processing for
+    /// its scheduled time (or now) plus the processing delay.
+    pub fn add_transfer(&mut self, ws: Ws, rec: TransferRec, now: OffsetDateTime) -> Transfer {
         let id = rec.transfer.id.clone();
         if let Some(external_id) = &rec.transfer.external_id {
-            self.external_ids.insert(external_id.clone(), id.clone());
+            self.external_ids
+                .insert((ws, external_id.clone()), id.clone());
         }
         let start = rec.scheduled_at.max(now);
         let transfer = rec.transfer.clone();
-        self.transfers.insert(id.clone(), now, rec);
+        self.transfers.insert(id.clone(), now, ws, rec);
         self.write_transfer_log(&id, TransferLogType::Created, Vec::new(), now);
         self.schedule(
             start + self.settings.transfer_processing_delay,
@@ -140,57 +141,70 @@ impl World {
         transfer
     }
 
-    /// The transfer that already used `external_id`, if any.
-    pub fn transfer_with_external_id(&self, external_id: &str) -> Option<&str> {
-        self.external_ids.get(external_id).map(String::as_str)
+    /// The transfer of workspace `ws` that already used `external_id`, if any (the id is unique
+    /// among a workspace's transfers, not across workspaces).
+    pub fn transfer_with_external_id(&self, ws: Ws, external_id: &str) -> Option<&str> {
+        self.external_ids
+            .get(&(ws, external_id.to_owned()))
+            .map(String::as_str)
     }
 
-    /// The same-day keys of every transfer that still blocks a duplicate (all but failed and
-    /// canceled ones). Scans every transfer: build it once per request, and only when needed.
-    pub fn blocking_same_day_keys(&self) -> HashSet<SameDayKey> {
+    /// The same-day keys of every transfer of workspace `ws` that still blocks a duplicate (all
+    /// but failed and canceled ones). Scans every transfer: build it once per request, and only
+    /// when needed.
+    pub fn blocking_same_day_keys(&self, ws: Ws) -> HashSet<SameDayKey> {
         self.transfers
             .live()
             .filter(|r| {
-                !matches!(
-                    r.item.transfer.status,
-                    TransferStatus::Failed | TransferStatus::Canceled
-                )
+                r.ws == ws
+                    && !matches!(
+                        r.item.transfer.status,
+                        TransferStatus::Failed | TransferStatus::Canceled
+                    )
             })
             .map(|r| r.item.same_day_key())
             .collect()
     }
 
-    /// A transfer by id.
-    pub fn transfer(&self, id: &str) -> Option<&TransferRec> {
-        self.transfers.get(id).map(|r| &r.item)
+    /// Workspace `ws`'s transfer by id (another workspace's is not found).
+    pub fn transfer(&self, ws: Ws, id: &str) -> Option<&TransferRec> {
+        self.transfers.get_in(id, ws).map(|r| &r.item)
     }
 
-    /// One page of transfers passing `keep`.
+    /// One page of workspace `ws`'s transfers passing `keep`.
     pub fn transfers_page(
         &self,
+        ws: Ws,
         params: &ListParams,
         keep: impl Fn(&TransferRec) -> bool,
     ) -> (Vec<&TransferRec>, Option<String>) {
-        self.transfers.page(params, keep)
+        self.transfers.page(params, Scope::all(ws), keep)
     }
 
-    /// A transfer log by id.
-    pub fn find_transfer_log(&self, id: &str) -> Option<&TransferLog> {
-        self.transfer_logs.get(id).map(|r| &r.item)
+    /// Workspace `ws`'s transfer log by id.
+    pub fn find_transfer_log(&self, ws: Ws, id: &str) -> Option<&TransferLog> {
+        self.transfer_logs.get_in(id, ws).map(|r| &r.item)
     }
 
-    /// One page of transfer logs passing `keep`.
+    /// One page of workspace `ws`'s transfer logs passing `keep`.
     pub fn transfer_logs_page(
         &self,
+        ws: Ws,
         params: &ListParams,
         keep: impl Fn(&TransferLog) -> bool,
     ) -> (Vec<&TransferLog>, Option<String>) {
-        self.transfer_logs.page(params, keep)
+        self.transfer_logs.page(params, Scope::all(ws), keep)
     }
 
-    /// Cancels a transfer still `created` and scheduled for later, and logs `canceled`.
-    pub fn cancel_scheduled_transfer(&mut self, id: &str, now: OffsetDateTime) -> CancelOutcome {
-        let Some(row) = self.transfers.get_mut(id) else {
+    /// Cancels workspace `ws`'s transfer if it is still `created` and scheduled for later, and
+    /// logs `canceled`.
+    pub fn cancel_scheduled_transfer(
+        &mut self,
+        ws: Ws,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> CancelOutcome {
+        let Some(row) = self.transfers.get_mut_in(id, ws) else {
             return CancelOutcome::NotFound;
         };
         let rec = &mut row.item;
@@ -211,7 +225,11 @@ impl World {
         errors: Vec<Value>,
         now: OffsetDateTime,
     ) {
-        let Some(transfer) = self.transfer(transfer_id).map(|r| r.transfer.clone()) else {
+        let Some((ws, transfer)) = self
+            .transfers
+            .get(transfer_id)
+            .map(|r| (r.ws, r.item.transfer.clone()))
+        else {
             return;
         };
         let log = TransferLog {
@@ -221,15 +239,19 @@ impl World {
             errors,
             transfer,
         };
-        self.transfer_logs.insert(log.id.clone(), now, log.clone());
-        self.emit_event("transfer", EventLog::Transfer(log), now);
+        self.transfer_logs
+            .insert(log.id.clone(), now, ws, log.clone());
+        self.emit_event(ws, "transfer", EventLog::Transfer(log), now);
     }
 
     /// `created` → `processing`: the balance is checked and debited here. A transfer the
     /// balance cannot cover is not debited and ends `failed` at settlement, as Stark's does.
     pub(super) fn process_transfer(&mut self, id: &str, now: OffsetDateTime) {
         let fee = self.settings.transfer_fee;
-        let balance = self.balance;
+        let Some(ws) = self.transfers.get(id).map(|r| r.ws) else {
+            return;
+        };
+        let balance = self.balance_in(ws);
         let Some(row) = self.transfers.get_mut(id) else {
             return;
         };
@@ -243,7 +265,7 @@ impl World {
         rec.transfer.updated = timestamp(now);
         if cost <= balance {
             rec.debited = true;
-            self.balance -= cost;
+            self.move_balance(ws, -cost, now);
         }
         self.write_transfer_log(id, TransferLogType::Processing, Vec::new(), now);
         self.schedule(
@@ -256,7 +278,10 @@ impl World {
     /// `failed` with the shortfall in the log's errors.
     pub(super) fn settle_transfer(&mut self, id: &str, now: OffsetDateTime) {
         let transaction_id = self.ids.transaction_id();
-        let balance = self.balance;
+        let Some(ws) = self.transfers.get(id).map(|r| r.ws) else {
+            return;
+        };
+        let balance = self.balance_in(ws);
         let Some(row) = self.transfers.get_mut(id) else {
             return;
         };

@@ -52,6 +52,17 @@ pub async fn start(config: SandboxConfig) -> Env {
     }
 }
 
+impl Env {
+    /// A client of a fresh project in a fresh workspace, and that workspace's id.
+    pub fn client_in_new_workspace(&self) -> (String, Client) {
+        let workspace = self.sandbox.new_workspace();
+        let (project, key) = self.sandbox.new_project_in(&workspace);
+        let mut config = self.sandbox.client_config(&project, key);
+        config.public_key_min_refresh = Duration::ZERO;
+        (workspace, Client::new(config).expect("client"))
+    }
+}
+
 pub fn invoice(amount: i64, tag: &str) -> NewInvoice {
     NewInvoice {
         amount,

@@ -8,3 +8,4 @@ mod binary;
 mod faults;
 mod lifecycle;
 mod webhooks;
+mod workspaces;

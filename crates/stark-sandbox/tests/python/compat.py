@@ -5,6 +5,7 @@ Environment (set by tests/python_sdk.rs):
   PROJECT_ID        a project registered in the sandbox
   PRIVATE_KEY_PATH  its private key PEM (SEC1, as starkbank.key.create writes it)
   RECEIVER_URL      where the sandbox should post webhooks (answers 200)
+  PAY_DELAY_SECS    sandbox seconds until invoices are paid (the script moves the clock)
 
 Exits non-zero with a message on the first mismatch. Prints one JSON summary line on success.
 """
@@ -34,6 +35,12 @@ def _redirect(fn):
 
 for name in ("get", "post", "patch", "put", "delete"):
     setattr(core_rest, name, _redirect(getattr(requests, name)))
+
+
+def advance(seconds):
+    # Moves the sandbox clock, so that what the script waits for happens when it chooses.
+    answer = requests.post(ROOT + "/_sandbox/advance", json={"seconds": seconds}, timeout=10)
+    check(answer.status_code == 200, "advance: %s" % answer.text)
 
 
 def check(condition, message):
@@ -132,7 +139,8 @@ except InputErrors as e:
 check(len(list(starkbank.transfer.query(tags=["x"]))) == 1, "transfer.query")
 
 # Webhook bodies the sandbox delivered, parsed (and signature-checked) by the SDK. The sandbox
-# pays the invoices by itself, so paid and credited events come too.
+# pays the invoices by itself once their pay delay has passed, so paid and credited events come too.
+advance(int(os.environ["PAY_DELAY_SECS"]))
 deadline = time.time() + 60
 while True:
     state = requests.get(ROOT + "/_sandbox/state", timeout=10).json()
