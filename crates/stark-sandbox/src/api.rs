@@ -66,6 +66,7 @@ pub fn dispatch(
     let delete = *method == Method::DELETE;
     let result = match path {
         ["public-key"] if get => list_public_keys(world, q),
+        ["balance"] if get => Ok(json!({ "cursor": null, "balances": [world.balance_object(ws)] })),
         ["invoice"] if post => return (RouteKind::Create, world.create_invoices(ws, body, now)),
         ["invoice"] if get => world.list_invoices(ws, q),
         ["invoice", "log"] if get => world.list_invoice_logs(ws, q),
@@ -90,6 +91,7 @@ pub fn dispatch(
         ["event", id] if patch => patch_event(world, ws, id, body),
         ["event", id] if delete => delete_event(world, ws, id),
         ["public-key"]
+        | ["balance"]
         | ["invoice"]
         | ["invoice", "log"]
         | ["invoice", "log", _]

@@ -42,18 +42,23 @@ pub struct SandboxConfig {
     pub credit_delay: Duration,
     /// Chance that an invoice is ever paid. The real sandbox pays "most" invoices.
     pub pay_probability: f64,
-    /// Fee in cents Stark keeps from each credited invoice (0 in 2024 sandbox samples, 50 in
-    /// a 2020 one).
+    /// Fee in cents Stark keeps from each credited invoice: the balance grows by
+    /// `amount - invoice_fee`. Default 50, what a 2020 sandbox invoice was charged (2024 samples
+    /// show 0): non-zero, so that code which pays out the gross amount is caught.
     pub invoice_fee: i64,
-    /// Fee in cents charged per transfer, debited with it.
+    /// Fee in cents charged per transfer, debited with it (`amount + transfer_fee`) when it is
+    /// processed. Default 50 (Stark's real figure is not documented): with the invoice fee, a
+    /// payout of `amount - invoice_fee` costs the whole invoice amount, more than that invoice
+    /// credited, so a payout from a zero balance can fail, as it can at Stark.
     pub transfer_fee: i64,
     /// How long a transfer stays `created` before `processing` (when the balance is checked
     /// and debited).
     pub transfer_processing_delay: Duration,
     /// How long a transfer stays `processing` before `success` or `failed`.
     pub transfer_settle_delay: Duration,
-    /// Balance in cents at start. The real sandbox starts at zero and is funded by paid
-    /// invoices; tests of transfers may start with money instead of waiting.
+    /// Balance in cents of the default workspace at start (other workspaces always start at
+    /// zero). The real sandbox starts at zero and is funded by paid invoices, hence the default
+    /// 0; tests of transfers may start with money instead of waiting.
     pub initial_balance: i64,
     /// Allowed difference, in **real** time, between `Access-Time` and the sandbox host's wall
     /// clock. Clients sign with their wall clock, not the sandbox clock, so the skew check
@@ -84,8 +89,8 @@ impl Default for SandboxConfig {
             pay_delay: Duration::from_secs(8 * 60),
             credit_delay: Duration::from_secs(2),
             pay_probability: 0.9,
-            invoice_fee: 0,
-            transfer_fee: 0,
+            invoice_fee: 50,
+            transfer_fee: 50,
             transfer_processing_delay: Duration::from_secs(5),
             transfer_settle_delay: Duration::from_secs(10),
             initial_balance: 0,

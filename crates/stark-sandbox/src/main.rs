@@ -58,12 +58,13 @@ struct Args {
     #[arg(long, env = "STARK_SANDBOX_PAY_PROBABILITY", default_value_t = 0.9)]
     pay_probability: f64,
 
-    /// Fee in cents kept from each credited invoice.
-    #[arg(long, env = "STARK_SANDBOX_INVOICE_FEE", default_value_t = 0)]
+    /// Fee in cents kept from each credited invoice (the balance grows by amount - fee).
+    #[arg(long, env = "STARK_SANDBOX_INVOICE_FEE", default_value_t = 50)]
     invoice_fee: i64,
 
-    /// Fee in cents charged per transfer.
-    #[arg(long, env = "STARK_SANDBOX_TRANSFER_FEE", default_value_t = 0)]
+    /// Fee in cents charged per transfer (amount + fee is debited; a transfer the balance does
+    /// not cover fails).
+    #[arg(long, env = "STARK_SANDBOX_TRANSFER_FEE", default_value_t = 50)]
     transfer_fee: i64,
 
     /// Seconds a transfer stays `created` before `processing` (when the balance is debited).
@@ -75,7 +76,7 @@ struct Args {
     #[arg(long, default_value_t = 10.0)]
     transfer_settle_delay: f64,
 
-    /// Starting balance in cents (the real sandbox starts at 0).
+    /// Starting balance in cents of the default workspace (the real sandbox starts at 0).
     #[arg(long, env = "STARK_SANDBOX_INITIAL_BALANCE", default_value_t = 0)]
     initial_balance: i64,
 

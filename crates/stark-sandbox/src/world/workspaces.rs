@@ -11,6 +11,7 @@ use stark_client::PublicKey;
 use time::OffsetDateTime;
 
 use super::World;
+use crate::clock::timestamp;
 use crate::table::Ws;
 
 /// One workspace: its id and its balance.
@@ -18,6 +19,8 @@ use crate::table::Ws;
 pub(super) struct Workspace {
     /// 16 digits, as on events' `workspaceId`.
     pub(super) id: String,
+    /// Id of its balance object (`GET /v2/balance`).
+    pub(super) balance_id: String,
     /// Cents available: credited invoices (net of fee) − debited transfers (with fee) −
     /// reversals, plus the configured initial balance for the default workspace.
     pub(super) balance: i64,
@@ -79,8 +82,10 @@ impl World {
     }
 
     pub(super) fn add_workspace(&mut self, id: String, balance: i64, now: OffsetDateTime) -> Ws {
+        let balance_id = self.ids.next_id();
         self.workspaces.add(Workspace {
             id,
+            balance_id,
             balance,
             balance_updated: now,
         })
@@ -140,6 +145,17 @@ impl World {
         let workspace = self.workspaces.get_mut(ws);
         workspace.balance += cents;
         workspace.balance_updated = now;
+    }
+
+    /// `GET /v2/balance`'s one object for workspace `ws`, in Stark's shape.
+    pub fn balance_object(&self, ws: Ws) -> serde_json::Value {
+        let workspace = self.workspaces.get(ws);
+        serde_json::json!({
+            "id": workspace.balance_id,
+            "amount": workspace.balance,
+            "currency": "BRL",
+            "updated": timestamp(workspace.balance_updated),
+        })
     }
 
     /// Balance of every workspace, by workspace id.

@@ -157,9 +157,10 @@ async fn unpaid_invoices_go_overdue_then_expire() {
 }
 
 #[tokio::test]
-async fn transfers_debit_the_balance_and_fail_beyond_it() {
+async fn transfers_debit_amount_plus_fee_and_fail_beyond_the_balance() {
     let env = start(SandboxConfig {
         invoice_fee: 0,
+        transfer_fee: 100,
         ..paying()
     })
     .await;
@@ -191,11 +192,13 @@ async fn transfers_debit_the_balance_and_fail_beyond_it() {
         ["created", "processing", "success"]
     );
     assert_eq!(state.transfer(&ok[0].id).unwrap().transaction_ids.len(), 1);
-    assert_eq!(state.balance, 4_000);
+    assert_eq!(state.transfer(&ok[0].id).unwrap().fee, 100);
+    assert_eq!(state.balance, 10_000 - 6_000 - 100);
 
+    // 3_900 cannot cover 3_900 + 100: the fee counts.
     let too_much = env
         .client
-        .create_transfers(&[transfer(6_000, "2-2", Some("too-much"))])
+        .create_transfers(&[transfer(3_900, "2-2", Some("too-much"))])
         .await
         .unwrap();
     let state = env
@@ -223,5 +226,89 @@ async fn transfers_debit_the_balance_and_fail_beyond_it() {
             .unwrap()
             .contains("Insufficient balance")
     );
-    assert_eq!(state.balance, 4_000, "a failed transfer debits nothing");
+    assert_eq!(state.balance, 3_900, "a failed transfer debits nothing");
+}
+
+#[tokio::test]
+async fn fees_are_charged_by_default_and_the_balance_starts_at_zero() {
+    let defaults = SandboxConfig::default();
+    assert!(defaults.invoice_fee > 0 && defaults.transfer_fee > 0);
+    assert_eq!(defaults.initial_balance, 0);
+    let env = start(SandboxConfig {
+        pay_probability: 1.0,
+        ..fast()
+    })
+    .await;
+    let (fee_in, fee_out) = (defaults.invoice_fee, defaults.transfer_fee);
+    let balance = |env: &Env| {
+        let env = env.client.clone();
+        async move {
+            let page: serde_json::Value = env.get("balance", &[]).await.unwrap();
+            page["balances"][0].clone()
+        }
+    };
+    let at_start = balance(&env).await;
+    assert_eq!(at_start["amount"], 0);
+    assert_eq!(at_start["currency"], "BRL");
+    assert_eq!(at_start["id"].as_str().unwrap().len(), 16);
+    assert!(at_start["updated"].as_str().unwrap().ends_with("+00:00"));
+
+    let created = env
+        .client
+        .create_invoices(&[invoice(10_000, "funding")])
+        .await
+        .unwrap();
+    let state = env
+        .sandbox
+        .wait_for(DEADLINE, |s| {
+            s.invoice_log_types(&created[0].id).contains(&"credited")
+        })
+        .await
+        .unwrap();
+    assert_eq!(state.invoice(&created[0].id).unwrap().fee, fee_in);
+    let credited = 10_000 - fee_in;
+    assert_eq!(state.balance, credited);
+    let after_credit = balance(&env).await;
+    assert_eq!(after_credit["amount"], credited);
+    assert_eq!(
+        after_credit["id"], at_start["id"],
+        "one balance object per workspace"
+    );
+    assert_ne!(after_credit["updated"], at_start["updated"]);
+
+    // Paying out what the invoice credited costs that plus the transfer fee: more than the
+    // balance holds, so the payout fails, as it would at Stark.
+    let payout = env
+        .client
+        .create_transfers(&[transfer(credited, "1-1", Some("payout"))])
+        .await
+        .unwrap();
+    let state = env
+        .sandbox
+        .wait_for(DEADLINE, |s| s.transfer_log_types(&payout[0].id).len() == 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        state.transfer_log_types(&payout[0].id),
+        ["created", "processing", "failed"]
+    );
+    assert_eq!(state.balance, credited);
+    // What the balance can cover goes through, fee included.
+    let fits = env
+        .client
+        .create_transfers(&[transfer(credited - fee_out, "1-1", Some("fits"))])
+        .await
+        .unwrap();
+    let state = env
+        .sandbox
+        .wait_for(DEADLINE, |s| s.transfer_log_types(&fits[0].id).len() == 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        state.transfer(&fits[0].id).unwrap().status,
+        TransferStatus::Success
+    );
+    assert_eq!(state.transfer(&fits[0].id).unwrap().fee, fee_out);
+    assert_eq!(state.balance, 0);
+    assert_eq!(balance(&env).await["amount"], 0);
 }

@@ -180,6 +180,10 @@ undelivered = list(starkbank.event.query(is_delivered=False))
 check(all(e.is_delivered is False for e in undelivered), "event.query(is_delivered=False)")
 check(list(starkbank.event.attempt.query(limit=5)) == [], "event.attempt.query: the receiver always answered 200")
 
+balance = starkbank.balance.get()
+check(isinstance(balance.amount, int) and balance.currency == "BRL", "balance %r" % balance)
+check(len(balance.id) == 16 and isinstance(balance.updated, datetime), "balance %r" % balance)
+
 print(json.dumps({
     "ok": True,
     "invoices": len(invoices),
