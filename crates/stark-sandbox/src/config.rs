@@ -51,6 +51,16 @@ pub struct SandboxConfig {
     /// payout of `amount - invoice_fee` costs the whole invoice amount, more than that invoice
     /// credited, so a payout from a zero balance can fail, as it can at Stark.
     pub transfer_fee: i64,
+    /// Chance that a credited invoice is later reversed by its payer (a Pix refund the payer's
+    /// bank claws back), lowering its `amount`, debiting the balance and logging `reversed`.
+    /// 0 by default here; the local stack turns it on.
+    pub reversal_rate: f64,
+    /// Of the reversals, the share that returns the whole amount (`amount` becomes 0); the
+    /// others return a random part of it.
+    pub full_reversal_share: f64,
+    /// Each reversal comes a uniformly random time between 0 and this after the credit, so that
+    /// some land before a payout of the invoice and some after it.
+    pub reversal_delay: Duration,
     /// How long a transfer stays `created` before `processing` (when the balance is checked
     /// and debited).
     pub transfer_processing_delay: Duration,
@@ -91,6 +101,9 @@ impl Default for SandboxConfig {
             pay_probability: 0.9,
             invoice_fee: 50,
             transfer_fee: 50,
+            reversal_rate: 0.0,
+            full_reversal_share: 0.5,
+            reversal_delay: Duration::from_secs(10 * 60),
             transfer_processing_delay: Duration::from_secs(5),
             transfer_settle_delay: Duration::from_secs(10),
             initial_balance: 0,
@@ -121,6 +134,12 @@ impl SandboxConfig {
         }
         if !(0.0..=1.0).contains(&self.pay_probability) {
             return bad("pay_probability", "must be between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.reversal_rate) {
+            return bad("reversal_rate", "must be between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.full_reversal_share) {
+            return bad("full_reversal_share", "must be between 0 and 1");
         }
         if self.invoice_fee < 0 || self.transfer_fee < 0 {
             return bad("fee", "must not be negative");

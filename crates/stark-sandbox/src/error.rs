@@ -21,6 +21,10 @@ pub enum SandboxError {
     /// [`crate::SandboxHandle::wait_for`] gave up.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// An action the sandbox's rules do not allow, e.g. reversing an invoice that was not
+    /// credited, or by more than its amount; the message says why.
+    #[error("refused: {0}")]
+    Refused(String),
     /// A project key file could not be read or parsed.
     #[error("project {id}: {message}")]
     ProjectKey {

@@ -38,6 +38,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/advance", post(advance))
         .route("/_sandbox/projects", post(register_project))
         .route("/_sandbox/workspaces", post(create_workspace))
+        .route("/_sandbox/reverse", post(reverse_invoice))
         .fallback(v2)
         .layer(middleware::from_fn(log_request))
         .with_state(shared)
@@ -253,4 +254,31 @@ async fn create_workspace(State(shared): State<Arc<Shared>>) -> Response {
     let now = shared.clock.now();
     let id = shared.lock().new_workspace(now);
     axum::Json(json!({ "id": id })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Reverse {
+    invoice_id: String,
+    amount: i64,
+}
+
+/// Reverses part or all of a credited invoice of any workspace, as its payer could.
+async fn reverse_invoice(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let Ok(Reverse { invoice_id, amount }) = serde_json::from_slice(&body) else {
+        return ApiError::bad(
+            "invalidJson",
+            "The body must be {\"invoiceId\": string, \"amount\": cents}.",
+        )
+        .into_response();
+    };
+    let now = shared.clock.now();
+    let reversed = shared
+        .lock()
+        .reverse_invoice(None, &invoice_id, amount, now);
+    shared.wake.notify_one();
+    match reversed {
+        Ok(invoice) => axum::Json(json!({ "invoice": invoice })).into_response(),
+        Err(e) => ApiError::bad("invalidOperation", e.to_string()).into_response(),
+    }
 }

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::query::{self, Query};
 use crate::table::Ws;
 use crate::validate::{Item, MAX_AMOUNT, batch};
-use crate::world::{InvoiceRec, InvoiceUpdate, World};
+use crate::world::{InvoiceRec, InvoiceUpdate, ReversalRefused, World};
 
 /// Fields `POST /v2/invoice` accepts; any other is refused.
 const FIELDS: &[&str] = &[
@@ -357,6 +357,7 @@ impl World {
                 discounts: c.discounts,
                 payment: None,
                 credited: false,
+                reversed: false,
             };
             created.push(self.add_invoice(ws, rec, now));
         }
@@ -398,7 +399,7 @@ impl World {
     }
 
     /// `PATCH /v2/invoice/{id}`: `{"status": "canceled"}`, or new `amount`/`due`/`expiration`
-    /// while unpaid. Reversals (lowering a paid invoice's amount) are not simulated.
+    /// while unpaid; once paid, only a lower `amount`, which reverses the difference.
     pub fn patch_invoice(
         &mut self,
         ws: Ws,
@@ -423,12 +424,15 @@ impl World {
                     "The body must hold status, amount, due or expiration.",
                 )
             })?;
+        if status == InvoiceStatus::Paid {
+            return self.reverse_by_patch(ws, id, obj, now);
+        }
         let open = matches!(status, InvoiceStatus::Created | InvoiceStatus::Overdue);
         if !open {
             return Err(ApiError::bad(
                 "invalidOperation",
                 format!(
-                    "Invoice {id} is {}; only created or overdue invoices can change (reversals are not simulated).",
+                    "Invoice {id} is {}; only created, overdue or paid invoices can change.",
                     status.as_str()
                 ),
             ));
@@ -485,6 +489,40 @@ impl World {
             return Err(invoice_not_found(id));
         }
         self.get_invoice(ws, id)
+    }
+
+    /// A PATCH of a paid invoice: Stark allows only lowering `amount`, which gives the difference
+    /// back to the payer (a reversal; `amount: 0` reverses it fully).
+    fn reverse_by_patch(
+        &mut self,
+        ws: Ws,
+        id: &str,
+        obj: &serde_json::Map<String, Value>,
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
+        let refuse = |message: String| Err(ApiError::bad("invalidOperation", message));
+        let (Some(amount), 1) = (obj.get("amount"), obj.len()) else {
+            return refuse(format!(
+                "Invoice {id} is paid; only its amount can be lowered (a reversal)."
+            ));
+        };
+        let current = self.invoice_rec(ws, id)?.invoice.amount;
+        let new = amount
+            .as_i64()
+            .filter(|a| (0..current).contains(a))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "invalidAmount",
+                    format!(
+                        "amount of paid invoice {id} can only be lowered, from {current} cents to 0 or more; got {amount}."
+                    ),
+                )
+            })?;
+        match self.reverse_invoice(Some(ws), id, current - new, now) {
+            Ok(invoice) => Ok(json!({ "invoice": invoice })),
+            Err(ReversalRefused::NotFound(_)) => Err(invoice_not_found(id)),
+            Err(other) => refuse(other.to_string()),
+        }
     }
 
     /// `GET /v2/invoice/log`: `types`, `invoiceIds`, and the common list parameters.

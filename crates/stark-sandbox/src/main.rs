@@ -67,6 +67,19 @@ struct Args {
     #[arg(long, env = "STARK_SANDBOX_TRANSFER_FEE", default_value_t = 50)]
     transfer_fee: i64,
 
+    /// Chance (0 to 1) that a credited invoice is later reversed by its payer (amount lowered,
+    /// balance debited, a `reversed` log and event).
+    #[arg(long, env = "STARK_SANDBOX_REVERSAL_RATE", default_value_t = 0.0)]
+    reversal_rate: f64,
+
+    /// Share (0 to 1) of reversals that return the whole amount; the rest return a random part.
+    #[arg(long, default_value_t = 0.5)]
+    full_reversal_share: f64,
+
+    /// Each reversal comes a random time between 0 and this many seconds after the credit.
+    #[arg(long, default_value_t = 600.0)]
+    reversal_delay: f64,
+
     /// Seconds a transfer stays `created` before `processing` (when the balance is debited).
     #[arg(long, default_value_t = 5.0)]
     transfer_processing_delay: f64,
@@ -227,6 +240,9 @@ fn config(args: &Args) -> anyhow::Result<SandboxConfig> {
         pay_probability: args.pay_probability,
         invoice_fee: args.invoice_fee,
         transfer_fee: args.transfer_fee,
+        reversal_rate: args.reversal_rate,
+        full_reversal_share: args.full_reversal_share,
+        reversal_delay: seconds("reversal-delay", args.reversal_delay)?,
         transfer_processing_delay: seconds(
             "transfer-processing-delay",
             args.transfer_processing_delay,

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stark_client::{AccessId, Client, ClientConfig, Environment, PrivateKey, PublicKey};
+use stark_client::{AccessId, Client, ClientConfig, Environment, Invoice, PrivateKey, PublicKey};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -239,6 +239,21 @@ impl SandboxHandle {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Reverses `cents` of a credited invoice of any workspace, as if its payer had claimed
+    /// them back: `amount` drops by `cents` (to 0 for a full reversal; the status stays
+    /// `paid`), the workspace's balance drops by `cents`, and a `reversed` log and event are
+    /// written. Returns the invoice after the reversal.
+    pub fn reverse_invoice(&self, id: &str, cents: i64) -> Result<Invoice, SandboxError> {
+        let now = self.shared.clock.now();
+        let invoice = self
+            .shared
+            .lock()
+            .reverse_invoice(None, id, cents, now)
+            .map_err(|e| SandboxError::Refused(e.to_string()))?;
+        self.shared.wake.notify_one();
+        Ok(invoice)
     }
 
     /// Cents available for transfers in workspace `workspace_id`; `None` for an unknown id.

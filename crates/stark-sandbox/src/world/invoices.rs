@@ -26,6 +26,8 @@ pub struct InvoiceRec {
     pub payment: Option<InvoicePayment>,
     /// Set once the `credited` log is written, so that it happens once.
     pub credited: bool,
+    /// Set by the first reversal.
+    pub reversed: bool,
 }
 
 impl InvoiceRec {
@@ -139,7 +141,7 @@ impl World {
     }
 
     /// Writes a log with the invoice's current snapshot and emits its events.
-    fn write_invoice_log(
+    pub(super) fn write_invoice_log(
         &mut self,
         invoice_id: &str,
         log_type: InvoiceLogType,
@@ -250,9 +252,10 @@ impl World {
         rec.invoice.fee = fee;
         rec.invoice.transaction_ids = vec![transaction_id];
         rec.invoice.updated = timestamp(now);
-        let net = rec.invoice.amount - fee;
-        self.move_balance(ws, net, now);
+        let amount = rec.invoice.amount;
+        self.move_balance(ws, amount - fee, now);
         self.write_invoice_log(id, InvoiceLogType::Credited, now);
+        self.maybe_schedule_reversal(id, amount, now);
     }
 
     /// `due` passed unpaid: `created` → `overdue`.

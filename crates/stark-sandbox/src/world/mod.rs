@@ -15,6 +15,7 @@ mod events;
 mod ids;
 mod invoices;
 mod keys;
+mod reversals;
 mod schedule;
 mod transfers;
 mod workspaces;
@@ -35,6 +36,7 @@ use crate::table::{Table, Ws};
 
 pub use events::{EventRec, Outgoing};
 pub use invoices::{InvoiceRec, InvoiceUpdate};
+pub use reversals::ReversalRefused;
 pub use transfers::{CancelOutcome, Receiver, SameDayKey, TransferLogType, TransferRec};
 
 use ids::Ids;
@@ -50,6 +52,9 @@ struct Settings {
     pay_probability: f64,
     invoice_fee: i64,
     transfer_fee: i64,
+    reversal_rate: f64,
+    full_reversal_share: f64,
+    reversal_delay: Duration,
     transfer_processing_delay: Duration,
     transfer_settle_delay: Duration,
     retry_schedule: Vec<Duration>,
@@ -72,6 +77,8 @@ pub struct World {
     invoice_logs: Table<InvoiceLog>,
     /// Whether each invoice gets paid, and what "any amount" invoices are paid.
     pay_rng: ChaCha8Rng,
+    /// Which credited invoices are reversed, fully or by how much, and when.
+    reversal_rng: ChaCha8Rng,
     transfers: Table<TransferRec>,
     transfer_logs: Table<TransferLog>,
     /// (workspace, externalId) → transfer id, for the uniqueness rule.
@@ -95,6 +102,9 @@ impl World {
             pay_probability: config.pay_probability,
             invoice_fee: config.invoice_fee,
             transfer_fee: config.transfer_fee,
+            reversal_rate: config.reversal_rate,
+            full_reversal_share: config.full_reversal_share,
+            reversal_delay: config.reversal_delay,
             transfer_processing_delay: config.transfer_processing_delay,
             transfer_settle_delay: config.transfer_settle_delay,
             retry_schedule: config.retry_schedule.clone(),
@@ -114,6 +124,7 @@ impl World {
             invoices: Table::default(),
             invoice_logs: Table::default(),
             pay_rng: stream(config.seed, 2),
+            reversal_rng: stream(config.seed, 4),
             transfers: Table::default(),
             transfer_logs: Table::default(),
             external_ids: HashMap::new(),
@@ -232,6 +243,7 @@ impl World {
             match job {
                 Job::PayInvoice(id) => self.pay_invoice(&id, now),
                 Job::CreditInvoice(id) => self.credit_invoice(&id, now),
+                Job::ReverseInvoice(id, cents) => self.scheduled_reversal(&id, cents, now),
                 Job::InvoiceOverdue(id) => self.invoice_overdue(&id, now),
                 Job::InvoiceExpire(id) => self.invoice_expire(&id, now),
                 Job::ProcessTransfer(id) => self.process_transfer(&id, now),

@@ -12,6 +12,8 @@ use time::OffsetDateTime;
 pub(super) enum Job {
     PayInvoice(String),
     CreditInvoice(String),
+    /// The payer claws back this many cents of a credited invoice.
+    ReverseInvoice(String, i64),
     InvoiceOverdue(String),
     InvoiceExpire(String),
     ProcessTransfer(String),

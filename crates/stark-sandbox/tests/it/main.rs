@@ -7,5 +7,6 @@ mod auth;
 mod binary;
 mod faults;
 mod lifecycle;
+mod reversals;
 mod webhooks;
 mod workspaces;
