@@ -41,7 +41,7 @@ echo "results in $out"
 if wants micro; then
   echo "== micro-benchmarks (criterion)"
   cargo bench -p stark-client --bench crypto 2>&1 | tee "$out/micro-crypto.txt"
-  cargo bench -p pipeline-common --bench envelope 2>&1 | tee "$out/micro-envelope.txt"
+  cargo bench -p pipeline-service --bench envelope 2>&1 | tee "$out/micro-envelope.txt"
 fi
 
 if wants ingest || wants startup || wants stack; then

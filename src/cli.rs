@@ -12,7 +12,7 @@ use crate::local::report::Progress;
 use crate::local::{Stack, StackOptions};
 use crate::ops::{self, Context};
 use crate::provision::{self, ProvisionArgs};
-use pipeline_common::publisher::Publisher;
+use pipeline_service::publisher::Publisher;
 
 /// Stark Bank invoice → payout pipeline: local stack and operator tools.
 ///
@@ -178,7 +178,7 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr (stdout carries the command's output); the services are chatty, so the
 /// local run shows warnings only unless `RUST_LOG` says otherwise.
 fn init_logs(default_filter: &str) {
-    use pipeline_common::logging::{LogFormat, init_with};
+    use pipeline_service::logging::{LogFormat, init_with};
     let format = match std::env::var("LOG_FORMAT").as_deref() {
         Ok("json") => LogFormat::Json,
         _ => LogFormat::Text,
@@ -209,7 +209,7 @@ async fn run_operator(command: Command) -> anyhow::Result<bool> {
         Command::Replay(args) => ops::replay::run(&args, context.pubsub()?, now, &mut out).await,
         Command::Reconcile(args) => {
             let receiver =
-                money_sender::Receiver::from_env(&pipeline_common::config::Env::from_process())?;
+                money_sender::receiver_from_env(&pipeline_service::config::Env::from_process())?;
             let publisher = publisher(args.repair).await?;
             let publisher = publisher.as_ref().map(|p| p as &dyn Publisher);
             ops::reconcile::run(&args, context.stark()?, publisher, &receiver, now, &mut out).await
@@ -221,7 +221,16 @@ async fn run_operator(command: Command) -> anyhow::Result<bool> {
             ops::events::run(&command, context.stark()?, publisher, &mut out).await
         }
         Command::Status(args) => {
-            ops::status::run(&args, context.stark()?, context.pubsub.as_ref(), &mut out).await
+            let receiver =
+                money_sender::receiver_from_env(&pipeline_service::config::Env::from_process())?;
+            ops::status::run(
+                &args,
+                context.stark()?,
+                context.pubsub.as_ref(),
+                &receiver,
+                &mut out,
+            )
+            .await
         }
         Command::Run(_) | Command::Provision(_) => unreachable!("handled by main"),
     }

@@ -10,8 +10,8 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use pipeline_common::messages::PAID_INVOICES;
-use pipeline_common::publisher::OutgoingMessage;
+use pipeline_domain::messages::PAID_INVOICES;
+use pipeline_service::publisher::OutgoingMessage;
 use stark_pipeline::local::bus::MONEY_SUBSCRIPTION;
 use stark_pipeline::local::report::Report;
 use stark_pipeline::local::{Stack, StackOptions};
@@ -137,6 +137,7 @@ async fn poison_message_is_dead_lettered_and_nothing_else_is_affected() {
     let poison = OutgoingMessage {
         data: b"this is not a paid invoice".to_vec(),
         attributes: [("kind".to_owned(), "poison".to_owned())].into(),
+        ordering_key: None,
     };
     stack
         .bus

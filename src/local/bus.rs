@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use gcp_pubsub::emulator::Emulator;
 use gcp_pubsub::{GcpPublisher, PubSubTarget, Topology};
-use pipeline_common::bus::{MemoryBus, RetryPolicy};
-use pipeline_common::messages::{PAID_INVOICES, PENDING_INVOICES};
-use pipeline_common::publisher::SharedPublisher;
+use pipeline_domain::messages::{PAID_INVOICES, PENDING_INVOICES};
+use pipeline_service::publisher::SharedPublisher;
+use pipeline_testkit::bus::{MemoryBus, RetryPolicy};
 
 /// Which bus to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use invoice_spammer::SpammerConfig;
-use money_sender::Receiver;
+use pipeline_domain::receiver::Receiver;
 use stark_client::Client;
 use stark_sandbox::{FaultConfig, Sandbox, SandboxConfig, SandboxHandle, SandboxState};
 
@@ -136,33 +136,46 @@ impl Stack {
         let publisher = bus.publisher();
 
         let sender = {
-            let stark = stark.clone();
+            let deps = invoice_sender::Deps {
+                stark: stark.clone(),
+            };
             Service::start(
                 "invoice-sender",
-                Box::new(move || invoice_sender::router(stark.clone())),
+                Box::new(move |port| {
+                    let mut config = invoice_sender::Config::local();
+                    config.listen.set_port(port);
+                    Box::pin(invoice_sender::build(config, deps.clone()))
+                }),
             )
             .await?
         };
         let money = {
-            let stark = stark.clone();
+            let deps = money_sender::Deps {
+                stark: stark.clone(),
+            };
             Service::start(
                 "money-sender",
-                Box::new(move || money_sender::router(stark.clone(), Receiver::default())),
+                Box::new(move |port| {
+                    let mut config = money_sender::Config::local();
+                    config.listen.set_port(port);
+                    Box::pin(money_sender::build(config, deps.clone()))
+                }),
             )
             .await?
         };
         let ingester = {
-            let config = webhook_ingester::Config {
-                port: 0,
+            let deps = webhook_ingester::Deps {
                 stark: stark.clone(),
-                workspace_id: None,
-                max_body_bytes: 1024 * 1024,
-                publish_timeout: Duration::from_secs(10),
+                publisher: publisher.clone(),
             };
-            let publisher = publisher.clone();
+            let workspace = sandbox.workspace_id();
             Service::start(
                 "webhook-ingester",
-                Box::new(move || webhook_ingester::router(&config, publisher.clone())),
+                Box::new(move |port| {
+                    let mut config = webhook_ingester::Config::local(&workspace);
+                    config.listen.set_port(port);
+                    Box::pin(webhook_ingester::build(config, deps.clone()))
+                }),
             )
             .await?
         };
@@ -299,19 +312,31 @@ impl Stack {
         }
     }
 
-    /// The campaign's invoice requests that have no invoice at the sandbox yet.
-    pub fn unissued_requests(&self, state: &SandboxState) -> Vec<String> {
-        let tags: std::collections::HashSet<&str> = state
-            .invoices
-            .iter()
-            .flat_map(|i| i.tags.iter().map(String::as_str))
-            .collect();
+    /// The request ids of every slot of the campaign (the spammer's batches are deterministic).
+    pub fn requested(&self) -> Vec<String> {
         (0..self.spammer.hours)
             .flat_map(|slot| invoice_spammer::batch(&self.spammer, slot))
-            .filter(|request| {
-                !tags.contains(pipeline_common::messages::request_tag(&request.request_id).as_str())
-            })
-            .map(|request| format!("slot {} {}", request.slot, request.request_id))
+            .map(|request| request.request_id)
+            .collect()
+    }
+
+    /// The campaign's invoice requests that have no invoice at the sandbox yet, as
+    /// `slot <n> <request id>`.
+    pub fn unissued_requests(&self, state: &SandboxState) -> Vec<String> {
+        let slots: std::collections::HashMap<String, u32> = (0..self.spammer.hours)
+            .flat_map(|slot| invoice_spammer::batch(&self.spammer, slot))
+            .map(|request| (request.request_tag().request_id().to_owned(), request.slot))
+            .collect();
+        let requested: Vec<String> = slots.keys().cloned().collect();
+        let mut unissued: Vec<(u32, String)> =
+            report::audit_state(state, Some(&requested), &Receiver::default())
+                .unissued_requests()
+                .map(|id| (slots.get(id).copied().unwrap_or(u32::MAX), id.to_owned()))
+                .collect();
+        unissued.sort();
+        unissued
+            .into_iter()
+            .map(|(slot, id)| format!("slot {slot} {id}"))
             .collect()
     }
 
@@ -320,7 +345,7 @@ impl Stack {
         let dead_letters = self.bus.dead_letters().await?;
         Ok(Report::build(
             state,
-            self.expected_invoices(),
+            &self.requested(),
             &Receiver::default(),
             dead_letters,
         ))

@@ -4,9 +4,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
-use money_sender::Receiver;
-use pipeline_common::format_brl;
-use stark_client::{Invoice, InvoiceLogType, Transfer, TransferStatus};
+use pipeline_domain::audit::{
+    Audit, AuditInput, Finding, InvoiceRecord, Rule, TransferRecord, audit,
+};
+use pipeline_domain::format_brl;
+use pipeline_domain::receiver::Receiver;
+use pipeline_service::records::{invoice_record, transfer_record};
+use stark_client::{InvoiceLogType, TransferStatus};
 use stark_sandbox::SandboxState;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -66,11 +70,48 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
 
+/// The audit's records of a sandbox snapshot: every invoice with the amount its `credited` log
+/// shows (if any), and every transfer.
+pub fn records(state: &SandboxState) -> (Vec<InvoiceRecord>, Vec<TransferRecord>) {
+    let mut credited: HashMap<&str, i64> = HashMap::new();
+    for log in state
+        .invoice_logs
+        .iter()
+        .filter(|l| l.log_type == InvoiceLogType::Credited)
+    {
+        credited
+            .entry(log.invoice.id.as_str())
+            .or_insert(log.invoice.amount);
+    }
+    let invoices = state
+        .invoices
+        .iter()
+        .map(|i| invoice_record(i, credited.get(i.id.as_str()).copied()))
+        .collect();
+    let transfers = state.transfers.iter().map(transfer_record).collect();
+    (invoices, transfers)
+}
+
+/// The one audit over a sandbox snapshot.
+pub fn audit_state(
+    state: &SandboxState,
+    requested: Option<&[String]>,
+    receiver: &Receiver,
+) -> Audit {
+    let (invoices, transfers) = records(state);
+    audit(AuditInput {
+        requested,
+        invoices: &invoices,
+        transfers: &transfers,
+        receiver,
+    })
+}
+
 /// True when nothing more will happen: every expected invoice exists, each one either was
 /// credited and its payout settled, or is older than `lifecycle` (it will not be paid), and
 /// every payout that exists has settled.
 pub fn settled(state: &SandboxState, expected: usize, lifecycle: Duration) -> bool {
-    let payouts_made = unpaid_credited(state).is_empty();
+    let audit = audit_state(state, None, &Receiver::default());
     let transfers_done = state.transfers.iter().all(|t| {
         matches!(
             t.status,
@@ -79,24 +120,8 @@ pub fn settled(state: &SandboxState, expected: usize, lifecycle: Duration) -> bo
     });
     state.invoices.len() >= expected
         && settled_invoices(state, lifecycle)
-        && payouts_made
+        && audit.unpaid_invoices().next().is_none()
         && transfers_done
-}
-
-/// Credited invoices with something to pay out (amount above the fee) and no payout transfer.
-fn unpaid_credited(state: &SandboxState) -> Vec<&Invoice> {
-    let credited = invoices_with_log(state, InvoiceLogType::Credited);
-    let payouts: HashSet<&str> = state
-        .transfers
-        .iter()
-        .filter_map(|t| t.external_id.as_deref())
-        .collect();
-    state
-        .invoices
-        .iter()
-        .filter(|i| credited.contains(i.id.as_str()) && i.amount - i.fee > 0)
-        .filter(|i| !payouts.contains(pipeline_common::messages::payout_key(&i.id).as_str()))
-        .collect()
 }
 
 /// True when every invoice is either credited or older than `lifecycle` (it will not be paid).
@@ -115,8 +140,12 @@ pub fn settled_invoices(state: &SandboxState, lifecycle: Duration) -> bool {
 /// webhook POST the sandbox made for it and how it ended. Tells a lost webhook (Stark gave up
 /// delivering) from a message lost after the ingester accepted it (delivered, no transfer).
 pub fn missing_payouts(state: &SandboxState) -> Vec<String> {
-    unpaid_credited(state)
-        .into_iter()
+    let audit = audit_state(state, None, &Receiver::default());
+    let unpaid: HashSet<&str> = audit.unpaid_invoices().collect();
+    state
+        .invoices
+        .iter()
+        .filter(|i| unpaid.contains(i.id.as_str()))
         .map(|invoice| {
             let events: Vec<String> = state
                 .events
@@ -193,8 +222,10 @@ pub struct Check {
 pub struct Report {
     /// Per-hour rows.
     pub rows: Vec<HourRow>,
-    /// The checks.
+    /// The checks: one per audit rule, then the dead letters.
     pub checks: Vec<Check>,
+    /// The audit the checks come from.
+    pub audit: Audit,
 }
 
 impl Report {
@@ -203,157 +234,82 @@ impl Report {
         self.checks.iter().all(|c| c.ok)
     }
 
-    /// Builds the table and runs the checks.
+    /// Builds the table and runs the audit over `state`; `requested` are the request ids the
+    /// campaign published.
     pub fn build(
         state: &SandboxState,
-        expected: usize,
+        requested: &[String],
         receiver: &Receiver,
         dead_letters: Vec<(String, usize)>,
     ) -> Self {
-        let credited = invoices_with_log(state, InvoiceLogType::Credited);
-        let mut payouts: HashMap<&str, Vec<&Transfer>> = HashMap::new();
-        for transfer in &state.transfers {
-            payouts
-                .entry(transfer.external_id.as_deref().unwrap_or(""))
-                .or_default()
-                .push(transfer);
+        let (invoices, transfers) = records(state);
+        let audit = audit(AuditInput {
+            requested: Some(requested),
+            invoices: &invoices,
+            transfers: &transfers,
+            receiver,
+        });
+        let mut payouts: HashMap<&str, Vec<&TransferRecord>> = HashMap::new();
+        for transfer in transfers.iter().filter(|t| t.state.is_live()) {
+            if let Some(key) = &transfer.key {
+                payouts.entry(key.invoice_id()).or_default().push(transfer);
+            }
         }
         let mut rows: BTreeMap<u32, HourRow> = BTreeMap::new();
-        for invoice in &state.invoices {
-            let slot = tag_value(invoice, "slot:")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(u32::MAX);
+        for invoice in &invoices {
+            let slot = invoice.slot.unwrap_or(u32::MAX);
             let row = rows.entry(slot).or_insert_with(|| HourRow {
                 slot,
                 ..Default::default()
             });
             row.issued += 1;
             row.issued_cents += invoice.nominal_amount;
-            if credited.contains(invoice.id.as_str()) {
+            if invoice.credited_amount.is_some() {
                 row.credited += 1;
                 row.credited_cents += invoice.amount;
                 row.fees_cents += invoice.fee;
             }
-            for transfer in payouts
-                .get(pipeline_common::messages::payout_key(&invoice.id).as_str())
-                .into_iter()
-                .flatten()
-            {
+            for transfer in payouts.get(invoice.id.as_str()).into_iter().flatten() {
                 row.transferred += 1;
                 row.transferred_cents += transfer.amount;
             }
         }
 
-        let mut checks = Vec::new();
-        // 1. Every request made exactly one invoice.
-        let mut by_request: HashMap<&str, usize> = HashMap::new();
-        for invoice in &state.invoices {
-            *by_request
-                .entry(tag_value(invoice, "request:").unwrap_or("<no request tag>"))
-                .or_default() += 1;
-        }
-        let duplicates: Vec<String> = by_request
-            .iter()
-            .filter(|(_, n)| **n > 1)
-            .map(|(r, n)| format!("{r} ×{n}"))
-            .collect();
-        checks.push(Check {
-            name: "no duplicate invoice",
-            ok: duplicates.is_empty(),
-            detail: if duplicates.is_empty() {
-                format!("{} requests, one invoice each", by_request.len())
-            } else {
-                format!("duplicated requests: {}", duplicates.join(", "))
-            },
-        });
-        checks.push(Check {
-            name: "every requested invoice was issued",
-            ok: by_request.len() == expected,
-            detail: format!(
-                "{} of {expected} requests have an invoice",
-                by_request.len()
-            ),
-        });
-        // 2. Every credited invoice paid out exactly once, amount - fee, to the receiver.
-        let mut problems = Vec::new();
-        let mut paid_out = 0;
-        for invoice in state
-            .invoices
-            .iter()
-            .filter(|i| credited.contains(i.id.as_str()))
-        {
-            let due = invoice.amount - invoice.fee;
-            let found = payouts
-                .get(pipeline_common::messages::payout_key(&invoice.id).as_str())
-                .cloned()
-                .unwrap_or_default();
-            match (due > 0, found.as_slice()) {
-                (false, []) => {}
-                (false, _) => problems.push(format!(
-                    "invoice {}: amount ≤ fee but {} transfer(s)",
-                    invoice.id,
-                    found.len()
-                )),
-                (true, []) => {
-                    problems.push(format!("invoice {}: credited but not paid out", invoice.id))
-                }
-                (true, [one]) => {
-                    if one.amount != due {
-                        problems.push(format!(
-                            "invoice {}: paid {} instead of {due}",
-                            invoice.id, one.amount
-                        ));
-                    } else if !receiver.matches(one) {
-                        problems.push(format!("invoice {}: paid to another account", invoice.id));
-                    } else if one.status != TransferStatus::Success {
-                        problems.push(format!(
-                            "invoice {}: transfer {} is {}",
-                            invoice.id,
-                            one.id,
-                            one.status.as_str()
-                        ));
-                    } else {
-                        paid_out += 1;
+        let summary = audit.summary;
+        let mut checks: Vec<Check> = Rule::ALL
+            .into_iter()
+            .map(|rule| {
+                let problems: Vec<String> =
+                    audit.problems_of(rule).map(Finding::to_string).collect();
+                let evidence = match rule {
+                    Rule::OneInvoicePerRequest => {
+                        format!("{} requests, one invoice each", summary.requests)
                     }
+                    Rule::EveryRequestIssued => format!(
+                        "{} of {} requests have an invoice",
+                        summary.requests - audit.unissued_requests().count(),
+                        summary.requests
+                    ),
+                    Rule::PaidOutExactlyOnce => format!(
+                        "{} credited, {} paid out, {} in flight, {} with nothing due",
+                        summary.credited, summary.paid_out, summary.in_flight, summary.nothing_due
+                    ),
+                    Rule::NoPayoutWithoutCredit => format!(
+                        "{} transfers ({} failed)",
+                        summary.transfers, summary.failed_transfers
+                    ),
+                };
+                Check {
+                    name: rule.title(),
+                    ok: problems.is_empty(),
+                    detail: if problems.is_empty() {
+                        evidence
+                    } else {
+                        problems.join("; ")
+                    },
                 }
-                (true, many) => problems.push(format!(
-                    "invoice {}: paid out {} times",
-                    invoice.id,
-                    many.len()
-                )),
-            }
-        }
-        checks.push(Check {
-            name: "every credited invoice paid out exactly once (amount − fee, configured account)",
-            ok: problems.is_empty(),
-            detail: if problems.is_empty() {
-                format!("{} credited, {paid_out} paid out", credited.len())
-            } else {
-                problems.join("; ")
-            },
-        });
-        // 3. No transfer that does not belong to a credited invoice.
-        let strays: Vec<&str> = state
-            .transfers
-            .iter()
-            .filter(|t| {
-                t.external_id
-                    .as_deref()
-                    .and_then(|k| k.strip_prefix("payout-"))
-                    .is_none_or(|id| !credited.contains(id))
             })
-            .map(|t| t.id.as_str())
             .collect();
-        checks.push(Check {
-            name: "no transfer without a credited invoice",
-            ok: strays.is_empty(),
-            detail: if strays.is_empty() {
-                format!("{} transfers", state.transfers.len())
-            } else {
-                format!("stray transfers: {}", strays.join(", "))
-            },
-        });
-        // 4. Nothing parked in a dead-letter subscription.
         let parked: Vec<String> = dead_letters
             .iter()
             .filter(|(_, n)| *n > 0)
@@ -371,12 +327,9 @@ impl Report {
         Report {
             rows: rows.into_values().collect(),
             checks,
+            audit,
         }
     }
-}
-
-fn tag_value<'a>(invoice: &'a Invoice, prefix: &str) -> Option<&'a str> {
-    invoice.tags.iter().find_map(|t| t.strip_prefix(prefix))
 }
 
 impl fmt::Display for Report {

@@ -1,19 +1,20 @@
 //! The three HTTP services of the pipeline, run in-process on loopback ports, each
 //! restartable on the same port (the push subscriptions keep pointing at it).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
-use pipeline_common::serve::Server;
+use futures::future::BoxFuture;
+use pipeline_service::serve::Server;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 
-/// Builds a fresh router for each (re)start, as a new process would.
-pub type RouterFactory = Box<dyn Fn() -> Router + Send + Sync>;
+/// Builds the service through its crate's `build` for each (re)start, as a new process would,
+/// listening on the given loopback port (0 the first time: any free port).
+pub type ServerFactory =
+    Box<dyn Fn(u16) -> BoxFuture<'static, std::io::Result<Server>> + Send + Sync>;
 
 /// One running service.
 pub struct Service {
@@ -21,7 +22,7 @@ pub struct Service {
     pub name: &'static str,
     /// Its loopback port, stable across restarts.
     pub port: u16,
-    factory: RouterFactory,
+    factory: ServerFactory,
     running: Mutex<Option<Running>>,
     /// POST requests received, over all restarts: lets tests see redeliveries arrive.
     posts: Arc<AtomicU64>,
@@ -42,8 +43,8 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// Starts `factory()` on a free loopback port.
-    pub async fn start(name: &'static str, factory: RouterFactory) -> std::io::Result<Self> {
+    /// Starts `factory(0)`: a free loopback port.
+    pub async fn start(name: &'static str, factory: ServerFactory) -> std::io::Result<Self> {
         let posts = Arc::new(AtomicU64::new(0));
         let (port, running) = launch(0, &factory, &posts).await?;
         Ok(Service {
@@ -93,19 +94,20 @@ impl Service {
 
 async fn launch(
     port: u16,
-    factory: &RouterFactory,
+    factory: &ServerFactory,
     posts: &Arc<AtomicU64>,
 ) -> std::io::Result<(u16, Running)> {
     let counter = posts.clone();
-    let router = factory().layer(axum::middleware::from_fn(
-        move |request: Request, next: Next| {
-            if request.method() == axum::http::Method::POST {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-            next.run(request)
-        },
-    ));
-    let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], port)), router).await?;
+    let server = factory(port).await?.map_router(|router| {
+        router.layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                if request.method() == axum::http::Method::POST {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                next.run(request)
+            },
+        ))
+    });
     let port = server.port();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run_until_stopped(async move {

@@ -4,8 +4,9 @@
 
 use std::io::Write;
 
-use pipeline_common::messages::{PAID_INVOICES, PaidInvoice, TopicMessage as _};
-use pipeline_common::publisher::Publisher;
+use pipeline_domain::messages::{PAID_INVOICES, TopicMessage as _};
+use pipeline_service::publisher::Publisher;
+use pipeline_service::records::paid_invoice;
 use stark_client::{Client, EventLog, EventQuery, InvoiceLogType};
 
 /// `stark-pipeline events …`.
@@ -59,10 +60,7 @@ pub async fn run(
         let publisher = publisher
             .ok_or_else(|| anyhow::anyhow!("--republish needs Pub/Sub: set PUBSUB_PROJECT_ID"))?;
         let message_id = publisher
-            .publish(
-                PAID_INVOICES,
-                PaidInvoice::from_credited_log(log, &event.id).to_message(),
-            )
+            .publish(PAID_INVOICES, paid_invoice(log, &event.id).to_message())
             .await?;
         // Marked only after the publish is confirmed: a crash in between republishes at most.
         stark.set_event_delivered(&event.id).await?;

@@ -9,11 +9,9 @@ pub mod replay;
 pub mod status;
 pub mod webhook;
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use gcp_pubsub::PubSubTarget;
-use pipeline_common::config::Env;
+use pipeline_service::config::{Env, parse_duration};
 use stark_client::Client;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -32,7 +30,7 @@ impl Context {
     pub fn from_env() -> Self {
         let env = Env::from_process();
         Context {
-            stark: pipeline_common::config::stark_client(&env).ok(),
+            stark: pipeline_service::config::stark_client(&env).ok(),
             pubsub: PubSubTarget::from_env().ok(),
         }
     }
@@ -43,7 +41,7 @@ impl Context {
             Some(client) => Ok(client),
             None => {
                 // Re-read to report exactly which variable is wrong.
-                let err = pipeline_common::config::stark_client(&Env::from_process())
+                let err = pipeline_service::config::stark_client(&Env::from_process())
                     .err()
                     .map(|e| e.to_string())
                     .unwrap_or_else(|| "Stark credentials are not configured".into());
@@ -72,21 +70,12 @@ pub fn parse_since(text: &str, now: OffsetDateTime) -> anyhow::Result<OffsetDate
     if let Ok(instant) = OffsetDateTime::parse(text, &Rfc3339) {
         return Ok(instant);
     }
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let amount: u64 = number
-        .parse()
-        .with_context(|| format!("invalid --since {text:?}: expected RFC 3339 (2026-11-27T10:00:00Z) or a duration like 90m, 6h, 2d"))?;
-    let seconds = match unit {
-        "s" => amount,
-        "m" => amount * 60,
-        "h" => amount * 3600,
-        "d" => amount * 86_400,
-        _ => anyhow::bail!("invalid --since {text:?}: the unit must be s, m, h or d"),
-    };
-    Ok(now - Duration::from_secs(seconds))
+    let back = parse_duration(text).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid --since {text:?}: expected RFC 3339 (2026-11-27T10:00:00Z) or a duration like 90m, 6h, 2d ({e})"
+        )
+    })?;
+    Ok(now - back)
 }
 
 /// `YYYY-MM-DD` of an instant (Stark's list filters take dates).
@@ -122,11 +111,9 @@ mod tests {
                 .to_string()
                 .contains("RFC 3339")
         );
-        assert!(
-            parse_since("5w", now)
-                .unwrap_err()
-                .to_string()
-                .contains("unit")
+        assert_eq!(
+            parse_since("90m", now).unwrap(),
+            OffsetDateTime::parse("2026-11-27T10:30:00Z", &Rfc3339).unwrap()
         );
         assert_eq!(date_of(now), "2026-11-27");
     }

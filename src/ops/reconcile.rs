@@ -3,16 +3,17 @@
 //! dropped by a bug). `--repair` republishes missing payouts to `paid_invoices`; money-sender
 //! is idempotent, so a repair can never pay twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-use money_sender::Receiver;
-use pipeline_common::messages::{PAID_INVOICES, PaidInvoice, TopicMessage as _};
-use pipeline_common::publisher::Publisher;
-use stark_client::{
-    Client, InvoiceLog, InvoiceLogQuery, InvoiceLogType, Transfer, TransferQuery, TransferStatus,
-};
+use pipeline_domain::audit::{Audit, AuditInput, InvoiceRecord, TransferRecord, audit};
+use pipeline_domain::messages::{PAID_INVOICES, TopicMessage as _};
+use pipeline_domain::receiver::Receiver;
+use pipeline_service::publisher::Publisher;
+use pipeline_service::records::{invoice_record, paid_invoice, transfer_record};
+use stark_client::{Client, InvoiceLog, InvoiceLogQuery, InvoiceLogType, TransferQuery};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::{date_of, parse_since};
 
@@ -27,108 +28,19 @@ pub struct ReconcileArgs {
     pub repair: bool,
 }
 
-/// One discrepancy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
-    /// Credited, no payout transfer.
-    NotPaidOut {
-        /// Invoice id.
-        invoice: String,
-    },
-    /// The payout transfer failed or was canceled.
-    PayoutFailed {
-        /// Invoice id.
-        invoice: String,
-        /// Transfer id.
-        transfer: String,
-    },
-    /// More than one live payout transfer.
-    PaidTwice {
-        /// Invoice id.
-        invoice: String,
-        /// Transfer ids.
-        transfers: Vec<String>,
-    },
-    /// Amount other than `amount - fee`.
-    WrongAmount {
-        /// Invoice id.
-        invoice: String,
-        /// Transfer id.
-        transfer: String,
-        /// Expected cents.
-        expected: i64,
-        /// Paid cents.
-        paid: i64,
-    },
-    /// Paid to another account than the configured receiver.
-    WrongReceiver {
-        /// Invoice id.
-        invoice: String,
-        /// Transfer id.
-        transfer: String,
-    },
-    /// A payout transfer for an invoice that Stark never credited.
-    NotCredited {
-        /// Invoice id.
-        invoice: String,
-        /// Transfer id.
-        transfer: String,
-    },
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Problem::NotPaidOut { invoice } => {
-                write!(f, "invoice {invoice}: credited but not paid out")
-            }
-            Problem::PayoutFailed { invoice, transfer } => write!(
-                f,
-                "invoice {invoice}: payout transfer {transfer} failed; needs an operator"
-            ),
-            Problem::PaidTwice { invoice, transfers } => write!(
-                f,
-                "invoice {invoice}: paid out {} times ({})",
-                transfers.len(),
-                transfers.join(", ")
-            ),
-            Problem::WrongAmount {
-                invoice,
-                transfer,
-                expected,
-                paid,
-            } => {
-                write!(
-                    f,
-                    "invoice {invoice}: transfer {transfer} paid {paid} cents, expected {expected}"
-                )
-            }
-            Problem::WrongReceiver { invoice, transfer } => write!(
-                f,
-                "invoice {invoice}: transfer {transfer} went to another account"
-            ),
-            Problem::NotCredited { invoice, transfer } => write!(
-                f,
-                "invoice {invoice}: transfer {transfer} but the invoice was never credited"
-            ),
-        }
-    }
-}
-
-/// What reconcile found.
+/// What reconcile found: the one audit over Stark's records, and the credited logs of the
+/// invoices a repair republishes.
 #[derive(Debug, Clone, Default)]
 pub struct Findings {
-    /// Credited invoices examined.
-    pub credited: usize,
-    /// Paid out exactly once, correctly.
-    pub correct: usize,
-    /// Everything else.
-    pub problems: Vec<Problem>,
-    /// The credited logs of invoices not paid out, for `--repair`.
+    /// The audit.
+    pub audit: Audit,
+    /// The credited logs of the invoices with nothing paid and nothing in flight.
     pub missing: Vec<InvoiceLog>,
 }
 
-/// Reads Stark's records and compares.
+/// Reads Stark's records of invoices credited since `since` and of their payouts, and audits
+/// them. Stark filters lists by date, so this asks from the start of `since`'s UTC day and keeps
+/// only the credits at or after `since` itself.
 pub async fn examine(
     stark: &Client,
     receiver: &Receiver,
@@ -143,94 +55,61 @@ pub async fn examine(
         })
         .await?;
     let mut credited: BTreeMap<String, InvoiceLog> = BTreeMap::new();
-    for log in logs
-        .into_iter()
-        .filter(|l| l.log_type == InvoiceLogType::Credited)
-    {
+    for log in logs.into_iter().filter(|l| {
+        l.log_type == InvoiceLogType::Credited
+            && OffsetDateTime::parse(&l.created, &Rfc3339).is_ok_and(|at| at >= since)
+    }) {
         credited.entry(log.invoice.id.clone()).or_insert(log);
     }
-    let transfers = stark
+    let transfers: Vec<TransferRecord> = stark
         .query_transfers(&TransferQuery {
             after,
             ..Default::default()
         })
-        .await?;
-    let mut payouts: HashMap<String, Vec<Transfer>> = HashMap::new();
-    for transfer in transfers {
-        if let Some(invoice) = transfer
-            .external_id
-            .as_deref()
-            .and_then(|k| k.strip_prefix("payout-"))
-        {
-            payouts
-                .entry(invoice.to_owned())
-                .or_default()
-                .push(transfer);
-        }
-    }
-    let mut findings = Findings {
-        credited: credited.len(),
-        ..Default::default()
-    };
-    for (invoice, log) in &credited {
-        let expected = log.invoice.amount - log.invoice.fee;
-        let all = payouts.remove(invoice).unwrap_or_default();
-        if expected <= 0 {
-            findings.correct += usize::from(all.is_empty());
-            continue;
-        }
-        let (live, dead): (Vec<&Transfer>, Vec<&Transfer>) = all
-            .iter()
-            .partition(|t| !matches!(t.status, TransferStatus::Failed | TransferStatus::Canceled));
-        match live.as_slice() {
-            [] => match dead.first() {
-                Some(failed) => findings.problems.push(Problem::PayoutFailed {
-                    invoice: invoice.clone(),
-                    transfer: failed.id.clone(),
-                }),
-                None => {
-                    findings.problems.push(Problem::NotPaidOut {
-                        invoice: invoice.clone(),
-                    });
-                    findings.missing.push(log.clone());
-                }
-            },
-            [one] if one.amount != expected => findings.problems.push(Problem::WrongAmount {
-                invoice: invoice.clone(),
-                transfer: one.id.clone(),
-                expected,
-                paid: one.amount,
-            }),
-            [one] if !receiver.matches(one) => findings.problems.push(Problem::WrongReceiver {
-                invoice: invoice.clone(),
-                transfer: one.id.clone(),
-            }),
-            [_] => findings.correct += 1,
-            many => findings.problems.push(Problem::PaidTwice {
-                invoice: invoice.clone(),
-                transfers: many.iter().map(|t| t.id.clone()).collect(),
-            }),
-        }
-    }
-    // Payouts whose credit is not in the window: credited before `since`, or never.
-    for (invoice, transfers) in payouts {
-        let earlier = stark
+        .await?
+        .iter()
+        .map(transfer_record)
+        .filter(|t| t.key.is_some())
+        .collect();
+    // Payouts whose invoice was credited before the window (or never): read those credits too,
+    // so that an early credit is not mistaken for none.
+    let outside: BTreeSet<String> = transfers
+        .iter()
+        .filter_map(|t| t.key.as_ref().map(|k| k.invoice_id().to_owned()))
+        .filter(|id| !credited.contains_key(id))
+        .collect();
+    let mut earlier: BTreeMap<String, InvoiceLog> = BTreeMap::new();
+    let outside: Vec<String> = outside.into_iter().collect();
+    for chunk in outside.chunks(100) {
+        for log in stark
             .query_invoice_logs(&InvoiceLogQuery {
                 types: vec![InvoiceLogType::Credited],
-                invoice_ids: vec![invoice.clone()],
+                invoice_ids: chunk.to_vec(),
                 ..Default::default()
             })
-            .await?;
-        if earlier.is_empty() {
-            for transfer in transfers {
-                findings.problems.push(Problem::NotCredited {
-                    invoice: invoice.clone(),
-                    transfer: transfer.id,
-                });
-            }
+            .await?
+        {
+            earlier.entry(log.invoice.id.clone()).or_insert(log);
         }
     }
-    Ok(findings)
+    let invoices: Vec<InvoiceRecord> = credited
+        .values()
+        .chain(earlier.values())
+        .map(|log| invoice_record(&log.invoice, Some(log.invoice.amount)))
+        .collect();
+    let audit = audit(AuditInput {
+        requested: None,
+        invoices: &invoices,
+        transfers: &transfers,
+        receiver,
+    });
+    let unpaid: BTreeSet<&str> = audit.unpaid_invoices().collect();
+    let missing = credited
+        .values()
+        .filter(|log| unpaid.contains(log.invoice.id.as_str()))
+        .cloned()
+        .collect();
+    Ok(Findings { audit, missing })
 }
 
 /// Runs `reconcile`; `Ok(true)` when all was well.
@@ -244,15 +123,20 @@ pub async fn run(
 ) -> anyhow::Result<bool> {
     let since = parse_since(&args.since, now)?;
     let findings = examine(stark, receiver, since).await?;
-    for problem in &findings.problems {
-        writeln!(out, "PROBLEM {problem}")?;
+    for finding in &findings.audit.findings {
+        let label = if finding.is_problem() {
+            "PROBLEM"
+        } else {
+            "NOTE"
+        };
+        writeln!(out, "{label} {finding}")?;
     }
     let mut repaired = 0;
     if args.repair && !findings.missing.is_empty() {
         let publisher = publisher
             .ok_or_else(|| anyhow::anyhow!("--repair needs Pub/Sub: set PUBSUB_PROJECT_ID"))?;
         for log in &findings.missing {
-            let message = PaidInvoice::from_credited_log(log, &format!("reconcile-{}", log.id));
+            let message = paid_invoice(log, &format!("reconcile-{}", log.id));
             let id = publisher
                 .publish(PAID_INVOICES, message.to_message())
                 .await?;
@@ -260,23 +144,26 @@ pub async fn run(
                 out,
                 "REPAIR invoice {}: republished to {PAID_INVOICES} as message {id} ({} cents)",
                 log.invoice.id,
-                message.payout()
+                message.claimed_payout()
             )?;
             repaired += 1;
         }
     }
+    let summary = findings.audit.summary;
+    let problems = findings.audit.problems().count();
     writeln!(
         out,
-        "summary: {} credited since {}, {} paid out correctly, {} problem(s){}",
-        findings.credited,
-        date_of(since),
-        findings.correct,
-        findings.problems.len(),
+        "summary: {} credited since {}, {} paid out correctly, {} in flight, {} with nothing due, {problems} problem(s){}",
+        summary.credited,
+        since.format(&Rfc3339).unwrap_or_else(|_| date_of(since)),
+        summary.paid_out,
+        summary.in_flight,
+        summary.nothing_due,
         if args.repair {
             format!(", {repaired} republished (run reconcile again to confirm)")
         } else {
             String::new()
         }
     )?;
-    Ok(findings.problems.is_empty())
+    Ok(problems == 0)
 }

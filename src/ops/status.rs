@@ -1,12 +1,15 @@
 //! `status`: a campaign at a glance, from Stark (and Pub/Sub when configured).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use gcp_pubsub::{PubSubTarget, Topology};
+use pipeline_domain::audit::{AuditInput, InvoiceRecord, TransferRecord, TransferState, audit};
+use pipeline_domain::receiver::Receiver;
+use pipeline_domain::vocab::CampaignTag;
+use pipeline_service::records::{invoice_record, transfer_record};
 use stark_client::{
     Client, InvoiceLogQuery, InvoiceLogType, InvoiceQuery, InvoiceStatus, TransferQuery,
-    TransferStatus,
 };
 
 /// `stark-pipeline status` arguments.
@@ -17,33 +20,22 @@ pub struct StatusArgs {
     pub campaign: String,
 }
 
-/// Runs `status`; `Ok(true)` when nothing waits in a dead-letter subscription.
+/// Runs `status`; `Ok(true)` when the audit finds no problem and nothing waits in a
+/// dead-letter subscription.
 pub async fn run(
     args: &StatusArgs,
     stark: &Client,
     pubsub: Option<&PubSubTarget>,
+    receiver: &Receiver,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     let invoices = stark
         .query_invoices(&InvoiceQuery {
-            tags: vec![format!("campaign:{}", args.campaign)],
+            tags: vec![CampaignTag::for_campaign(&args.campaign).to_string()],
             ..Default::default()
         })
         .await?;
-    let slots: BTreeSet<u32> = invoices
-        .iter()
-        .filter_map(|i| {
-            i.tags
-                .iter()
-                .find_map(|t| t.strip_prefix("slot:"))
-                .and_then(|s| s.parse().ok())
-        })
-        .collect();
-    let paid = invoices
-        .iter()
-        .filter(|i| i.status == InvoiceStatus::Paid)
-        .count();
-    let mut credited = 0;
+    let mut credited: BTreeMap<String, i64> = BTreeMap::new();
     for chunk in invoices.chunks(100) {
         let logs = stark
             .query_invoice_logs(&InvoiceLogQuery {
@@ -52,22 +44,19 @@ pub async fn run(
                 ..Default::default()
             })
             .await?;
-        credited += logs
-            .iter()
-            .map(|l| l.invoice.id.as_str())
-            .collect::<BTreeSet<_>>()
-            .len();
+        for log in logs {
+            credited
+                .entry(log.invoice.id.clone())
+                .or_insert(log.invoice.amount);
+        }
     }
     let first = invoices
         .iter()
         .map(|i| i.created.as_str())
         .min()
         .unwrap_or("");
-    let ids: BTreeSet<String> = invoices
-        .iter()
-        .map(|i| format!("payout-{}", i.id))
-        .collect();
-    let transfers = if invoices.is_empty() {
+    let ours: BTreeSet<&str> = invoices.iter().map(|i| i.id.as_str()).collect();
+    let transfers: Vec<TransferRecord> = if invoices.is_empty() {
         Vec::new()
     } else {
         stark
@@ -76,12 +65,32 @@ pub async fn run(
                 ..Default::default()
             })
             .await?
+            .iter()
+            .map(transfer_record)
+            .filter(|t| {
+                t.key
+                    .as_ref()
+                    .is_some_and(|k| ours.contains(k.invoice_id()))
+            })
+            .collect()
     };
-    let ours: Vec<_> = transfers
+    let records: Vec<InvoiceRecord> = invoices
         .iter()
-        .filter(|t| t.external_id.as_ref().is_some_and(|k| ids.contains(k)))
+        .map(|i| invoice_record(i, credited.get(&i.id).copied()))
         .collect();
-    let count = |status: TransferStatus| ours.iter().filter(|t| t.status == status).count();
+    let audit = audit(AuditInput {
+        requested: None,
+        invoices: &records,
+        transfers: &transfers,
+        receiver,
+    });
+    let slots: BTreeSet<u32> = records.iter().filter_map(|r| r.slot).collect();
+    let paid = invoices
+        .iter()
+        .filter(|i| i.status == InvoiceStatus::Paid)
+        .count();
+    let count = |state: TransferState| transfers.iter().filter(|t| t.state == state).count();
+    let summary = audit.summary;
     writeln!(out, "campaign {}", args.campaign)?;
     writeln!(
         out,
@@ -94,18 +103,23 @@ pub async fn run(
     )?;
     writeln!(
         out,
-        "  invoices: {} issued, {paid} paid, {credited} credited",
-        invoices.len()
+        "  invoices: {} issued, {paid} paid, {} credited",
+        summary.issued, summary.credited
     )?;
     writeln!(
         out,
         "  transfers: {} ({} success, {} in flight, {} failed)",
-        ours.len(),
-        count(TransferStatus::Success),
-        count(TransferStatus::Created) + count(TransferStatus::Processing),
-        count(TransferStatus::Failed)
+        transfers.len(),
+        count(TransferState::Success),
+        count(TransferState::Created) + count(TransferState::Processing),
+        count(TransferState::Failed) + count(TransferState::Canceled)
     )?;
-    let mut healthy = true;
+    let problems: Vec<String> = audit.problems().map(ToString::to_string).collect();
+    writeln!(out, "  audit: {} problem(s)", problems.len())?;
+    for problem in &problems {
+        writeln!(out, "    {problem}")?;
+    }
+    let mut healthy = problems.is_empty();
     match pubsub {
         None => writeln!(
             out,

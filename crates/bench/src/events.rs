@@ -5,6 +5,10 @@ use serde_json::json;
 use stark_client::PrivateKey;
 use stark_client::keys::{high_s_twin, signature_to_base64};
 
+/// The workspace of every benchmark event (the ingester under load accepts only it, as a
+/// deployed one does).
+pub const WORKSPACE_ID: &str = "6010044957065216";
+
 /// One webhook delivery: the exact bytes and its `Digital-Signature`.
 #[derive(Debug, Clone)]
 pub struct SignedWebhook {
@@ -22,7 +26,7 @@ pub fn credited_body(n: u64) -> String {
     let amount = 1_000 + (n * 7_919) % 49_000;
     let event = json!({"event": {
         "created": "2026-11-27T10:09:00.866857+00:00", "id": event_id.to_string(),
-        "subscription": "invoice", "workspaceId": "6010044957065216",
+        "subscription": "invoice", "workspaceId": WORKSPACE_ID,
         "log": {"created": "2026-11-27T10:08:59.927706+00:00", "errors": [], "id": (4_687_457_496_858_624 + n).to_string(), "type": "credited",
             "invoice": {"amount": amount, "brcode": "00020101021226890014br.gov.bcb.pix2567invoice-h.sandbox.starkbank.com/v2/afdf94b770b0458a8440a335daf77c4c5204000053039865802BR5915Stark Bank S.A.6009Sao Paulo62070503***6304CC32",
                 "created": "2026-11-27T10:00:50.886319+00:00", "descriptions": [], "discountAmount": 0, "discounts": [],

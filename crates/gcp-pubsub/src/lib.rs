@@ -5,7 +5,7 @@
 //! a dead-letter topic, or replayed by an operator within 7 days. This crate is the one
 //! place that knows how:
 //!
-//! - [`GcpPublisher`] implements [`pipeline_common::publisher::Publisher`]: a publish
+//! - [`GcpPublisher`] implements [`pipeline_service::publisher::Publisher`]: a publish
 //!   resolves only once Pub/Sub returned the message id.
 //! - [`topology`] declares the topics, push subscriptions and dead-letter pairs, and
 //!   [`apply`] makes a project match the declaration idempotently.

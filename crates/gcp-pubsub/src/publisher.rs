@@ -1,4 +1,4 @@
-//! [`GcpPublisher`]: the Pub/Sub backend of [`pipeline_common::publisher::Publisher`].
+//! [`GcpPublisher`]: the Pub/Sub backend of [`pipeline_service::publisher::Publisher`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,7 +8,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use google_cloud_pubsub::client::{BasePublisher, Publisher as TopicPublisher};
 use google_cloud_pubsub::model::Message;
-use pipeline_common::publisher::{OutgoingMessage, PublishError, Publisher};
+use pipeline_service::publisher::{OutgoingMessage, PublishError, Publisher};
 
 use crate::error::Error;
 use crate::target::PubSubTarget;

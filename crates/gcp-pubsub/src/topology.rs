@@ -32,7 +32,7 @@ use crate::error::{Error, Result, is_already_exists, is_not_found};
 use crate::target::PubSubTarget;
 
 /// The topic names, defined once next to the messages that travel on them.
-pub use pipeline_common::messages::{PAID_INVOICES, PENDING_INVOICES};
+pub use pipeline_domain::messages::{PAID_INVOICES, PENDING_INVOICES};
 /// The invoice sender's push subscription on [`PENDING_INVOICES`].
 pub const INVOICE_SENDER_SUBSCRIPTION: &str = "pending_invoices-invoice-sender";
 /// The money sender's push subscription on [`PAID_INVOICES`].

@@ -13,7 +13,7 @@ use common::{PushSink, emulator, topology_to, wait_for};
 use gcp_pubsub::ops::{self, PullOptions, Settle};
 use gcp_pubsub::topology::{PAID_INVOICES, PENDING_INVOICES};
 use gcp_pubsub::{GcpPublisher, Outcome, apply, delete_all};
-use pipeline_common::publisher::{OutgoingMessage, Publisher};
+use pipeline_service::publisher::{OutgoingMessage, Publisher};
 
 fn message(data: &str, attributes: &[(&str, &str)]) -> OutgoingMessage {
     OutgoingMessage {
@@ -22,6 +22,7 @@ fn message(data: &str, attributes: &[(&str, &str)]) -> OutgoingMessage {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<BTreeMap<_, _>>(),
+        ordering_key: None,
     }
 }
 

@@ -10,13 +10,16 @@
 //! |---|---|---|
 //! | created, or already exists | 200 | ack |
 //! | malformed envelope or payload | 400 | retry, then dead-letter |
-//! | invalid request (tax id, amount) or Stark 400 | 422 (Stark's errors logged) | retry, then dead-letter |
+//! | invalid request (tax id, amount, no request tag) or Stark 400 | 422 (Stark's errors logged) | retry, then dead-letter |
 //! | Stark 5xx, network error, unknown outcome | 503 | retry (the next attempt looks the tag up first) |
 //!
 //! # Layout
-//! - [`Config`]: port and Stark client; [`router`]: `POST /push`; [`serve`]: run until shutdown.
+//! - [`Config`]: where to listen; [`Deps`]: the Stark client.
+//! - [`build`]: binds and returns the server that `main.rs`, the local stack and the tests run;
+//!   [`router`]: `POST /push`.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -24,29 +27,50 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use pipeline_common::config::{ConfigError, Env};
-use pipeline_common::envelope::{NackEvents, PushEnvelope, nack};
-use pipeline_common::locks::KeyedLocks;
-use pipeline_common::messages::PendingInvoice;
-use pipeline_common::serve::{Server, all_interfaces};
-use pipeline_common::taxid::TaxId;
+use pipeline_domain::messages::PendingInvoice;
+use pipeline_domain::taxid::TaxId;
+use pipeline_domain::vocab::RequestTag;
+use pipeline_service::config::{ConfigError, Env};
+use pipeline_service::envelope::{NackEvents, PushEnvelope, nack};
+use pipeline_service::locks::KeyedLocks;
+use pipeline_service::serve::{Server, all_interfaces, loopback};
 use stark_client::{Client, InvoiceQuery, NewInvoice};
 
-/// The service's configuration.
+/// The service's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Listening port (`PORT`).
-    pub port: u16,
-    /// Stark client (`STARK_*`).
-    pub stark: Client,
+    /// Where to listen: `0.0.0.0:$PORT` in production, loopback in local runs and tests.
+    pub listen: SocketAddr,
 }
 
 impl Config {
     /// Reads every variable once.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            port: env.port()?,
-            stark: pipeline_common::config::stark_client(env)?,
+            listen: all_interfaces(env.port()?),
+        })
+    }
+
+    /// Loopback on any free port, for the local stack and the tests.
+    pub fn local() -> Self {
+        Self {
+            listen: loopback(0),
+        }
+    }
+}
+
+/// What the service talks to.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// Stark Bank, with the pipeline's credentials.
+    pub stark: Client,
+}
+
+impl Deps {
+    /// The Stark client from `STARK_*`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            stark: pipeline_service::config::stark_client(env)?,
         })
     }
 }
@@ -58,26 +82,17 @@ struct AppState {
 }
 
 /// `POST /push`.
-pub fn router(stark: Client) -> Router {
+pub fn router(_config: &Config, deps: Deps) -> Router {
     let state = Arc::new(AppState {
-        stark,
+        stark: deps.stark,
         locks: KeyedLocks::default(),
     });
     Router::new().route("/push", post(handle)).with_state(state)
 }
 
-/// Binds `0.0.0.0:PORT` and serves until `shutdown`.
-pub async fn serve(
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let server = Server::bind(all_interfaces(config.port), router(config.stark)).await?;
-    tracing::info!(
-        event = "service_started",
-        port = server.port(),
-        "invoice-sender listening"
-    );
-    server.run_until_stopped(shutdown).await
+/// Binds `config.listen` and returns the server, ready to run until a shutdown signal.
+pub async fn build(config: Config, deps: Deps) -> std::io::Result<Server> {
+    Server::bind(config.listen, router(&config, deps)).await
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +134,7 @@ async fn handle(
     let request: PendingInvoice = envelope.payload().map_err(|e| SendError::Malformed(e.0))?;
     tracing::Span::current().record("request_id", request.request_id.as_str());
     let invoice = to_new_invoice(&request)?;
-    let tag = request.request_tag();
+    let tag = request.request_tag().to_string();
     let _guard = state.locks.lock(&tag).await;
     if let Some(existing) = find(&state.stark, &tag).await? {
         tracing::info!(event = "invoice_already_exists", invoice_id = %existing, "invoice was already created; acking");
@@ -158,10 +173,15 @@ fn to_new_invoice(request: &PendingInvoice) -> Result<NewInvoice, SendError> {
     if request.name.trim().is_empty() {
         return Err(SendError::Invalid("payer name is empty".into()));
     }
-    let tag = request.request_tag();
-    let mut tags: Vec<String> = request.tags.iter().map(|t| t.to_lowercase()).collect();
-    if !tags.contains(&tag) {
-        tags.push(tag);
+    // The spammer is the one component that puts the request tag on; without it this
+    // invoice could not be found again, so a retry would create a second one.
+    let tags: Vec<String> = request.tags.iter().map(|t| t.to_lowercase()).collect();
+    if RequestTag::find(&tags).as_ref() != Some(&request.request_tag()) {
+        return Err(SendError::Invalid(format!(
+            "tags {:?} lack the request tag {}",
+            request.tags,
+            request.request_tag()
+        )));
     }
     Ok(NewInvoice {
         amount: request.amount,

@@ -1,18 +1,21 @@
 //! invoice-sender against the local Stark sandbox: one invoice per request, whatever happens.
 
-use invoice_sender::router;
-use pipeline_common::messages::{PendingInvoice, SCHEMA_VERSION};
-use pipeline_testkit::{Stark, push, spawn, stark};
+use invoice_sender::{Config, Deps, build};
+use pipeline_domain::messages::{PendingInvoice, SCHEMA_VERSION};
+use pipeline_domain::vocab::invoice_tags;
+use pipeline_testkit::{Stark, push, run, stark};
 use stark_sandbox::{FaultConfig, SandboxConfig};
 
 async fn setup() -> (Stark, String) {
     let stark = stark(SandboxConfig::default()).await;
-    let base = spawn(router(stark.client.clone())).await;
+    let deps = Deps {
+        stark: stark.client.clone(),
+    };
+    let base = run(build(Config::local(), deps).await.unwrap());
     (stark, format!("{base}/push"))
 }
 
 fn request(id: &str) -> PendingInvoice {
-    let tag = pipeline_common::messages::request_tag(id);
     PendingInvoice {
         schema_version: SCHEMA_VERSION,
         request_id: id.to_owned(),
@@ -23,7 +26,7 @@ fn request(id: &str) -> PendingInvoice {
         tax_id: "012.345.678-90".into(),
         due: None,
         expiration: None,
-        tags: vec![tag, "campaign:test".into(), "slot:3".into()],
+        tags: invoice_tags(id, "test", 3),
     }
 }
 
@@ -128,7 +131,7 @@ async fn invalid_requests_are_422_without_calling_stark_and_stark_400_is_422() {
 async fn malformed_push_is_400() {
     let (_stark, url) = setup().await;
     assert_eq!(pipeline_testkit::post_json(&url, b"[]".to_vec()).await, 400);
-    let mut message = pipeline_common::messages::TopicMessage::to_message(&request("x"));
+    let mut message = pipeline_domain::messages::TopicMessage::to_message(&request("x"));
     message.data = b"{\"schemaVersion\": 1}".to_vec();
     assert_eq!(pipeline_testkit::push_raw(&url, &message).await, 400);
 }

@@ -17,8 +17,9 @@
 use fake::Fake as _;
 use fake::faker::name::raw::Name;
 use fake::locales::PT_BR;
-use pipeline_common::messages::{PendingInvoice, SCHEMA_VERSION, request_tag};
-use pipeline_common::taxid::TaxId;
+use pipeline_domain::messages::{PendingInvoice, SCHEMA_VERSION};
+use pipeline_domain::taxid::TaxId;
+use pipeline_domain::vocab::invoice_tags;
 use rand::{RngExt as _, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
 use time::Duration;
@@ -86,11 +87,7 @@ pub fn batch(config: &SpammerConfig, slot: u32) -> Vec<PendingInvoice> {
             let tax_id = random_cpf(&mut rng).to_string();
             let amount = rng.random_range(config.amount_cents.clone());
             let request_id = request_id(&config.campaign, slot, index);
-            let tags = vec![
-                request_tag(&request_id),
-                format!("campaign:{}", config.campaign),
-                format!("slot:{slot}"),
-            ];
+            let tags = invoice_tags(&request_id, &config.campaign, slot);
             PendingInvoice {
                 schema_version: SCHEMA_VERSION,
                 request_id,

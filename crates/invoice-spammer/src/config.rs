@@ -7,7 +7,7 @@
 
 use std::ops::RangeInclusive;
 
-use pipeline_common::config::{ConfigError, Env};
+use pipeline_service::config::{ConfigError, Env};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 

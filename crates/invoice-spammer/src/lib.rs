@@ -27,7 +27,7 @@ pub use batch::{MAX_BATCH, MIN_BATCH, batch, request_id, slot_seed};
 pub use config::SpammerConfig;
 pub use run::{Published, RunReport, SpammerError, Window, run, run_slot};
 
-use pipeline_common::messages::PendingInvoice;
+use pipeline_domain::messages::PendingInvoice;
 use serde::Serialize;
 
 /// The batch a run would publish, as `--dry-run` prints it: enough context (window, slot,

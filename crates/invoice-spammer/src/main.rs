@@ -14,15 +14,11 @@ use std::sync::Arc;
 use clap::Parser;
 use gcp_pubsub::{GcpPublisher, PubSubTarget};
 use invoice_spammer::{DryRun, RunReport, SpammerConfig, Window};
-use pipeline_common::bus::MemoryBus;
-use pipeline_common::config::{ConfigError, Env};
-use pipeline_common::logging::{self, LogFormat};
-use pipeline_common::publisher::SharedPublisher;
+use pipeline_service::config::{ConfigError, Env};
+use pipeline_service::logging::{self, LogFormat};
+use pipeline_service::publisher::SharedPublisher;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-/// Selects the publisher backend: `pubsub` (default) or `memory`.
-const PUBLISHER: &str = "PUBLISHER";
 
 /// Publishes one hour slot of invoice requests to `pending_invoices`.
 ///
@@ -148,37 +144,17 @@ enum PublisherError {
     Connect(String),
 }
 
-/// Builds the publisher selected by `PUBLISHER`: `pubsub` (the default) publishes to Google
-/// Cloud Pub/Sub, or to the emulator when `PUBSUB_EMULATOR_HOST` is set (project from
-/// `PUBSUB_PROJECT_ID`, else `GOOGLE_CLOUD_PROJECT`); `memory` is an in-process bus that nobody
-/// consumes, for smoke runs of the publish path (exit codes, log lines) without any Pub/Sub.
-///
-/// This is the only place that knows about backends: the job itself sees `dyn Publisher`.
+/// Builds the Pub/Sub publisher: Google Cloud Pub/Sub, or the emulator when
+/// `PUBSUB_EMULATOR_HOST` is set (project from `PUBSUB_PROJECT_ID`, else `GOOGLE_CLOUD_PROJECT`).
+/// The local stack drives the spammer through its library with its own bus; a deployed job
+/// always publishes to Pub/Sub.
 async fn build_publisher(env: &Env) -> Result<SharedPublisher, PublisherError> {
-    match env.optional(PUBLISHER).unwrap_or("pubsub").trim() {
-        "pubsub" => {
-            // From the same snapshot as the rest of the configuration.
-            let target = PubSubTarget::from_lookup(|name| env.optional(name).map(str::to_owned))
-                .map_err(|e| PublisherError::Config(e.to_string()))?;
-            tracing::info!(event = "pubsub_target", target = %target.describe(), "publishing to Pub/Sub");
-            let publisher = GcpPublisher::connect(target)
-                .await
-                .map_err(|e| PublisherError::Connect(e.to_string()))?;
-            Ok(Arc::new(publisher))
-        }
-        "memory" => {
-            tracing::warn!(
-                event = "memory_publisher",
-                "PUBLISHER=memory: requests go to an in-process bus and are discarded at exit"
-            );
-            Ok(Arc::new(MemoryBus::new()))
-        }
-        other => Err(PublisherError::Config(
-            ConfigError::new(
-                PUBLISHER,
-                format!("invalid value {other:?}: expected pubsub or memory"),
-            )
-            .to_string(),
-        )),
-    }
+    // From the same snapshot as the rest of the configuration.
+    let target = PubSubTarget::from_lookup(|name| env.optional(name).map(str::to_owned))
+        .map_err(|e| PublisherError::Config(e.to_string()))?;
+    tracing::info!(event = "pubsub_target", target = %target.describe(), "publishing to Pub/Sub");
+    let publisher = GcpPublisher::connect(target)
+        .await
+        .map_err(|e| PublisherError::Connect(e.to_string()))?;
+    Ok(Arc::new(publisher))
 }

@@ -1,8 +1,8 @@
 //! One run of the job: find the slot, publish its batch, wait for every confirmation.
 
 use futures::StreamExt as _;
-use pipeline_common::messages::{PENDING_INVOICES, PendingInvoice, TopicMessage as _};
-use pipeline_common::publisher::{PublishError, Publisher};
+use pipeline_domain::messages::{PENDING_INVOICES, PendingInvoice, TopicMessage as _};
+use pipeline_service::publisher::{PublishError, Publisher};
 use time::OffsetDateTime;
 
 use crate::batch::batch;
@@ -237,7 +237,7 @@ async fn publish_batch(
         slot,
         count = total,
         total_cents,
-        total_brl = %pipeline_common::format_brl(total_cents),
+        total_brl = %pipeline_domain::format_brl(total_cents),
         "published every invoice request of the slot"
     );
     Ok(RunReport::Published {

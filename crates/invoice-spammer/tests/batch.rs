@@ -5,8 +5,8 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 
 use invoice_spammer::{MAX_BATCH, MIN_BATCH, batch};
-use pipeline_common::messages::SCHEMA_VERSION;
-use pipeline_common::taxid::TaxId;
+use pipeline_domain::messages::SCHEMA_VERSION;
+use pipeline_domain::taxid::TaxId;
 
 const CAMPAIGNS: [&str; 6] = ["demo", "black-friday", "c1", "c2", "stark-2025", "x"];
 
@@ -49,7 +49,7 @@ fn every_invoice_is_well_formed() {
                 assert_eq!(
                     invoice.tags,
                     vec![
-                        invoice.request_tag(),
+                        invoice.request_tag().to_string(),
                         format!("campaign:{campaign}"),
                         format!("slot:{slot}")
                     ]

@@ -2,7 +2,7 @@
 
 use invoice_spammer::SpammerConfig;
 use invoice_spammer::config::{DEFAULT_AMOUNT_MAX_CENTS, DEFAULT_AMOUNT_MIN_CENTS};
-use pipeline_common::config::Env;
+use pipeline_service::config::Env;
 use time::macros::datetime;
 
 const REQUIRED: [(&str, &str); 2] = [

@@ -8,9 +8,9 @@ use std::time::Duration as StdDuration;
 
 use futures::future::BoxFuture;
 use invoice_spammer::{RunReport, SpammerError, Window, batch, run, run_slot};
-use pipeline_common::bus::MemoryBus;
-use pipeline_common::messages::{PENDING_INVOICES, PendingInvoice, TopicMessage as _};
-use pipeline_common::publisher::{OutgoingMessage, PublishError, Publisher};
+use pipeline_domain::messages::{PENDING_INVOICES, PendingInvoice, TopicMessage as _};
+use pipeline_service::publisher::{OutgoingMessage, PublishError, Publisher};
+use pipeline_testkit::bus::MemoryBus;
 use time::Duration;
 
 fn published(bus: &MemoryBus) -> Vec<PendingInvoice> {

@@ -16,10 +16,13 @@
 //! | Stark 5xx, network error, unknown outcome and not found | 503 | retry |
 //!
 //! # Layout
-//! - [`Receiver`] and [`Config`]: the fixed payout account, from the environment.
-//! - [`router`]: the axum router; [`serve`]: binds and runs it until the shutdown signal.
+//! - [`Config`]: where to listen and the payout account ([`receiver_from_env`]); [`Deps`]: the
+//!   Stark client.
+//! - [`build`]: binds and returns the server that `main.rs`, the local stack and the tests run;
+//!   [`router`]: `POST /push`.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -27,122 +30,71 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use pipeline_common::config::{ConfigError, Env};
-use pipeline_common::envelope::{NackEvents, PushEnvelope, nack};
-use pipeline_common::locks::KeyedLocks;
-use pipeline_common::messages::PaidInvoice;
-use pipeline_common::serve::{Server, all_interfaces};
-use pipeline_common::taxid::TaxId;
+use pipeline_domain::messages::PaidInvoice;
+use pipeline_domain::receiver::Receiver;
+use pipeline_domain::taxid::TaxId;
+use pipeline_domain::vocab::{InvoiceTag, PayoutKey};
+use pipeline_service::config::{ConfigError, Env};
+use pipeline_service::envelope::{NackEvents, PushEnvelope, nack};
+use pipeline_service::locks::KeyedLocks;
+use pipeline_service::records::transfer_record;
+use pipeline_service::serve::{Server, all_interfaces, loopback};
 use stark_client::{Client, NewTransfer, Transfer, TransferQuery, TransferStatus};
 
-/// The account every payout goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receiver {
-    /// Bank ISPB (Pix) or code.
-    pub bank_code: String,
-    /// Branch.
-    pub branch_code: String,
-    /// Account number.
-    pub account_number: String,
-    /// Holder name.
-    pub name: String,
-    /// Holder CPF/CNPJ, validated.
-    pub tax_id: TaxId,
-    /// `checking`, `savings`, `salary` or `payment`.
-    pub account_type: String,
-}
-
-impl Default for Receiver {
-    /// The account named in ARCHITECTURE.md: Stark Bank S.A.'s own payment account.
-    fn default() -> Self {
-        Self {
-            bank_code: "20018183".into(),
-            branch_code: "0001".into(),
-            account_number: "6341320293482496".into(),
-            name: "Stark Bank S.A.".into(),
-            tax_id: TaxId::parse("20.018.183/0001-80")
-                .expect("the default receiver's CNPJ is valid"),
-            account_type: "payment".into(),
-        }
-    }
-}
-
-impl Receiver {
-    /// Reads `PAYOUT_*` variables, each defaulting to the ARCHITECTURE.md account.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let default = Receiver::default();
-        let text =
-            |name: &str, default: &str| env.optional(name).unwrap_or(default).trim().to_owned();
-        let tax_id = match env.optional("PAYOUT_TAX_ID") {
-            Some(raw) => {
-                TaxId::parse(raw).map_err(|e| ConfigError::new("PAYOUT_TAX_ID", e.to_string()))?
-            }
-            None => default.tax_id.clone(),
+/// Reads the payout account from `PAYOUT_*`, each variable defaulting to the project's fixed
+/// account ([`Receiver::default`]).
+pub fn receiver_from_env(env: &Env) -> Result<Receiver, ConfigError> {
+    let default = Receiver::default();
+    let text = |name: &str, default: &str| env.optional(name).unwrap_or(default).trim().to_owned();
+    let tax_id = match env.optional("PAYOUT_TAX_ID") {
+        Some(raw) => TaxId::parse(raw.trim())
+            .map_err(|e| ConfigError::new("PAYOUT_TAX_ID", e.to_string()))?,
+        None => default.tax_id.clone(),
+    };
+    let receiver = Receiver {
+        bank_code: text("PAYOUT_BANK_CODE", &default.bank_code),
+        branch_code: text("PAYOUT_BRANCH_CODE", &default.branch_code),
+        account_number: text("PAYOUT_ACCOUNT_NUMBER", &default.account_number),
+        name: text("PAYOUT_NAME", &default.name),
+        tax_id,
+        account_type: text("PAYOUT_ACCOUNT_TYPE", &default.account_type),
+    };
+    receiver.validate().map_err(|e| {
+        let variable = match e.field {
+            "bank_code" => "PAYOUT_BANK_CODE",
+            "branch_code" => "PAYOUT_BRANCH_CODE",
+            "account_number" => "PAYOUT_ACCOUNT_NUMBER",
+            _ => "PAYOUT_ACCOUNT_TYPE",
         };
-        let receiver = Receiver {
-            bank_code: text("PAYOUT_BANK_CODE", &default.bank_code),
-            branch_code: text("PAYOUT_BRANCH_CODE", &default.branch_code),
-            account_number: text("PAYOUT_ACCOUNT_NUMBER", &default.account_number),
-            name: text("PAYOUT_NAME", &default.name),
-            tax_id,
-            account_type: text("PAYOUT_ACCOUNT_TYPE", &default.account_type),
-        };
-        let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '-');
-        if !digits(&receiver.bank_code) {
-            return Err(ConfigError::new("PAYOUT_BANK_CODE", "must be digits"));
-        }
-        if !digits(&receiver.branch_code) {
-            return Err(ConfigError::new(
-                "PAYOUT_BRANCH_CODE",
-                "must be digits, optionally with a -check digit",
-            ));
-        }
-        if !digits(&receiver.account_number) {
-            return Err(ConfigError::new(
-                "PAYOUT_ACCOUNT_NUMBER",
-                "must be digits, optionally with a -check digit",
-            ));
-        }
-        if !["checking", "savings", "salary", "payment"].contains(&receiver.account_type.as_str()) {
-            return Err(ConfigError::new(
-                "PAYOUT_ACCOUNT_TYPE",
-                "must be checking, savings, salary or payment",
-            ));
-        }
-        Ok(receiver)
-    }
+        ConfigError::new(variable, e.reason)
+    })?;
+    Ok(receiver)
+}
 
-    fn transfer(&self, amount: i64, key: &str, invoice_id: &str) -> NewTransfer {
-        NewTransfer {
-            amount,
-            name: self.name.clone(),
-            tax_id: self.tax_id.to_string(),
-            bank_code: self.bank_code.clone(),
-            branch_code: self.branch_code.clone(),
-            account_number: self.account_number.clone(),
-            account_type: Some(self.account_type.clone()),
-            external_id: Some(key.to_owned()),
-            tags: vec![key.to_owned(), format!("invoice:{invoice_id}")],
-            ..Default::default()
-        }
-    }
-
-    /// Whether `transfer` goes to this account (tax ids compared as ids, not as text).
-    pub fn matches(&self, transfer: &Transfer) -> bool {
-        transfer.bank_code == self.bank_code
-            && transfer.branch_code == self.branch_code
-            && transfer.account_number == self.account_number
-            && TaxId::parse(&transfer.tax_id).is_ok_and(|t| t == self.tax_id)
+/// The transfer that pays `amount` to `receiver` under `key`.
+fn payout_transfer(receiver: &Receiver, amount: i64, key: &PayoutKey) -> NewTransfer {
+    NewTransfer {
+        amount,
+        name: receiver.name.clone(),
+        tax_id: receiver.tax_id.to_string(),
+        bank_code: receiver.bank_code.clone(),
+        branch_code: receiver.branch_code.clone(),
+        account_number: receiver.account_number.clone(),
+        account_type: Some(receiver.account_type.clone()),
+        external_id: Some(key.to_string()),
+        tags: vec![
+            key.to_string(),
+            InvoiceTag::for_invoice(key.invoice_id()).to_string(),
+        ],
+        ..Default::default()
     }
 }
 
-/// The service's configuration.
+/// The service's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Listening port (`PORT`).
-    pub port: u16,
-    /// Stark Bank client (`STARK_*`).
-    pub stark: Client,
+    /// Where to listen: `0.0.0.0:$PORT` in production, loopback in local runs and tests.
+    pub listen: SocketAddr,
     /// Payout account (`PAYOUT_*`).
     pub receiver: Receiver,
 }
@@ -151,9 +103,32 @@ impl Config {
     /// Reads every variable once.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            port: env.port()?,
-            stark: pipeline_common::config::stark_client(env)?,
-            receiver: Receiver::from_env(env)?,
+            listen: all_interfaces(env.port()?),
+            receiver: receiver_from_env(env)?,
+        })
+    }
+
+    /// Loopback on any free port and the default receiver, for the local stack and the tests.
+    pub fn local() -> Self {
+        Self {
+            listen: loopback(0),
+            receiver: Receiver::default(),
+        }
+    }
+}
+
+/// What the service talks to.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// Stark Bank, with the pipeline's credentials.
+    pub stark: Client,
+}
+
+impl Deps {
+    /// The Stark client from `STARK_*`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            stark: pipeline_service::config::stark_client(env)?,
         })
     }
 }
@@ -166,31 +141,18 @@ struct AppState {
 }
 
 /// `POST /push`.
-pub fn router(stark: Client, receiver: Receiver) -> Router {
+pub fn router(config: &Config, deps: Deps) -> Router {
     let state = Arc::new(AppState {
-        stark,
-        receiver,
+        stark: deps.stark,
+        receiver: config.receiver.clone(),
         locks: KeyedLocks::default(),
     });
     Router::new().route("/push", post(handle)).with_state(state)
 }
 
-/// Binds `0.0.0.0:PORT` (or the given address in tests) and serves until `shutdown`.
-pub async fn serve(
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let server = Server::bind(
-        all_interfaces(config.port),
-        router(config.stark, config.receiver),
-    )
-    .await?;
-    tracing::info!(
-        event = "service_started",
-        port = server.port(),
-        "money-sender listening"
-    );
-    server.run_until_stopped(shutdown).await
+/// Binds `config.listen` and returns the server, ready to run until a shutdown signal.
+pub async fn build(config: Config, deps: Deps) -> std::io::Result<Server> {
+    Server::bind(config.listen, router(&config, deps)).await
 }
 
 /// Why a delivery was not acked.
@@ -250,7 +212,7 @@ async fn handle(
             paid.invoice_id
         )));
     }
-    let amount = paid.payout();
+    let amount = paid.claimed_payout();
     if amount <= 0 {
         tracing::warn!(
             event = "payout_skipped_nonpositive",
@@ -261,8 +223,8 @@ async fn handle(
         return Ok(StatusCode::OK);
     }
     let key = paid.payout_key();
-    let _guard = state.locks.lock(&key).await;
-    let transfer = state.receiver.transfer(amount, &key, &paid.invoice_id);
+    let _guard = state.locks.lock(&key.to_string()).await;
+    let transfer = payout_transfer(&state.receiver, amount, &key);
     match state
         .stark
         .create_transfers(std::slice::from_ref(&transfer))
@@ -304,9 +266,14 @@ async fn handle(
 
 /// Looks the payout up by its tag. A found transfer counts as done only if it is ours (same
 /// receiver and amount) and not failed or canceled; anything else needs an operator.
-async fn find(state: &AppState, key: &str, amount: i64) -> Result<Option<Transfer>, PayoutError> {
+async fn find(
+    state: &AppState,
+    key: &PayoutKey,
+    amount: i64,
+) -> Result<Option<Transfer>, PayoutError> {
+    let key = key.to_string();
     let query = TransferQuery {
-        tags: vec![key.to_owned()],
+        tags: vec![key.clone()],
         ..Default::default()
     };
     let found = state
@@ -316,12 +283,13 @@ async fn find(state: &AppState, key: &str, amount: i64) -> Result<Option<Transfe
         .map_err(PayoutError::Transient)?;
     let Some(transfer) = found
         .iter()
-        .find(|t| t.external_id.as_deref() == Some(key) || t.tags.iter().any(|tag| tag == key))
+        .find(|t| t.external_id.as_deref() == Some(&key) || t.tags.contains(&key))
         .cloned()
     else {
         return Ok(None);
     };
-    if !state.receiver.matches(&transfer) || transfer.amount != amount {
+    let record = transfer_record(&transfer);
+    if !state.receiver.matches(&record.account) || transfer.amount != amount {
         return Err(PayoutError::Mismatch { id: transfer.id });
     }
     match transfer.status {

@@ -1,18 +1,18 @@
-//! money-sender binary: read the environment, serve until SIGTERM.
+//! money-sender binary: read the environment, build, serve until SIGTERM.
 #![forbid(unsafe_code)]
 
-use pipeline_common::config::{Env, or_exit};
-use pipeline_common::logging::{self, LogFormat};
+use money_sender::{Config, Deps, build};
+use pipeline_service::config::{Env, or_exit};
+use pipeline_service::logging::{self, LogFormat};
+use pipeline_service::serve::run_service;
+
+const SERVICE: &str = "money-sender";
 
 #[tokio::main]
 async fn main() {
     logging::init(LogFormat::from_env());
-    let config = or_exit(
-        "money-sender",
-        money_sender::Config::from_env(&Env::from_process()),
-    );
-    if let Err(err) = money_sender::serve(config, pipeline_common::serve::shutdown_signal()).await {
-        tracing::error!(event = "server_failed", "{err}");
-        std::process::exit(1);
-    }
+    let env = Env::from_process();
+    let config = or_exit(SERVICE, Config::from_env(&env));
+    let deps = or_exit(SERVICE, Deps::from_env(&env));
+    run_service(SERVICE, build(config, deps).await).await;
 }

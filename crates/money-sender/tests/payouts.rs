@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use money_sender::{Receiver, router};
-use pipeline_common::messages::{PaidInvoice, SCHEMA_VERSION, TopicMessage as _};
-use pipeline_testkit::{Stark, push, push_raw, spawn, stark};
+use money_sender::{Config, Deps, build};
+use pipeline_domain::messages::{PaidInvoice, SCHEMA_VERSION, TopicMessage as _};
+use pipeline_domain::receiver::Receiver;
+use pipeline_testkit::{Stark, push, push_raw, run, stark};
 use stark_sandbox::{FaultConfig, SandboxConfig};
 
 async fn setup() -> (Stark, String) {
@@ -13,8 +14,16 @@ async fn setup() -> (Stark, String) {
         ..Default::default()
     })
     .await;
-    let base = spawn(router(stark.client.clone(), Receiver::default())).await;
+    let base = money_sender_at(&stark).await;
     (stark, format!("{base}/push"))
+}
+
+/// money-sender built as its binary builds it, against `stark`; its base URL.
+async fn money_sender_at(stark: &Stark) -> String {
+    let deps = Deps {
+        stark: stark.client.clone(),
+    };
+    run(build(Config::local(), deps).await.unwrap())
 }
 
 fn paid(invoice_id: &str, amount: i64, fee: i64) -> PaidInvoice {
@@ -177,10 +186,7 @@ async fn a_transfer_that_failed_at_stark_is_not_acked_as_paid() {
         ..Default::default()
     })
     .await;
-    let url = format!(
-        "{}/push",
-        spawn(router(stark.client.clone(), Receiver::default())).await
-    );
+    let url = format!("{}/push", money_sender_at(&stark).await);
     let message = paid("1000000000000009", 1_000, 0);
     assert_eq!(push(&url, &message).await, 200);
     stark
@@ -199,15 +205,19 @@ async fn a_transfer_that_failed_at_stark_is_not_acked_as_paid() {
 
 #[test]
 fn receiver_config_is_validated_and_names_the_variable() {
-    use pipeline_common::config::Env;
+    use pipeline_service::config::Env;
     assert_eq!(
-        Receiver::from_env(&Env::default()).unwrap(),
+        money_sender::receiver_from_env(&Env::default()).unwrap(),
         Receiver::default()
     );
-    let err = Receiver::from_env(&Env::from_pairs([("PAYOUT_TAX_ID", "11.111.111/1111-11")]))
-        .unwrap_err();
+    let err = money_sender::receiver_from_env(&Env::from_pairs([(
+        "PAYOUT_TAX_ID",
+        "11.111.111/1111-11",
+    )]))
+    .unwrap_err();
     assert_eq!(err.variable, "PAYOUT_TAX_ID");
-    let err = Receiver::from_env(&Env::from_pairs([("PAYOUT_ACCOUNT_TYPE", "gold")])).unwrap_err();
+    let err = money_sender::receiver_from_env(&Env::from_pairs([("PAYOUT_ACCOUNT_TYPE", "gold")]))
+        .unwrap_err();
     assert_eq!(err.variable, "PAYOUT_ACCOUNT_TYPE");
 }
 

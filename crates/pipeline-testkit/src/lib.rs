@@ -1,19 +1,24 @@
-//! Test helpers shared by the service crates (a dev-dependency only).
+//! The local side of the pipeline: what the local stack, the benchmarks and the tests use, and
+//! no deployable links (`cargo tree -e normal` of each service shows it absent).
 //!
+//! - [`bus`]: an in-process bus with Pub/Sub's push, retry and dead-letter contract.
+//! - [`free_port`]: a free loopback port.
 //! - [`stark`]: a local Stark sandbox plus a client registered with it.
-//! - [`spawn`]: serves a router on `127.0.0.1:0` through the production [`Server`].
+//! - [`run`]: runs a server a service's `build` returned; [`spawn`]: serves any router on
+//!   `127.0.0.1:0` through the production [`Server`].
 //! - [`public_key_server`]: a stand-in Stark serving only `GET /v2/public-key`.
 //! - [`push`]: delivers a message the way Pub/Sub push does, returning the HTTP status.
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
+pub mod bus;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pipeline_common::envelope::WireEnvelope;
-use pipeline_common::messages::TopicMessage;
-use pipeline_common::publisher::OutgoingMessage;
-use pipeline_common::serve::Server;
+use pipeline_domain::messages::TopicMessage;
+use pipeline_service::envelope::WireEnvelope;
+use pipeline_service::publisher::OutgoingMessage;
+use pipeline_service::serve::{Server, loopback};
 use stark_client::Client;
 use stark_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 
@@ -39,13 +44,21 @@ pub async fn stark(config: SandboxConfig) -> Stark {
 
 /// Serves `router` on an ephemeral loopback port and returns its base URL.
 pub async fn spawn(router: axum::Router) -> String {
-    let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), router)
+    let server = Server::bind(loopback(0), router)
         .await
         .expect("bind loopback");
+    run(server)
+}
+
+/// Runs a server a service's `build` returned (the same path as its binary) until the test
+/// ends, and returns its base URL.
+pub fn run(server: Server) -> String {
     let port = server.port();
     tokio::spawn(server.run_until_stopped(std::future::pending()));
     format!("http://127.0.0.1:{port}")
 }
+
+pub use pipeline_service::serve::free_port;
 
 /// A stand-in Stark that serves only `GET /v2/public-key`, listing `pem` (what a webhook
 /// verifier fetches once, then caches). Returns the Stark base URL, `http://127.0.0.1:PORT/v2`.

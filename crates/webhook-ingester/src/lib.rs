@@ -17,10 +17,13 @@
 //! | credited invoice, publish failed or timed out | 503 |
 //!
 //! # Layout
-//! - [`Config`]: port, Stark client, workspace, body cap, publish timeout.
-//! - [`router`]: `POST /webhook`; [`serve`]: bind and run until shutdown.
+//! - [`Config`]: where to listen, workspace, body cap, publish timeout; [`Deps`]: the Stark
+//!   client (for Stark's public key) and the publisher.
+//! - [`build`]: binds and returns the server that `main.rs`, the local stack and the tests run;
+//!   [`router`]: `POST /webhook`.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,20 +33,26 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use pipeline_common::config::{ConfigError, Env};
-use pipeline_common::messages::{PAID_INVOICES, PaidInvoice, TopicMessage as _};
-use pipeline_common::publisher::SharedPublisher;
-use pipeline_common::serve::{Server, all_interfaces};
+use pipeline_domain::messages::{PAID_INVOICES, TopicMessage as _};
+use pipeline_service::config::{ConfigError, Env};
+use pipeline_service::publisher::SharedPublisher;
+use pipeline_service::records::paid_invoice;
+use pipeline_service::serve::{Server, all_interfaces, loopback};
 use stark_client::{Client, EventLog, InvoiceLogType, VerifyError};
 
-/// The service's configuration.
+/// Largest accepted webhook body by default: Stark's events are a few kB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a webhook waits for its publish confirmation by default.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The service's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Listening port (`PORT`).
-    pub port: u16,
-    /// Stark client, used to fetch Stark's public key (`STARK_*`).
-    pub stark: Client,
-    /// When set, events of other workspaces are refused (`STARK_WORKSPACE_ID`).
+    /// Where to listen: `0.0.0.0:$PORT` in production, loopback in local runs and tests.
+    pub listen: SocketAddr,
+    /// When set, events of other workspaces are refused (`STARK_WORKSPACE_ID`). Stark signs
+    /// every workspace's events with one key, so only this tells our events from anyone
+    /// else's: deployments require it, and the service warns at start when it is unset.
     pub workspace_id: Option<String>,
     /// Largest accepted body (`WEBHOOK_MAX_BODY_BYTES`, default 1 MiB).
     pub max_body_bytes: usize,
@@ -66,14 +75,16 @@ impl Config {
                 format!("invalid value {ws:?}: must be digits"),
             ));
         }
-        let max_body_bytes: usize = env.parse_or("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)?;
+        let max_body_bytes: usize =
+            env.parse_or("WEBHOOK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
         if max_body_bytes < 1024 {
             return Err(ConfigError::new(
                 "WEBHOOK_MAX_BODY_BYTES",
                 "must be at least 1024",
             ));
         }
-        let publish_timeout: u64 = env.parse_or("PUBLISH_TIMEOUT_SECONDS", 10)?;
+        let publish_timeout: u64 =
+            env.parse_or("PUBLISH_TIMEOUT_SECONDS", DEFAULT_PUBLISH_TIMEOUT.as_secs())?;
         if publish_timeout == 0 {
             return Err(ConfigError::new(
                 "PUBLISH_TIMEOUT_SECONDS",
@@ -81,13 +92,32 @@ impl Config {
             ));
         }
         Ok(Self {
-            port: env.port()?,
-            stark: pipeline_common::config::stark_client(env)?,
+            listen: all_interfaces(env.port()?),
             workspace_id,
             max_body_bytes,
             publish_timeout: Duration::from_secs(publish_timeout),
         })
     }
+
+    /// Loopback on any free port, accepting only `workspace_id`'s events, with the default
+    /// limits: for the local stack and the tests.
+    pub fn local(workspace_id: &str) -> Self {
+        Self {
+            listen: loopback(0),
+            workspace_id: Some(workspace_id.to_owned()),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+        }
+    }
+}
+
+/// What the service talks to.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// Stark Bank, with the pipeline's credentials: fetches Stark's public key.
+    pub stark: Client,
+    /// Where credited invoices go (`paid_invoices`).
+    pub publisher: SharedPublisher,
 }
 
 #[derive(Debug)]
@@ -99,10 +129,10 @@ struct AppState {
 }
 
 /// `POST /webhook`.
-pub fn router(config: &Config, publisher: SharedPublisher) -> Router {
+pub fn router(config: &Config, deps: Deps) -> Router {
     let state = Arc::new(AppState {
-        stark: config.stark.clone(),
-        publisher,
+        stark: deps.stark,
+        publisher: deps.publisher,
         workspace_id: config.workspace_id.clone(),
         publish_timeout: config.publish_timeout,
     });
@@ -112,19 +142,17 @@ pub fn router(config: &Config, publisher: SharedPublisher) -> Router {
         .with_state(state)
 }
 
-/// Binds `0.0.0.0:PORT` and serves until `shutdown`.
-pub async fn serve(
-    config: Config,
-    publisher: SharedPublisher,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let server = Server::bind(all_interfaces(config.port), router(&config, publisher)).await?;
-    tracing::info!(
-        event = "service_started",
-        port = server.port(),
-        "webhook-ingester listening"
-    );
-    server.run_until_stopped(shutdown).await
+/// Binds `config.listen` and returns the server, ready to run until a shutdown signal. Warns
+/// when no workspace is configured: then a foreign workspace's events are published too (and
+/// only money-sender's check against Stark's record keeps them from moving money).
+pub async fn build(config: Config, deps: Deps) -> std::io::Result<Server> {
+    if config.workspace_id.is_none() {
+        tracing::warn!(
+            event = "workspace_check_disabled",
+            "STARK_WORKSPACE_ID is not set: events of every workspace are accepted; set it to the workspaceId of any of your events"
+        );
+    }
+    Server::bind(config.listen, router(&config, deps)).await
 }
 
 /// Why a webhook was not accepted. HTTP bodies stay generic: the caller is the internet.
@@ -210,7 +238,7 @@ async fn handle(
         }
     };
     span.record("invoice_id", log.invoice.id.as_str());
-    let paid = PaidInvoice::from_credited_log(log, &event.id);
+    let paid = paid_invoice(log, &event.id);
     let publish = state.publisher.publish(PAID_INVOICES, paid.to_message());
     match tokio::time::timeout(state.publish_timeout, publish).await {
         Ok(Ok(message_id)) => {

@@ -3,28 +3,30 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipeline_common::bus::MemoryBus;
-use pipeline_common::messages::{PAID_INVOICES, PaidInvoice, TopicMessage as _};
-use pipeline_testkit::{spawn, stark};
+use pipeline_domain::messages::{PAID_INVOICES, PaidInvoice, TopicMessage as _};
+use pipeline_testkit::bus::MemoryBus;
+use pipeline_testkit::{run, stark};
 use serde_json::{Value, json};
 use stark_client::{AccessId, Client, ClientConfig, Environment, NewInvoice, PrivateKey};
 use stark_sandbox::{DeliveryOutcome, SandboxConfig};
-use webhook_ingester::{Config, router};
+use webhook_ingester::{Config, Deps, build};
 
 const WORKSPACE: &str = "6010044957065216";
 
-fn config(stark: Client, workspace: Option<&str>) -> Config {
-    Config {
-        port: 0,
-        stark,
-        workspace_id: workspace.map(str::to_owned),
-        max_body_bytes: 1024 * 1024,
-        publish_timeout: Duration::from_secs(2),
-    }
+fn config(workspace: Option<&str>) -> Config {
+    let mut config = Config::local(workspace.unwrap_or_default());
+    config.workspace_id = workspace.map(str::to_owned);
+    config.publish_timeout = Duration::from_secs(2);
+    config
 }
 
+/// The ingester built as its binary builds it; its webhook URL.
 async fn ingester(stark: Client, workspace: Option<&str>, bus: &MemoryBus) -> String {
-    let base = spawn(router(&config(stark, workspace), Arc::new(bus.clone()))).await;
+    let deps = Deps {
+        stark,
+        publisher: Arc::new(bus.clone()),
+    };
+    let base = run(build(config(workspace), deps).await.unwrap());
     format!("{base}/webhook")
 }
 
@@ -200,7 +202,10 @@ async fn credited_event_is_published_with_ids_as_attributes() {
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].attributes["invoiceId"], "5166945473134592");
     let paid = PaidInvoice::from_payload(&published[0].data).unwrap();
-    assert_eq!((paid.amount, paid.fee, paid.payout()), (10_000, 25, 9_975));
+    assert_eq!(
+        (paid.amount, paid.fee, paid.claimed_payout()),
+        (10_000, 25, 9_975)
+    );
     assert_eq!(paid.credited_at, "2026-11-27T10:08:59.000000+00:00");
 }
 

@@ -21,7 +21,6 @@
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,9 +32,9 @@ use bench::procfs::{Memory, cpu_time, mib};
 use bench::{Percentiles, free_port, ms, parse_duration};
 use clap::{Parser, ValueEnum};
 use futures::future::BoxFuture;
-use pipeline_common::bus::MemoryBus;
-use pipeline_common::messages::PAID_INVOICES;
-use pipeline_common::publisher::{OutgoingMessage, PublishError, Publisher, SharedPublisher};
+use pipeline_domain::messages::PAID_INVOICES;
+use pipeline_service::publisher::{OutgoingMessage, PublishError, Publisher, SharedPublisher};
+use pipeline_testkit::bus::MemoryBus;
 use stark_client::keys::parse_signature;
 use stark_client::{AccessId, Client, ClientConfig, Environment, PrivateKey, PublicKey};
 
@@ -132,7 +131,7 @@ impl Publisher for NullPublisher {
 
 fn serve_child(args: &Args) -> anyhow::Result<bool> {
     if args.logs == Logs::Json {
-        pipeline_common::logging::init(pipeline_common::logging::LogFormat::Json);
+        pipeline_service::logging::init(pipeline_service::logging::LogFormat::Json);
     }
     let runtime = if args.ingester_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -150,26 +149,17 @@ fn serve_child(args: &Args) -> anyhow::Result<bool> {
             PrivateKey::generate(),
             Environment::parse(&args.stark_url)?,
         ))?;
-        let config = webhook_ingester::Config {
-            port: args.port,
-            stark,
-            workspace_id: None,
-            max_body_bytes: 1024 * 1024,
-            publish_timeout: Duration::from_secs(10),
-        };
+        let mut config = webhook_ingester::Config::local(bench::events::WORKSPACE_ID);
+        config.listen.set_port(args.port);
         let bus = MemoryBus::new();
         let null = Arc::new(NullPublisher(AtomicU64::new(0)));
         let publisher: SharedPublisher = match args.publisher {
             PublisherKind::Memory => Arc::new(bus.clone()),
             PublisherKind::Null => null.clone(),
         };
-        let router = webhook_ingester::router(&config, publisher);
-        let server = pipeline_common::serve::Server::bind(
-            SocketAddr::from(([127, 0, 0, 1], args.port)),
-            router,
-        )
-        .await?
-        .with_grace(Duration::from_secs(1));
+        let server = webhook_ingester::build(config, webhook_ingester::Deps { stark, publisher })
+            .await?
+            .with_grace(Duration::from_secs(1));
         // Stops when the parent closes our stdin (or dies).
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {

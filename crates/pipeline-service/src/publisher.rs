@@ -1,23 +1,15 @@
 //! Publishing to a topic, behind one trait with two backends: Google Cloud Pub/Sub (the
-//! `gcp-pubsub` crate) and the in-process [`crate::bus::MemoryBus`].
+//! `gcp-pubsub` crate) and the local stack's in-process bus (`pipeline-testkit`).
 //!
 //! A publish returns only once the backend confirmed it (Pub/Sub returned a message id): the
 //! webhook ingester answers Stark 200 only after that, so a crash in between loses nothing.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-/// A message to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutgoingMessage {
-    /// The payload (JSON of one of [`crate::messages`]).
-    pub data: Vec<u8>,
-    /// Attributes operators filter on (ids, schema version).
-    pub attributes: BTreeMap<String, String>,
-}
+pub use pipeline_domain::messages::OutgoingMessage;
 
 /// Why a publish failed. The caller answers 5xx so that its own input is retried.
 #[derive(Debug, thiserror::Error)]

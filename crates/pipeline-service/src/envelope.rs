@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use crate::messages::TopicMessage;
+use pipeline_domain::messages::TopicMessage;
 
 /// A decoded push delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,11 @@
 //! Brazilian tax ids: CPF (people, 11 digits) and CNPJ (companies, 14 digits).
 //!
 //! Stark Bank rejects an invalid tax id with `invalidTaxId`; checking here first turns a bad
-//! configuration or a bad generated payer into a clear error before any money moves.
+//! configuration or a bad generated payer into a clear error before any money moves. The same
+//! type validates tax ids in the pipeline and in the local sandbox, so both apply one rule:
+//! digits, optionally with the usual separators `.`, `-` and `/`, nothing else (no spaces: Stark
+//! documents the formatted and the bare forms only). Callers that read a value from a file or
+//! the environment trim it first.
 
 use std::fmt;
 
@@ -17,10 +21,10 @@ pub enum TaxId {
 /// Why a tax id is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TaxIdError {
-    /// Not 11 or 14 digits once `.`, `-`, `/` and spaces are removed.
+    /// Not 11 or 14 digits once `.`, `-` and `/` are removed.
     #[error("tax id {0:?} must have 11 (CPF) or 14 (CNPJ) digits")]
     Length(String),
-    /// Contains something other than digits and `.`, `-`, `/`, spaces.
+    /// Contains something other than digits and `.`, `-`, `/`.
     #[error("tax id {0:?} contains characters other than digits and . - /")]
     Characters(String),
     /// All digits equal (`000.000.000-00`): passes the arithmetic, refused by Stark.
@@ -38,7 +42,7 @@ impl TaxId {
         for c in text.chars() {
             match c {
                 '0'..='9' => digits.push(c as u8 - b'0'),
-                '.' | '-' | '/' | ' ' => {}
+                '.' | '-' | '/' => {}
                 _ => return Err(TaxIdError::Characters(text.to_owned())),
             }
         }
@@ -77,6 +81,11 @@ impl TaxId {
         match self {
             TaxId::Cpf(d) | TaxId::Cnpj(d) => d,
         }
+    }
+
+    /// True for an 11-digit CPF (a person), false for a CNPJ (a company).
+    pub fn is_cpf(&self) -> bool {
+        matches!(self, TaxId::Cpf(_))
     }
 }
 
@@ -173,6 +182,13 @@ mod tests {
             Err(TaxIdError::Characters("abc".into()))
         );
         assert_eq!(TaxId::parse("123"), Err(TaxIdError::Length("123".into())));
+        // One rule for the pipeline and the sandbox: separators yes, spaces no.
+        assert_eq!(
+            TaxId::parse("012 345 678 90"),
+            Err(TaxIdError::Characters("012 345 678 90".into()))
+        );
+        assert!(TaxId::parse("012.345.678-90").unwrap().is_cpf());
+        assert!(!TaxId::parse("20018183000180").unwrap().is_cpf());
     }
 
     #[test]

@@ -8,7 +8,21 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::publisher::OutgoingMessage;
+use crate::vocab::{PayoutKey, RequestTag};
+
+/// A message ready to publish: its bytes, attributes and ordering key. Plain data, so that the
+/// domain knows what goes on a topic without knowing how it gets there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The payload (JSON of one of the messages of this module).
+    pub data: Vec<u8>,
+    /// Attributes operators filter on (ids, schema version).
+    pub attributes: BTreeMap<String, String>,
+    /// Pub/Sub ordering key: messages with the same key are delivered one at a time, in order,
+    /// on a subscription with message ordering enabled, so two instances of a push service
+    /// never work on the same request or invoice at once. `None` publishes without one.
+    pub ordering_key: Option<String>,
+}
 
 /// Topic of invoice requests (spammer → invoice-sender).
 pub const PENDING_INVOICES: &str = "pending_invoices";
@@ -43,21 +57,16 @@ pub struct PendingInvoice {
     /// Seconds after `due` until expiry, or `None` for Stark's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration: Option<i64>,
-    /// Tags to put on the invoice; include [`PendingInvoice::request_tag`].
+    /// Tags to put on the invoice: [`crate::vocab::invoice_tags`], set by the spammer (the one
+    /// component that adds the request tag); the invoice sender refuses a request without it.
     pub tags: Vec<String>,
 }
 
 impl PendingInvoice {
-    /// The tag that identifies the invoice made from this request (lowercase: Stark lowercases
-    /// tags).
-    pub fn request_tag(&self) -> String {
-        request_tag(&self.request_id)
+    /// The tag that identifies the invoice made from this request.
+    pub fn request_tag(&self) -> RequestTag {
+        RequestTag::for_request(&self.request_id)
     }
-}
-
-/// The invoice tag for a request id.
-pub fn request_tag(request_id: &str) -> String {
-    format!("request:{}", request_id.to_lowercase())
 }
 
 /// One credited invoice to pay out, published by the webhook ingester.
@@ -86,37 +95,16 @@ pub struct PaidInvoice {
 }
 
 impl PaidInvoice {
-    /// The message for a credited invoice log, as the ingester publishes it (and as the
-    /// operator commands republish it). `event_id` is for tracing only.
-    pub fn from_credited_log(log: &stark_client::InvoiceLog, event_id: &str) -> Self {
-        PaidInvoice {
-            schema_version: SCHEMA_VERSION,
-            event_id: event_id.to_owned(),
-            invoice_id: log.invoice.id.clone(),
-            amount: log.invoice.amount,
-            fee: log.invoice.fee,
-            payer_name: log.invoice.name.clone(),
-            payer_tax_id: log.invoice.tax_id.clone(),
-            credited_at: log.created.clone(),
-            tags: log.invoice.tags.clone(),
-        }
-    }
-
-    /// `amount - fee`, the payout in cents (may be ≤ 0: then nothing is paid).
-    pub fn payout(&self) -> i64 {
+    /// `amount - fee` as the message claims it, in cents. A hint only: money-sender pays what
+    /// Stark's own record says, and logs when the two differ.
+    pub fn claimed_payout(&self) -> i64 {
         self.amount.saturating_sub(self.fee)
     }
 
-    /// The transfer `externalId` and tag for this invoice. Derived from the invoice id, never
-    /// the event id: `paid` and `credited` (and duplicates) have different event ids.
-    pub fn payout_key(&self) -> String {
-        payout_key(&self.invoice_id)
+    /// The first-generation payout key of this invoice.
+    pub fn payout_key(&self) -> PayoutKey {
+        PayoutKey::for_invoice(&self.invoice_id)
     }
-}
-
-/// The `externalId`/tag of the payout of `invoice_id`.
-pub fn payout_key(invoice_id: &str) -> String {
-    format!("payout-{invoice_id}")
 }
 
 /// A message that goes on a topic.
@@ -127,6 +115,9 @@ pub trait TopicMessage: Serialize + DeserializeOwned {
     fn attributes(&self) -> BTreeMap<String, String>;
     /// Its schema version.
     fn schema_version(&self) -> u32;
+    /// The ordering key: the id whose deliveries must never overlap (see
+    /// [`OutgoingMessage::ordering_key`]).
+    fn ordering_key(&self) -> String;
 
     /// Serializes into a message ready to publish.
     fn to_message(&self) -> OutgoingMessage {
@@ -135,6 +126,7 @@ pub trait TopicMessage: Serialize + DeserializeOwned {
         OutgoingMessage {
             data: serde_json::to_vec(self).expect("messages always serialize"),
             attributes,
+            ordering_key: Some(self.ordering_key()),
         }
     }
 
@@ -167,6 +159,10 @@ impl TopicMessage for PendingInvoice {
     fn schema_version(&self) -> u32 {
         self.schema_version
     }
+
+    fn ordering_key(&self) -> String {
+        self.request_id.clone()
+    }
 }
 
 impl TopicMessage for PaidInvoice {
@@ -181,6 +177,10 @@ impl TopicMessage for PaidInvoice {
 
     fn schema_version(&self) -> u32 {
         self.schema_version
+    }
+
+    fn ordering_key(&self) -> String {
+        self.invoice_id.clone()
     }
 }
 
@@ -208,8 +208,9 @@ mod tests {
         assert_eq!(message.attributes["invoiceId"], "5166945473134592");
         assert_eq!(message.attributes["schemaVersion"], "1");
         assert_eq!(PaidInvoice::from_payload(&message.data).unwrap(), paid());
-        assert_eq!(paid().payout(), 12300);
-        assert_eq!(paid().payout_key(), "payout-5166945473134592");
+        assert_eq!(paid().claimed_payout(), 12300);
+        assert_eq!(paid().payout_key().to_string(), "payout-5166945473134592");
+        assert_eq!(message.ordering_key.as_deref(), Some("5166945473134592"));
     }
 
     #[test]

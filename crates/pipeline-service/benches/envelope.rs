@@ -2,16 +2,15 @@
 //! spellings, base64) and then the payload (`PaidInvoice` for money-sender, `PendingInvoice` for
 //! invoice-sender), on envelopes shaped as real Pub/Sub sends them.
 //!
-//! `cargo bench -p pipeline-common --bench envelope`
+//! `cargo bench -p pipeline-service --bench envelope`
 #![forbid(unsafe_code)]
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pipeline_common::envelope::{PushEnvelope, WireEnvelope};
-use pipeline_common::messages::{
-    PaidInvoice, PendingInvoice, SCHEMA_VERSION, TopicMessage, request_tag,
-};
+use pipeline_domain::messages::{PaidInvoice, PendingInvoice, SCHEMA_VERSION, TopicMessage};
+use pipeline_domain::vocab::invoice_tags;
+use pipeline_service::envelope::{PushEnvelope, WireEnvelope};
 
 fn paid() -> PaidInvoice {
     PaidInvoice {
@@ -42,11 +41,7 @@ fn pending() -> PendingInvoice {
         tax_id: "837.656.654-79".into(),
         due: None,
         expiration: None,
-        tags: vec![
-            request_tag("demo-0-0"),
-            "campaign:demo".into(),
-            "slot:0".into(),
-        ],
+        tags: invoice_tags("demo-0-0", "demo", 0),
     }
 }
 

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 
-use crate::envelope::WireEnvelope;
-use crate::publisher::{OutgoingMessage, PublishError, Publisher};
+use pipeline_service::envelope::WireEnvelope;
+use pipeline_service::publisher::{OutgoingMessage, PublishError, Publisher};
 
 /// Most POSTs one subscription has in flight at once. Waiting for a slot does not count
 /// against the ack deadline.
@@ -59,6 +59,8 @@ pub struct StoredMessage {
     pub data: Vec<u8>,
     /// Attributes.
     pub attributes: BTreeMap<String, String>,
+    /// Ordering key, if published with one.
+    pub ordering_key: Option<String>,
     /// Publish time.
     pub publish_time: SystemTime,
 }
@@ -287,6 +289,7 @@ async fn deliver(
         let outgoing = OutgoingMessage {
             data: message.data.clone(),
             attributes: message.attributes.clone(),
+            ordering_key: message.ordering_key.clone(),
         };
         let envelope = WireEnvelope::for_message(
             &format!("projects/{project}/subscriptions/{}", subscription.name),
@@ -343,6 +346,7 @@ impl Publisher for MemoryBus {
                 topic: topic.to_owned(),
                 data: message.data,
                 attributes: message.attributes,
+                ordering_key: message.ordering_key,
                 publish_time: SystemTime::now(),
             };
             let subscriptions = {

@@ -41,6 +41,13 @@ impl Server {
         })
     }
 
+    /// Wraps the whole router, `/healthz` and request tracing included, in one more layer (the
+    /// local stack counts the POSTs a service receives this way).
+    pub fn map_router(mut self, wrap: impl FnOnce(Router) -> Router) -> Self {
+        self.router = wrap(self.router);
+        self
+    }
+
     /// Changes the shutdown grace period (tests shorten it).
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
@@ -165,6 +172,42 @@ pub fn all_interfaces(port: u16) -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], port))
 }
 
+/// A loopback port that was free a moment ago (bound, then released), for a process that must
+/// be told its port before it starts (the emulator, a benchmarked binary). A race with another
+/// process shows up as a bind error, never as a silent clash. In-process servers bind port 0
+/// instead.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(loopback(0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `127.0.0.1:port`: the local stack and the tests (port 0: any free port).
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// What every service binary does once its `build` returned: serve until SIGTERM, or log why
+/// it could not and exit 1. Keeps each `main.rs` down to reading the environment.
+pub async fn run_service(service: &str, built: std::io::Result<Server>) {
+    let result = match built {
+        Ok(server) => {
+            tracing::info!(
+                event = "service_started",
+                service,
+                port = server.port(),
+                "{service} listening"
+            );
+            server.run_until_stopped(shutdown_signal()).await
+        }
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        tracing::error!(event = "server_failed", service, "{err}");
+        eprintln!("{service}: {err}");
+        std::process::exit(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +258,7 @@ mod tests {
         let message = OutgoingMessage {
             data: b"{}".to_vec(),
             attributes: Default::default(),
+            ordering_key: None,
         };
         let body = serde_json::to_vec(&WireEnvelope::for_message(
             "projects/p/subscriptions/s",

@@ -4,11 +4,16 @@
 //! start says exactly which variable to fix. Values are never echoed for secret variables.
 
 use std::collections::HashMap;
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::str::FromStr;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret as _, SecretString};
 use stark_client::{AccessId, Client, ClientConfig, Environment, Language, PrivateKey};
+
+/// Variables whose values are secrets: kept as [`SecretString`], never in `Debug` output, and
+/// read only through [`Env::secret`].
+const SECRET_VARIABLES: [&str; 2] = ["STARK_PRIVATE_KEY_PEM", "STARK_PRIVATE_KEY_BASE64"];
 
 /// A missing or invalid variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,35 +48,60 @@ pub fn or_exit<T>(service: &str, result: Result<T, ConfigError>) -> T {
     }
 }
 
-/// A snapshot of environment variables (the process's, or a map in tests).
-#[derive(Debug, Clone, Default)]
+/// A snapshot of environment variables (the process's, or a map in tests). Secret values (the
+/// private key's PEM) are held apart, as [`SecretString`]s, and `Debug` shows names only.
+#[derive(Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    secrets: HashMap<String, SecretString>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self
+            .vars
+            .keys()
+            .chain(self.secrets.keys())
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        f.debug_struct("Env").field("names", &names).finish()
+    }
 }
 
 impl Env {
+    fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut env = Env::default();
+        for (name, value) in pairs {
+            if SECRET_VARIABLES.contains(&name.as_str()) {
+                env.secrets.insert(name, SecretString::from(value));
+            } else {
+                env.vars.insert(name, value);
+            }
+        }
+        env
+    }
+
+    /// A secret variable's value if set and not empty.
+    pub fn secret(&self, name: &str) -> Option<&SecretString> {
+        self.secrets
+            .get(name)
+            .filter(|v| !v.expose_secret().trim().is_empty())
+    }
+
     /// The process environment. Variables that are not valid UTF-8 are reported when read.
     pub fn from_process() -> Self {
-        Self {
-            vars: std::env::vars_os()
-                .filter_map(|(k, v)| {
-                    Some((
-                        k.into_string().ok()?,
-                        v.into_string().unwrap_or_else(|_| "\u{fffd}".into()),
-                    ))
-                })
-                .collect(),
-        }
+        Self::new(std::env::vars_os().filter_map(|(k, v)| {
+            Some((
+                k.into_string().ok()?,
+                v.into_string().unwrap_or_else(|_| "\u{fffd}".into()),
+            ))
+        }))
     }
 
     /// A fixed set of variables.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self {
-            vars: pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        }
+        Self::new(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())))
     }
 
     /// The value if set and not empty.
@@ -121,6 +151,14 @@ impl Env {
     }
 }
 
+/// Parses a duration as people type it: `500ms`, `90s`, `90m`, `6h`, `2d`, `1h 30m`
+/// (`humantime`'s units). The one duration syntax of every flag and variable, so that `6h`
+/// means the same in `replay`, `reconcile` and the benchmarks.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?}: {e} (e.g. 90m, 6h, 2d)"))
+}
+
 /// Reads the Stark Bank credentials and builds a client:
 /// `STARK_ACCESS_ID`, `STARK_ENVIRONMENT`, exactly one of `STARK_PRIVATE_KEY_FILE`,
 /// `STARK_PRIVATE_KEY_PEM`, `STARK_PRIVATE_KEY_BASE64`, and optional `STARK_LANGUAGE`,
@@ -161,15 +199,20 @@ fn private_key(env: &Env) -> Result<PrivateKey, ConfigError> {
     const BASE64: &str = "STARK_PRIVATE_KEY_BASE64";
     let set: Vec<&str> = [FILE, PEM, BASE64]
         .into_iter()
-        .filter(|v| env.optional(v).is_some())
+        .filter(|v| env.optional(v).is_some() || env.secret(v).is_some())
         .collect();
+    let secret = |name: &str| {
+        env.secret(name)
+            .map(|s| s.expose_secret())
+            .ok_or_else(|| ConfigError::new(name, "is required but not set"))
+    };
     match set.as_slice() {
         [FILE] => PrivateKey::from_file(env.required(FILE)?)
             .map_err(|e| ConfigError::new(FILE, e.to_string())),
         // A PEM pasted into one line often carries literal `\n` sequences.
-        [PEM] => PrivateKey::from_pem(&env.required(PEM)?.replace("\\n", "\n"))
+        [PEM] => PrivateKey::from_pem(&secret(PEM)?.replace("\\n", "\n"))
             .map_err(|e| ConfigError::new(PEM, e.to_string())),
-        [BASE64] => PrivateKey::from_base64_pem(env.required(BASE64)?)
+        [BASE64] => PrivateKey::from_base64_pem(secret(BASE64)?)
             .map_err(|e| ConfigError::new(BASE64, e.to_string())),
         [] => Err(ConfigError::new(
             FILE,
@@ -224,6 +267,21 @@ mod tests {
     }
 
     #[test]
+    fn durations_use_one_syntax() {
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(6 * 3600)));
+        assert_eq!(parse_duration(" 2d "), Ok(Duration::from_secs(2 * 86_400)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(90 * 60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(
+            parse_duration("yesterday")
+                .unwrap_err()
+                .contains("yesterday")
+        );
+        assert!(parse_duration("5").is_err(), "a unit is required");
+    }
+
+    #[test]
     fn one_line_pem_with_escaped_newlines_is_accepted_and_never_echoed() {
         let escaped = KEY.replace('\n', "\\n");
         let env = Env::from_pairs([
@@ -240,6 +298,9 @@ mod tests {
         ]);
         let err = stark_client(&env).unwrap_err().to_string();
         assert!(!err.contains("IKtZlER9AtrHGtFwaHqw9I"), "{err}");
+        let debug = format!("{env:?}");
+        assert!(debug.contains("STARK_PRIVATE_KEY_PEM"), "{debug}");
+        assert!(!debug.contains("IKtZlER9AtrHGtFwaHqw9I"), "{debug}");
         let env = Env::from_pairs([
             ("STARK_ACCESS_ID", "project/1"),
             ("STARK_ENVIRONMENT", "sandbox"),
