@@ -172,6 +172,15 @@ pub struct FaultConfig {
     pub seed: u64,
     /// Answer 500 (`internalServerError`) without doing anything.
     pub server_error_rate: f64,
+    /// Answer 408 (`requestTimeout`) without doing anything, as a gateway that gave up waiting
+    /// for the request would.
+    pub timeout_rate: f64,
+    /// Answer 429 (`tooManyRequests`) with a `Retry-After` of
+    /// [`FaultConfig::retry_after_secs`], without doing anything. Stark documents no rate
+    /// limit, but any API behind a gateway may answer so; a client must back off, not fail.
+    pub rate_limit_rate: f64,
+    /// The `Retry-After` of a 429, in seconds (real time: it is what a client sleeps).
+    pub retry_after_secs: u64,
     /// Answer only after [`FaultConfig::slow_delay_ms`] of **real** time.
     pub slow_rate: f64,
     /// Delay of a slow answer, in real milliseconds (so that it can exceed a client timeout).
@@ -195,11 +204,15 @@ pub struct FaultConfig {
 }
 
 impl Default for FaultConfig {
-    /// No faults; a slow answer takes 2 s and an out-of-order event is held back a minute.
+    /// No faults; a slow answer takes 2 s, a 429 says to retry after 1 s, and an out-of-order
+    /// event is held back a minute.
     fn default() -> Self {
         Self {
             seed: 0,
             server_error_rate: 0.0,
+            timeout_rate: 0.0,
+            rate_limit_rate: 0.0,
+            retry_after_secs: 1,
             slow_rate: 0.0,
             slow_delay_ms: 2_000,
             drop_rate: 0.0,
@@ -217,6 +230,8 @@ impl FaultConfig {
     pub fn validate(&self) -> Result<(), SandboxError> {
         for (name, rate) in [
             ("serverErrorRate", self.server_error_rate),
+            ("timeoutRate", self.timeout_rate),
+            ("rateLimitRate", self.rate_limit_rate),
             ("slowRate", self.slow_rate),
             ("dropRate", self.drop_rate),
             ("lostAnswerRate", self.lost_answer_rate),

@@ -39,7 +39,7 @@ pub enum SandboxError {
 /// authentication, unknown ids) or 500 (injected faults). Messages never carry internals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    /// 400, 404, 405 or 500.
+    /// 400, 404, 405, 408, 429 or 500.
     pub status: StatusCode,
     /// One entry per problem; a batch reports every bad item.
     pub errors: Vec<StarkError>,
@@ -72,6 +72,33 @@ impl ApiError {
             errors: vec![StarkError {
                 code: "internalServerError".into(),
                 message: "Houston, we have a problem.".into(),
+            }],
+        }
+    }
+
+    /// 408: the request timed out before it was handled (an injected fault; nothing was done).
+    pub fn request_timeout() -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            errors: vec![StarkError {
+                code: "requestTimeout".into(),
+                message:
+                    "The request took too long to arrive and was not processed; send it again."
+                        .into(),
+            }],
+        }
+    }
+
+    /// 429: too many requests (an injected fault; nothing was done). The HTTP layer adds
+    /// `Retry-After`.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            errors: vec![StarkError {
+                code: "tooManyRequests".into(),
+                message: format!(
+                    "Too many requests; nothing was processed. Retry after {retry_after_secs} seconds."
+                ),
             }],
         }
     }

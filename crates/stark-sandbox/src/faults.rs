@@ -19,8 +19,52 @@ pub struct RequestFaults {
     pub drop: bool,
     /// Answer 500 without doing anything.
     pub server_error: bool,
+    /// Answer 408 without doing anything.
+    pub timeout: bool,
+    /// Answer 429 without doing anything.
+    pub rate_limit: bool,
     /// Answer late.
     pub slow: bool,
+}
+
+/// The fault that replaces a request's answer, when several rolled: the first of these wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerFault {
+    /// No answer at all.
+    Drop,
+    /// 500.
+    ServerError,
+    /// 408.
+    Timeout,
+    /// 429 with `Retry-After`.
+    RateLimit,
+}
+
+impl AnswerFault {
+    /// The kind recorded in the injected-fault log.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::ServerError => "serverError",
+            Self::Timeout => "timeout",
+            Self::RateLimit => "rateLimit",
+        }
+    }
+}
+
+impl RequestFaults {
+    /// What replaces the answer: a dropped connection, then a 500, a 408, a 429, in that order
+    /// of precedence; `None` lets the request through (perhaps slowly).
+    pub fn answer(self) -> Option<AnswerFault> {
+        [
+            (self.drop, AnswerFault::Drop),
+            (self.server_error, AnswerFault::ServerError),
+            (self.timeout, AnswerFault::Timeout),
+            (self.rate_limit, AnswerFault::RateLimit),
+        ]
+        .into_iter()
+        .find_map(|(on, fault)| on.then_some(fault))
+    }
 }
 
 /// How an applied create loses its answer.
@@ -45,6 +89,8 @@ pub struct FaultDice {
     duplicate: ChaCha8Rng,
     reorder: ChaCha8Rng,
     rotation: ChaCha8Rng,
+    timeout: ChaCha8Rng,
+    rate_limit: ChaCha8Rng,
 }
 
 impl FaultDice {
@@ -60,6 +106,8 @@ impl FaultDice {
             duplicate: stream(seed, 105),
             reorder: stream(seed, 106),
             rotation: stream(seed, 107),
+            timeout: stream(seed, 108),
+            rate_limit: stream(seed, 109),
         }
     }
 
@@ -69,6 +117,8 @@ impl FaultDice {
         RequestFaults {
             drop: self.drop.random_bool(c.drop_rate),
             server_error: self.server_error.random_bool(c.server_error_rate),
+            timeout: self.timeout.random_bool(c.timeout_rate),
+            rate_limit: self.rate_limit.random_bool(c.rate_limit_rate),
             slow: self.slow.random_bool(c.slow_rate),
         }
     }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,7 +23,7 @@ use crate::config::FaultConfig;
 use crate::conn::ConnHandle;
 use crate::engine::Shared;
 use crate::error::ApiError;
-use crate::faults::LostAnswer;
+use crate::faults::{AnswerFault, LostAnswer};
 use crate::query;
 
 /// Marks a response with the fault injected into it, for the request log.
@@ -87,20 +88,39 @@ async fn v2(
         return ApiError::not_found(uri.path()).into_response();
     }
     let line = format!("{method} {}", uri.path());
-    let (faults, slow_delay) = {
+    let (faults, slow_delay, retry_after) = {
         let mut world = shared.lock();
         let faults = world.receive_request(&line);
-        (faults, Duration::from_millis(world.faults().slow_delay_ms))
+        let config = world.faults();
+        (
+            faults,
+            Duration::from_millis(config.slow_delay_ms),
+            config.retry_after_secs,
+        )
     };
-    if faults.drop {
+    let answer = faults.answer();
+    if answer == Some(AnswerFault::Drop) {
         conn.kill();
         return tagged(StatusCode::INTERNAL_SERVER_ERROR.into_response(), "drop");
     }
     if faults.slow {
         tokio::time::sleep(slow_delay).await;
     }
-    if faults.server_error {
-        return tagged(ApiError::internal().into_response(), "serverError");
+    match answer {
+        Some(AnswerFault::ServerError) => {
+            return tagged(ApiError::internal().into_response(), "serverError");
+        }
+        Some(AnswerFault::Timeout) => {
+            return tagged(ApiError::request_timeout().into_response(), "timeout");
+        }
+        Some(AnswerFault::RateLimit) => {
+            let mut response = ApiError::too_many_requests(retry_after).into_response();
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+            return tagged(response, "rateLimit");
+        }
+        Some(AnswerFault::Drop) | None => {}
     }
     let outcome = handle(&shared, &method, &uri, &headers, &body, &segs[1..], &line);
     shared.wake.notify_one();

@@ -127,6 +127,18 @@ struct Args {
     #[arg(long, default_value_t = 0.0)]
     fault_server_error: f64,
 
+    /// Rate of 408 answers (nothing done).
+    #[arg(long, default_value_t = 0.0)]
+    fault_timeout: f64,
+
+    /// Rate of 429 answers with a Retry-After header (nothing done).
+    #[arg(long, default_value_t = 0.0)]
+    fault_rate_limit: f64,
+
+    /// Real seconds a 429 tells the client to wait (the Retry-After header).
+    #[arg(long, default_value_t = 1)]
+    retry_after: u64,
+
     /// Rate of slow answers.
     #[arg(long, default_value_t = 0.0)]
     fault_slow: f64,
@@ -257,6 +269,9 @@ fn config(args: &Args) -> anyhow::Result<SandboxConfig> {
         faults: FaultConfig {
             seed: args.fault_seed.unwrap_or(args.seed),
             server_error_rate: args.fault_server_error,
+            timeout_rate: args.fault_timeout,
+            rate_limit_rate: args.fault_rate_limit,
+            retry_after_secs: args.retry_after,
             slow_rate: args.fault_slow,
             slow_delay_ms: args.slow_delay_ms,
             drop_rate: args.fault_drop,

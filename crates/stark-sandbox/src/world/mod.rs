@@ -170,19 +170,17 @@ impl World {
 
     // ----- requests and faults ------------------------------------------------------------
 
-    /// Counts an incoming `/v2` request and rolls the faults it meets, recording each one
-    /// injected under the request's number.
+    /// Counts an incoming `/v2` request and rolls the faults it meets, recording under the
+    /// request's number the ones that take effect: the one that replaces the answer (if any),
+    /// and `slow`.
     pub fn receive_request(&mut self, line: &str) -> RequestFaults {
         self.requests += 1;
         let faults = self.dice.roll_request();
-        for (on, kind) in [
-            (faults.drop, "drop"),
-            (faults.server_error, "serverError"),
-            (faults.slow, "slow"),
-        ] {
-            if on {
-                self.record_request_fault(kind, line.to_owned());
-            }
+        if let Some(answer) = faults.answer() {
+            self.record_request_fault(answer.kind(), line.to_owned());
+        }
+        if faults.slow {
+            self.record_request_fault("slow", line.to_owned());
         }
         faults
     }

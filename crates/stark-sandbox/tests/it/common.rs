@@ -185,6 +185,36 @@ pub async fn raw_with(
     }
 }
 
+/// Sends one signed request and returns the status, the headers and the JSON body (for tests
+/// of headers such as `Retry-After`).
+pub async fn raw_with_headers(
+    env: &Env,
+    method: &str,
+    path_and_query: &str,
+    body: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let time = now_seconds();
+    let signed = sign_request(&env.key, &format!("project/{}", env.project), &time, body);
+    let response = reqwest::Client::new()
+        .request(
+            method.parse().unwrap(),
+            format!("{}{}", env.sandbox.root_url(), path_and_query),
+        )
+        .header("Access-Id", &signed.access_id)
+        .header("Access-Time", &time)
+        .header("Access-Signature", &signed.access_signature)
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, json)
+}
+
 /// One POST the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {

@@ -346,3 +346,92 @@ async fn out_of_order_deliveries_repeat_for_a_seed() {
     let (held_again, _) = out_of_order_run(faults).await;
     assert_eq!(held, held_again);
 }
+
+#[tokio::test]
+async fn timeouts_and_rate_limits_repeat_for_a_seed_and_do_nothing() {
+    let faults = FaultConfig {
+        seed: 13,
+        timeout_rate: 0.25,
+        rate_limit_rate: 0.25,
+        retry_after_secs: 7,
+        ..Default::default()
+    };
+    let (first, kinds, _) = plain_requests(faults.clone(), 40).await;
+    let (second, kinds_again, _) = plain_requests(faults.clone(), 40).await;
+    assert_eq!((&first, &kinds), (&second, &kinds_again));
+    assert!(
+        first.contains(&408) && first.contains(&429) && first.contains(&200),
+        "{first:?}"
+    );
+    for (i, status) in first.iter().enumerate() {
+        let kind = kinds
+            .iter()
+            .find(|(r, _)| *r == i as u64 + 1)
+            .map(|(_, k)| k.as_str());
+        match status {
+            408 => assert_eq!(kind, Some("timeout")),
+            429 => assert_eq!(kind, Some("rateLimit")),
+            _ => assert_eq!(kind, None, "request {}", i + 1),
+        }
+    }
+    // Their own streams: switching them on does not move the 500s of the same seed.
+    let with_errors = FaultConfig {
+        server_error_rate: 0.3,
+        ..faults.clone()
+    };
+    let errors_only = FaultConfig {
+        seed: 13,
+        server_error_rate: 0.3,
+        ..Default::default()
+    };
+    let (mixed, _, _) = plain_requests(with_errors, 40).await;
+    let (alone, _, _) = plain_requests(errors_only, 40).await;
+    let fives = |v: &[u16]| v.iter().map(|s| *s == 500).collect::<Vec<_>>();
+    assert_eq!(fives(&mixed), fives(&alone));
+
+    // The answers: Stark's error shape, a Retry-After on 429, and nothing created.
+    let env = start(fast()).await;
+    let body = serde_json::json!({"invoices": [{"amount": 100, "taxId": "012.345.678-90", "name": "Ana"}]}).to_string();
+    env.sandbox
+        .set_faults(FaultConfig {
+            rate_limit_rate: 1.0,
+            retry_after_secs: 7,
+            ..Default::default()
+        })
+        .unwrap();
+    let (status, headers, json) = raw_with_headers(&env, "POST", "/v2/invoice", &body).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "7");
+    assert_eq!(json["errors"][0]["code"], "tooManyRequests");
+    assert!(
+        json["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("7 seconds")
+    );
+    env.sandbox
+        .set_faults(FaultConfig {
+            timeout_rate: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
+    let (status, headers, json) = raw_with_headers(&env, "POST", "/v2/invoice", &body).await;
+    assert_eq!(status, 408);
+    assert!(headers.get("retry-after").is_none());
+    assert_eq!(json["errors"][0]["code"], "requestTimeout");
+    let state = env.sandbox.state();
+    assert!(state.invoices.is_empty(), "a faulted request does nothing");
+    assert_eq!(
+        fault_kinds(&state),
+        [(1, "rateLimit".to_owned()), (2, "timeout".to_owned())]
+    );
+    // Settable over HTTP too.
+    let set = reqwest::Client::new()
+        .post(format!("{}/_sandbox/faults", env.sandbox.root_url()))
+        .body(r#"{"timeoutRate": 0.5, "rateLimitRate": 0.5, "retryAfterSecs": 3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    assert_eq!(env.sandbox.faults().retry_after_secs, 3);
+}
