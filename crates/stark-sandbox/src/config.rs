@@ -61,6 +61,14 @@ pub struct SandboxConfig {
     /// Each reversal comes a uniformly random time between 0 and this after the credit, so that
     /// some land before a payout of the invoice and some after it.
     pub reversal_delay: Duration,
+    /// How long after its creation a new invoice, transfer or log shows up in list queries
+    /// (`GET /v2/invoice`, `/v2/transfer`, `/v2/invoice/log`, `/v2/transfer/log`); a GET by
+    /// id finds it at once. Lists at Stark read from an index that trails writes, so a client
+    /// that checks a list before creating (or after a create whose answer was lost) can miss
+    /// what is there. Default 2 s: enough to make that race show whenever a client lists
+    /// within two sandbox seconds of a create, small enough that nothing waiting for a list
+    /// waits long.
+    pub listing_lag: Duration,
     /// How long a transfer stays `created` before `processing` (when the balance is checked
     /// and debited).
     pub transfer_processing_delay: Duration,
@@ -104,6 +112,7 @@ impl Default for SandboxConfig {
             reversal_rate: 0.0,
             full_reversal_share: 0.5,
             reversal_delay: Duration::from_secs(10 * 60),
+            listing_lag: Duration::from_secs(2),
             transfer_processing_delay: Duration::from_secs(5),
             transfer_settle_delay: Duration::from_secs(10),
             initial_balance: 0,

@@ -365,12 +365,12 @@ impl World {
     }
 
     /// `GET /v2/invoice`: `status`, `tags` (any of), `ids`, and the common list parameters.
-    pub fn list_invoices(&self, ws: Ws, q: &Query) -> Result<Value, ApiError> {
+    pub fn list_invoices(&self, ws: Ws, q: &Query, now: OffsetDateTime) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let status = q.get("status").map(|s| parse_status(s)).transpose()?;
         let tags = query::tags(q);
         let ids = query::list(q, "ids");
-        let (items, cursor) = self.invoices_page(ws, &params, |r| {
+        let (items, cursor) = self.invoices_page(ws, now, &params, |r| {
             let inv = &r.invoice;
             status.is_none_or(|s| inv.status == s)
                 && query::any_tag(&inv.tags, &tags)
@@ -526,7 +526,12 @@ impl World {
     }
 
     /// `GET /v2/invoice/log`: `types`, `invoiceIds`, and the common list parameters.
-    pub fn list_invoice_logs(&self, ws: Ws, q: &Query) -> Result<Value, ApiError> {
+    pub fn list_invoice_logs(
+        &self,
+        ws: Ws,
+        q: &Query,
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let mut types = Vec::new();
         for t in query::list(q, "types") {
@@ -542,7 +547,7 @@ impl World {
             types.push(parsed);
         }
         let ids = query::list(q, "invoiceIds");
-        let (logs, cursor) = self.invoice_logs_page(ws, &params, |l| {
+        let (logs, cursor) = self.invoice_logs_page(ws, now, &params, |l| {
             (types.is_empty() || types.contains(&l.log_type))
                 && (ids.is_empty() || ids.contains(&l.invoice.id))
         });

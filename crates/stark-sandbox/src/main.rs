@@ -80,6 +80,11 @@ struct Args {
     #[arg(long, default_value_t = 600.0)]
     reversal_delay: f64,
 
+    /// Seconds after its creation before an invoice, transfer or log shows up in list queries
+    /// (a GET by id finds it at once), as Stark's lists trail its writes.
+    #[arg(long, env = "STARK_SANDBOX_LISTING_LAG", default_value_t = 2.0)]
+    listing_lag: f64,
+
     /// Seconds a transfer stays `created` before `processing` (when the balance is debited).
     #[arg(long, default_value_t = 5.0)]
     transfer_processing_delay: f64,
@@ -255,6 +260,7 @@ fn config(args: &Args) -> anyhow::Result<SandboxConfig> {
         reversal_rate: args.reversal_rate,
         full_reversal_share: args.full_reversal_share,
         reversal_delay: seconds("reversal-delay", args.reversal_delay)?,
+        listing_lag: seconds("listing-lag", args.listing_lag)?,
         transfer_processing_delay: seconds(
             "transfer-processing-delay",
             args.transfer_processing_delay,

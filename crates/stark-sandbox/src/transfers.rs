@@ -321,7 +321,12 @@ impl World {
 
     /// `GET /v2/transfer`: `status`, `tags`, `ids`, `transactionIds`, `taxId`, `sort`, and the
     /// common list parameters.
-    pub fn list_transfers(&self, ws: Ws, q: &Query) -> Result<Value, ApiError> {
+    pub fn list_transfers(
+        &self,
+        ws: Ws,
+        q: &Query,
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let status = q.get("status").map(|s| parse_status(s)).transpose()?;
         let tags = query::tags(q);
@@ -330,7 +335,7 @@ impl World {
         let tax_id = q
             .get("taxId")
             .map(|t| t.chars().filter(char::is_ascii_digit).collect::<String>());
-        let (items, cursor) = self.transfers_page(ws, &params, |r| {
+        let (items, cursor) = self.transfers_page(ws, now, &params, |r| {
             let t = &r.transfer;
             status.is_none_or(|s| t.status == s)
                 && query::any_tag(&t.tags, &tags)
@@ -372,7 +377,12 @@ impl World {
     }
 
     /// `GET /v2/transfer/log`: `types`, `transferIds`, and the common list parameters.
-    pub fn list_transfer_logs(&self, ws: Ws, q: &Query) -> Result<Value, ApiError> {
+    pub fn list_transfer_logs(
+        &self,
+        ws: Ws,
+        q: &Query,
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
         let params = query::list_params(q)?;
         let mut types = Vec::new();
         for t in query::list(q, "types") {
@@ -384,7 +394,7 @@ impl World {
             })?);
         }
         let ids = query::list(q, "transferIds");
-        let (logs, cursor) = self.transfer_logs_page(ws, &params, |l| {
+        let (logs, cursor) = self.transfer_logs_page(ws, now, &params, |l| {
             (types.is_empty() || types.iter().any(|t| t.as_str() == l.log_type))
                 && (ids.is_empty() || ids.contains(&l.transfer.id))
         });

@@ -122,6 +122,10 @@ async fn official_python_sdk_runs_against_the_sandbox() {
             .env("PRIVATE_KEY_PATH", &key_path)
             .env("RECEIVER_URL", &receiver_url)
             .env("PAY_DELAY_SECS", PAY_DELAY_SECS.to_string())
+            .env(
+                "LISTING_LAG_SECS",
+                SandboxConfig::default().listing_lag.as_secs().to_string(),
+            )
             .output(),
     )
     .await

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::{Job, World};
 use crate::clock::timestamp;
 use crate::money::{interest_for_days, percent_of};
-use crate::table::{ListParams, Row, Scope, Ws};
+use crate::table::{ListParams, Row, Ws};
 
 /// Banks (ISPB) the sandbox's made-up payers pay from.
 const PAYER_BANKS: &[&str] = &["00000000", "60701190", "60746948", "00360305", "18236120"];
@@ -71,15 +71,16 @@ impl World {
         self.invoices.get_in(id, ws).map(|r| &r.item)
     }
 
-    /// One page of workspace `ws`'s invoices passing `keep`, in the order and window `params`
-    /// ask for.
+    /// One page of workspace `ws`'s invoices listed at `now` (older than the listing lag)
+    /// passing `keep`, in the order and window `params` ask for.
     pub fn invoices_page(
         &self,
         ws: Ws,
+        now: OffsetDateTime,
         params: &ListParams,
         keep: impl Fn(&InvoiceRec) -> bool,
     ) -> (Vec<&InvoiceRec>, Option<String>) {
-        self.invoices.page(params, Scope::all(ws), keep)
+        self.invoices.page(params, self.listed(ws, now), keep)
     }
 
     /// Workspace `ws`'s invoice log by id.
@@ -87,14 +88,15 @@ impl World {
         self.invoice_logs.get_in(id, ws).map(|r| &r.item)
     }
 
-    /// One page of workspace `ws`'s invoice logs passing `keep`.
+    /// One page of workspace `ws`'s invoice logs listed at `now` passing `keep`.
     pub fn invoice_logs_page(
         &self,
         ws: Ws,
+        now: OffsetDateTime,
         params: &ListParams,
         keep: impl Fn(&InvoiceLog) -> bool,
     ) -> (Vec<&InvoiceLog>, Option<String>) {
-        self.invoice_logs.page(params, Scope::all(ws), keep)
+        self.invoice_logs.page(params, self.listed(ws, now), keep)
     }
 
     /// Cancels a `created` or `overdue` invoice; false (and nothing done) from any other status.

@@ -32,7 +32,7 @@ use crate::clock::timestamp;
 use crate::config::{FaultConfig, SandboxConfig};
 use crate::faults::{FaultDice, LostAnswer, RequestFaults, stream};
 use crate::state::{Delivery, EventAttempt, InjectedFault, SandboxState};
-use crate::table::{Table, Ws};
+use crate::table::{Scope, Table, Ws};
 
 pub use events::{EventRec, Outgoing};
 pub use invoices::{InvoiceRec, InvoiceUpdate};
@@ -55,6 +55,7 @@ struct Settings {
     reversal_rate: f64,
     full_reversal_share: f64,
     reversal_delay: Duration,
+    listing_lag: Duration,
     transfer_processing_delay: Duration,
     transfer_settle_delay: Duration,
     retry_schedule: Vec<Duration>,
@@ -105,6 +106,7 @@ impl World {
             reversal_rate: config.reversal_rate,
             full_reversal_share: config.full_reversal_share,
             reversal_delay: config.reversal_delay,
+            listing_lag: config.listing_lag,
             transfer_processing_delay: config.transfer_processing_delay,
             transfer_settle_delay: config.transfer_settle_delay,
             retry_schedule: config.retry_schedule.clone(),
@@ -223,6 +225,15 @@ impl World {
     }
 
     // ----- scheduling ---------------------------------------------------------------------
+
+    /// What a list query of workspace `ws` at `now` may show: rows created at least the listing
+    /// lag ago.
+    fn listed(&self, ws: Ws, now: OffsetDateTime) -> Scope {
+        Scope {
+            ws,
+            created_by: Some(now - self.settings.listing_lag),
+        }
+    }
 
     /// Queues `job` for sandbox time `at`.
     fn schedule(&mut self, at: OffsetDateTime, job: Job) {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::{Job, World};
 use crate::clock::timestamp;
-use crate::table::{ListParams, Scope, Ws};
+use crate::table::{ListParams, Ws};
 
 /// The kinds of transfer log. Stark's wire format is a string (`TransferLog::log_type`); this
 /// enum keeps the sandbox from writing or accepting a type Stark does not have.
@@ -171,14 +171,16 @@ impl World {
         self.transfers.get_in(id, ws).map(|r| &r.item)
     }
 
-    /// One page of workspace `ws`'s transfers passing `keep`.
+    /// One page of workspace `ws`'s transfers listed at `now` (older than the listing lag)
+    /// passing `keep`.
     pub fn transfers_page(
         &self,
         ws: Ws,
+        now: OffsetDateTime,
         params: &ListParams,
         keep: impl Fn(&TransferRec) -> bool,
     ) -> (Vec<&TransferRec>, Option<String>) {
-        self.transfers.page(params, Scope::all(ws), keep)
+        self.transfers.page(params, self.listed(ws, now), keep)
     }
 
     /// Workspace `ws`'s transfer log by id.
@@ -186,14 +188,15 @@ impl World {
         self.transfer_logs.get_in(id, ws).map(|r| &r.item)
     }
 
-    /// One page of workspace `ws`'s transfer logs passing `keep`.
+    /// One page of workspace `ws`'s transfer logs listed at `now` passing `keep`.
     pub fn transfer_logs_page(
         &self,
         ws: Ws,
+        now: OffsetDateTime,
         params: &ListParams,
         keep: impl Fn(&TransferLog) -> bool,
     ) -> (Vec<&TransferLog>, Option<String>) {
-        self.transfer_logs.page(params, Scope::all(ws), keep)
+        self.transfer_logs.page(params, self.listed(ws, now), keep)
     }
 
     /// Cancels workspace `ws`'s transfer if it is still `created` and scheduled for later, and

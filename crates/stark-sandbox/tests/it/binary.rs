@@ -27,6 +27,7 @@ fn help_documents_every_option() {
         "--reversal-rate",
         "--full-reversal-share",
         "--reversal-delay",
+        "--listing-lag",
         "--initial-balance",
         "--access-time-skew",
         "--workspace-id",

@@ -21,6 +21,8 @@ pub struct Env {
     pub client: Client,
     pub project: String,
     pub key: PrivateKey,
+    /// The sandbox's listing lag (sandbox time).
+    pub listing_lag: Duration,
 }
 
 /// Sandbox time at 600x, no automatic payments (tests that want them say so).
@@ -38,6 +40,7 @@ pub fn fast() -> SandboxConfig {
 }
 
 pub async fn start(config: SandboxConfig) -> Env {
+    let listing_lag = config.listing_lag;
     let sandbox = Sandbox::start(config).await.expect("sandbox starts");
     let (project, key) = sandbox.new_project();
     let mut client_config = sandbox.client_config(&project, key.clone());
@@ -49,10 +52,17 @@ pub async fn start(config: SandboxConfig) -> Env {
         client,
         project,
         key,
+        listing_lag,
     }
 }
 
 impl Env {
+    /// Moves sandbox time past the listing lag, so that list queries show everything created
+    /// so far (a GET by id needs no such wait).
+    pub fn past_listing_lag(&self) {
+        self.sandbox.advance(self.listing_lag);
+    }
+
     /// A client of a fresh project in a fresh workspace, and that workspace's id.
     pub fn client_in_new_workspace(&self) -> (String, Client) {
         let workspace = self.sandbox.new_workspace();

@@ -195,6 +195,7 @@ async fn applied_but_lost_answers_repeat_for_a_seed_and_creates_did_happen() {
         .await
         .unwrap_err();
     assert!(retry.has_code("invalidExternalId"));
+    env.past_listing_lag();
     let found = env
         .client
         .query_transfers(&stark_client::TransferQuery {

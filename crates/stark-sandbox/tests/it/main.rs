@@ -7,6 +7,7 @@ mod auth;
 mod binary;
 mod faults;
 mod lifecycle;
+mod listing;
 mod reversals;
 mod webhooks;
 mod workspaces;

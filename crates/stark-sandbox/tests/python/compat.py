@@ -6,6 +6,7 @@ Environment (set by tests/python_sdk.rs):
   PRIVATE_KEY_PATH  its private key PEM (SEC1, as starkbank.key.create writes it)
   RECEIVER_URL      where the sandbox should post webhooks (answers 200)
   PAY_DELAY_SECS    sandbox seconds until invoices are paid (the script moves the clock)
+  LISTING_LAG_SECS  sandbox seconds before new objects show up in list queries
 
 Exits non-zero with a message on the first mismatch. Prints one JSON summary line on success.
 """
@@ -41,6 +42,11 @@ def advance(seconds):
     # Moves the sandbox clock, so that what the script waits for happens when it chooses.
     answer = requests.post(ROOT + "/_sandbox/advance", json={"seconds": seconds}, timeout=10)
     check(answer.status_code == 200, "advance: %s" % answer.text)
+
+
+def past_listing_lag():
+    # Lists trail creates (GET by id does not): move the clock past the lag before listing.
+    advance(int(os.environ["LISTING_LAG_SECS"]))
 
 
 def check(condition, message):
@@ -91,6 +97,8 @@ check(first.expiration == timedelta(hours=3), "expiration %r" % first.expiration
 check(isinstance(first.created, datetime), "created %r" % first.created)
 check(invoices[2].tax_id == "012.345.678-90", "tax id formatted: %r" % invoices[2].tax_id)
 
+check(starkbank.invoice.get(first.id).id == first.id, "invoice.get at once")
+past_listing_lag()
 queried = list(starkbank.invoice.query(tags=["immediate"]))
 check([i.id for i in queried] == [first.id], "query by tags")
 everything = list(starkbank.invoice.query(limit=10))
@@ -131,6 +139,7 @@ transfer_args = dict(
 transfers = starkbank.transfer.create([starkbank.Transfer(**transfer_args)])
 check(transfers[0].status == "created" and transfers[0].tags == ["x"], "transfer %r" % transfers[0])
 check(starkbank.transfer.get(transfers[0].id).external_id == "py-ext-1", "transfer.get")
+past_listing_lag()
 try:
     starkbank.transfer.create([starkbank.Transfer(**transfer_args)])
     check(False, "repeated externalId accepted")
