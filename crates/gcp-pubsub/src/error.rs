@@ -41,6 +41,21 @@ pub enum Error {
         /// The topic it is attached to.
         actual: String,
     },
+    /// Subscriptions exist with message ordering other than declared. Pub/Sub cannot change
+    /// ordering on an existing subscription, and re-creating one drops its backlog, its
+    /// replay history and its IAM bindings, so `apply` leaves that to an operator: it
+    /// applies everything else first (`report`), then fails with the migration steps.
+    #[error(
+        "message ordering cannot be changed on an existing subscription, so apply changed \
+         everything else and left these for an operator: {}",
+        .mismatches.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+    )]
+    OrderingMismatch {
+        /// Each subscription whose ordering differs.
+        mismatches: Vec<crate::topology::OrderingMismatch>,
+        /// What `apply` did before it stopped.
+        report: crate::topology::ApplyReport,
+    },
     /// The topology declaration itself is inconsistent (caught before any RPC).
     #[error("invalid topology: {0}")]
     InvalidTopology(String),

@@ -38,6 +38,9 @@ mod target;
 pub mod topology;
 
 pub use error::{Error, Result};
-pub use publisher::{DEFAULT_PUBLISH_TIMEOUT, GcpPublisher};
+pub use publisher::{Batching, DEFAULT_PUBLISH_TIMEOUT, GcpPublisher, PublisherOptions};
 pub use target::{EMULATOR_HOST_VAR, FALLBACK_PROJECT_VAR, PROJECT_VAR, PubSubTarget, TargetError};
-pub use topology::{ApplyReport, Delivery, Flow, Outcome, Topology, apply, delete_all};
+pub use topology::{
+    ApplyReport, Delivery, Flow, MessageOrdering, OrderingMismatch, Outcome, Topology, apply,
+    delete_all,
+};

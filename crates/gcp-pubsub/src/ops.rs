@@ -25,7 +25,8 @@ pub const DEAD_LETTER_DELIVERY_COUNT: &str = "CloudPubSubDeadLetterSourceDeliver
 pub const DEAD_LETTER_SOURCE_SUBSCRIPTION: &str = "CloudPubSubDeadLetterSourceSubscription";
 
 /// Rewinds `subscription` (short name) to `time`: messages published after it are
-/// delivered again, acked ones included (the topology retains acked messages for 7 days).
+/// delivered again, acked ones included (the topology retains acked messages for 7 days on
+/// the push subscriptions; [`subscription_retention`] reads what a subscription really has).
 /// Consumers are idempotent, so a replay never pays twice.
 pub async fn seek_to_time(
     target: &PubSubTarget,
@@ -106,6 +107,63 @@ pub async fn delete_snapshot(target: &PubSubTarget, snapshot: &str) -> Result<()
         Err(e) => Err(Error::rpc("delete snapshot", name)(e)),
     }
 }
+
+/// How far back a subscription can be replayed, as the server reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// `message_retention_duration`: how long messages are kept after publishing.
+    pub message_retention: Duration,
+    /// Whether acked messages are kept too; without it a seek back redelivers only what
+    /// was never acked.
+    pub retain_acked_messages: bool,
+}
+
+impl Retention {
+    /// The longest window a seek back can replay in full (acked messages included): the
+    /// retention when acked messages are retained, otherwise zero.
+    pub fn replay_window(&self) -> Duration {
+        if self.retain_acked_messages {
+            self.message_retention
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// Reads `subscription`'s (short name) actual retention from Pub/Sub, so that a replay can
+/// refuse a window longer than what is kept instead of silently replaying less: the
+/// declared topology may not be what a project has (a subscription changed by hand, or on
+/// the emulator, which caps retention at 7 days). A missing subscription is an error naming
+/// it. A subscription without an explicit retention has Pub/Sub's default, 7 days.
+pub async fn subscription_retention(
+    target: &PubSubTarget,
+    subscription: &str,
+) -> Result<Retention> {
+    let name = target.subscription_path(subscription);
+    let actual = target
+        .subscription_admin()
+        .await?
+        .get_subscription()
+        .set_subscription(&name)
+        .send()
+        .await
+        .map_err(Error::rpc("get subscription", name))?;
+    let message_retention = actual
+        .message_retention_duration
+        .and_then(|d| {
+            let seconds = u64::try_from(d.seconds()).ok()?;
+            let nanos = u32::try_from(d.nanos()).ok()?;
+            Some(Duration::new(seconds, nanos))
+        })
+        .unwrap_or(PUBSUB_DEFAULT_RETENTION);
+    Ok(Retention {
+        message_retention,
+        retain_acked_messages: actual.retain_acked_messages,
+    })
+}
+
+/// Pub/Sub's retention for a subscription that does not set one.
+const PUBSUB_DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What to do with pulled messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +299,8 @@ pub async fn pull(
 }
 
 /// Reads and acknowledges up to `max` dead letters, for an operator to inspect and
-/// (after fixing the cause) republish. Acked dead letters stay seekable for 7 days.
+/// (after fixing the cause) republish. Acked dead letters stay seekable for the dead-letter
+/// subscription's retention (31 days in production, 7 on the emulator).
 pub async fn pull_dead_letters(
     target: &PubSubTarget,
     subscription: &str,

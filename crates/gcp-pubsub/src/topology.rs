@@ -1,16 +1,25 @@
 //! The pipeline's topics and subscriptions, declared once here and applied idempotently.
 //!
 //! Each [`Flow`] is one topic with:
-//! - a **push subscription** to the consuming service, with an exponential retry policy,
-//!   a dead-letter policy, 7-day retention of *acked* messages (so an operator can seek
-//!   back and replay) and no expiry;
+//! - a **push subscription** to the consuming service, with message ordering (one message
+//!   per ordering key outstanding at a time, so two instances never work on one request or
+//!   invoice at once; not on the emulator by default, see [`MessageOrdering`]), an
+//!   exponential retry policy, a dead-letter policy, 7-day retention of
+//!   *acked* messages (so an operator can seek back and replay) and no expiry;
 //! - a **dead-letter topic** `<topic>-dead-letter` and a **pull subscription** of the same
 //!   name on it, where messages that failed `max_delivery_attempts` times wait for an
-//!   operator (a dead-letter topic without a subscription silently drops what it gets).
+//!   operator for 31 days, Pub/Sub's maximum (a dead-letter topic without a subscription
+//!   silently drops what it gets).
 //!
 //! [`apply`] reads every resource, creates what is missing and updates only the fields
 //! that differ, so it can run on every deploy: the second run reports everything
 //! unchanged. It never deletes; [`delete_all`] exists for tests and local cleanup.
+//!
+//! Message ordering cannot be changed on an existing subscription (Pub/Sub rejects the
+//! update). [`apply`] never re-creates a subscription to change it, because deleting one
+//! drops its backlog, its replay history and its IAM bindings: it applies everything else
+//! and then fails with [`Error::OrderingMismatch`], whose message tells the operator how
+//! to migrate without losing messages (a snapshot, delete, apply, seek; `README.md`).
 //!
 //! In production the Pub/Sub service agent
 //! (`service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com`) also needs
@@ -39,6 +48,15 @@ pub const INVOICE_SENDER_SUBSCRIPTION: &str = "pending_invoices-invoice-sender";
 pub const MONEY_SENDER_SUBSCRIPTION: &str = "paid_invoices-money-sender";
 /// The suffix that turns a topic name into its dead-letter topic (and subscription) name.
 pub const DEAD_LETTER_SUFFIX: &str = "-dead-letter";
+
+/// The shortest message retention Pub/Sub accepts on a subscription.
+pub const MIN_RETENTION: Duration = Duration::from_secs(10 * 60);
+/// The longest message retention Pub/Sub accepts on a subscription: 31 days.
+pub const MAX_RETENTION: Duration = Duration::from_secs(31 * 24 * 3600);
+/// The longest the emulator (0.8.20) accepts: 7 days, Pub/Sub's limit before it became 31
+/// days. Longer retentions are declared as this on the emulator, which otherwise rejects
+/// the subscription (`message_retention_duration out of bounds`).
+pub const EMULATOR_MAX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// One topic, its push subscription and its dead-letter pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +108,10 @@ pub struct Delivery {
     /// Cloud Run service can authenticate the caller. `None` sends no token (emulator,
     /// public endpoints).
     pub push_service_account: Option<String>,
-    /// Attempts before a message is dead-lettered. Pub/Sub accepts 5 to 100.
+    /// Attempts before a message is dead-lettered. Pub/Sub accepts 5 to 100; the default
+    /// is 100, so that with the default backoff a message keeps being retried for about
+    /// 16 hours (10 s, 20 s, ... then every 600 s) and an outage of Stark or of a consumer
+    /// heals by itself instead of filling the dead-letter subscription.
     pub max_delivery_attempts: i32,
     /// Whether subscriptions get a retry policy (`min_backoff`..`max_backoff`). Always in
     /// production. The local stack turns it off on the emulator, whose retry-policy
@@ -105,20 +126,62 @@ pub struct Delivery {
     /// How long Pub/Sub waits for a push answer (and a pull ack) before retrying.
     /// It must exceed the slowest handler, which calls Stark Bank.
     pub ack_deadline: Duration,
-    /// How long messages are kept, acked ones included, for seeking back (max 7 days).
+    /// How long the push subscriptions keep messages, acked ones included, for seeking
+    /// back (replays). Pub/Sub accepts [`MIN_RETENTION`]..=[`MAX_RETENTION`]; the default
+    /// is 7 days.
     pub retention: Duration,
+    /// How long the dead-letter pull subscriptions keep messages: the time an operator has
+    /// to look at a dead letter before Pub/Sub discards it. Default [`MAX_RETENTION`]
+    /// (31 days); on the emulator at most [`EMULATOR_MAX_RETENTION`].
+    pub dead_letter_retention: Duration,
+    /// Where the push subscriptions get message ordering
+    /// ([`MessageOrdering::ExceptOnEmulator`] by default).
+    pub message_ordering: MessageOrdering,
+}
+
+/// Where the push subscriptions are declared with message ordering.
+///
+/// Ordering is fixed when a subscription is created; [`apply`] reports a subscription that
+/// differs ([`Error::OrderingMismatch`]) instead of re-creating it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MessageOrdering {
+    /// Ordered on real Pub/Sub, unordered on the emulator. The emulator (0.8.20) cannot
+    /// dead-letter from an ordered subscription: the attempt throws a
+    /// `NullPointerException` in the subscription's push thread, the message is not
+    /// dead-lettered and the subscription never pushes anything again (`README.md`). The
+    /// local stack needs dead letters more than it needs ordering.
+    #[default]
+    ExceptOnEmulator,
+    /// Ordered everywhere: for tests of ordering on the emulator, which must then never
+    /// reach `max_delivery_attempts`.
+    Always,
+    /// Never ordered.
+    Never,
+}
+
+impl MessageOrdering {
+    /// Whether push subscriptions on `target` are ordered.
+    pub fn enabled_on(self, target: &PubSubTarget) -> bool {
+        match self {
+            Self::ExceptOnEmulator => !target.is_emulator(),
+            Self::Always => true,
+            Self::Never => false,
+        }
+    }
 }
 
 impl Default for Delivery {
     fn default() -> Self {
         Self {
             push_service_account: None,
-            max_delivery_attempts: 5,
+            max_delivery_attempts: 100,
             retry_policy: true,
             min_backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(600),
             ack_deadline: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 24 * 60 * 60),
+            dead_letter_retention: MAX_RETENTION,
+            message_ordering: MessageOrdering::default(),
         }
     }
 }
@@ -187,13 +250,13 @@ impl Topology {
                 d.ack_deadline
             ));
         }
-        if d.retention < Duration::from_secs(600)
-            || d.retention > Duration::from_secs(7 * 24 * 3600)
-        {
-            return invalid(format!(
-                "retention {:?} is outside 10min..=7days",
-                d.retention
-            ));
+        for (what, retention) in [
+            ("retention", d.retention),
+            ("dead_letter_retention", d.dead_letter_retention),
+        ] {
+            if !(MIN_RETENTION..=MAX_RETENTION).contains(&retention) {
+                return invalid(format!("{what} {retention:?} is outside 10min..=31days"));
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for flow in &self.flows {
@@ -224,7 +287,7 @@ impl Topology {
         Ok(())
     }
 
-    /// The push subscription `flow` should have.
+    /// The push subscription `flow` should have: ordered, retried, dead-lettered.
     pub fn push_subscription(&self, flow: &Flow, target: &PubSubTarget) -> Subscription {
         let d = &self.delivery;
         let mut push = PushConfig::new().set_push_endpoint(&flow.push_endpoint);
@@ -238,8 +301,12 @@ impl Topology {
         self.retained_subscription(
             target.subscription_path(&flow.subscription),
             target.topic_path(&flow.topic),
+            retention_for(target, d.retention),
         )
         .set_push_config(push)
+        // Pub/Sub then pushes one message per ordering key at a time and the next only
+        // once it is acked (or dead-lettered); other keys are unaffected.
+        .set_enable_message_ordering(d.message_ordering.enabled_on(target))
         .set_dead_letter_policy(
             DeadLetterPolicy::new()
                 .set_dead_letter_topic(target.topic_path(&flow.dead_letter_topic()))
@@ -247,25 +314,32 @@ impl Topology {
         )
     }
 
-    /// The pull subscription on `flow`'s dead-letter topic.
+    /// The pull subscription on `flow`'s dead-letter topic. Unordered: an operator reads
+    /// dead letters in bulk, and ordering would hand out one message per key at a time.
     pub fn dead_letter_subscription(&self, flow: &Flow, target: &PubSubTarget) -> Subscription {
         self.retained_subscription(
             target.subscription_path(&flow.dead_letter_subscription()),
             target.topic_path(&flow.dead_letter_topic()),
+            retention_for(target, self.delivery.dead_letter_retention),
         )
     }
 
     /// What both kinds of subscription share: retention of acked messages, never expire,
     /// and a retry policy unless turned off (without one, and without a dead-letter policy,
     /// the emulator retries every second forever).
-    fn retained_subscription(&self, name: String, topic: String) -> Subscription {
+    fn retained_subscription(
+        &self,
+        name: String,
+        topic: String,
+        retention: Duration,
+    ) -> Subscription {
         let d = &self.delivery;
         let subscription = Subscription::new()
             .set_name(name)
             .set_topic(topic)
             .set_ack_deadline_seconds(i32::try_from(d.ack_deadline.as_secs()).unwrap_or(600))
             .set_retain_acked_messages(true)
-            .set_message_retention_duration(proto_duration(d.retention))
+            .set_message_retention_duration(proto_duration(retention))
             // An ExpirationPolicy without ttl means "never expire"; without any policy
             // Pub/Sub deletes a subscription after 31 idle days, and a quiet pipeline
             // would lose its subscriptions.
@@ -278,6 +352,16 @@ impl Topology {
                 .set_minimum_backoff(proto_duration(d.min_backoff))
                 .set_maximum_backoff(proto_duration(d.max_backoff)),
         )
+    }
+}
+
+/// The retention declared on `target`: as asked, except capped at
+/// [`EMULATOR_MAX_RETENTION`] on the emulator, which rejects anything longer.
+fn retention_for(target: &PubSubTarget, retention: Duration) -> Duration {
+    if target.is_emulator() {
+        retention.min(EMULATOR_MAX_RETENTION)
+    } else {
+        retention
     }
 }
 
@@ -395,13 +479,16 @@ impl fmt::Display for ApplyReport {
 /// Creates what is missing and updates what differs; never deletes.
 ///
 /// Safe to run concurrently with itself: a resource created in between is reported as
-/// unchanged. Fails on the first error, leaving what was already done in place (a re-run
-/// continues from there).
+/// unchanged. Fails on the first RPC error, leaving what was already done in place (a re-run
+/// continues from there). A subscription whose message ordering differs from the
+/// declaration cannot be fixed by an update: everything else is still applied, and then
+/// [`Error::OrderingMismatch`] names each such subscription and the migration steps.
 pub async fn apply(topology: &Topology, target: &PubSubTarget) -> Result<ApplyReport> {
     topology.validate()?;
     let topics = target.topic_admin().await?;
     let subscriptions = target.subscription_admin().await?;
     let mut report = ApplyReport::default();
+    let mut mismatches = Vec::new();
     for flow in &topology.flows {
         // Dead-letter topic before the push subscription: a dead-letter policy naming a
         // missing topic is rejected.
@@ -415,11 +502,76 @@ pub async fn apply(topology: &Topology, target: &PubSubTarget) -> Result<ApplyRe
             topology.push_subscription(flow, target),
         ] {
             let name = desired.name.clone();
-            let outcome = ensure_subscription(&subscriptions, desired).await?;
+            let (outcome, mismatch) = ensure_subscription(&subscriptions, desired).await?;
             report.push(ResourceKind::Subscription, name, outcome);
+            mismatches.extend(mismatch);
         }
     }
+    if !mismatches.is_empty() {
+        for mismatch in &mismatches {
+            tracing::error!(
+                subscription = %mismatch.subscription,
+                declared = mismatch.declared,
+                "message ordering differs and cannot be updated"
+            );
+        }
+        return Err(Error::OrderingMismatch { mismatches, report });
+    }
     Ok(report)
+}
+
+/// A subscription whose message ordering differs from the declaration. Pub/Sub fixes
+/// `enable_message_ordering` at creation; see [`Error::OrderingMismatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderingMismatch {
+    /// The subscription's full name.
+    pub subscription: String,
+    /// Whether the topology declares ordering on (the subscription has the opposite).
+    pub declared: bool,
+}
+
+impl OrderingMismatch {
+    /// The gcloud steps that re-create the subscription as declared without losing a
+    /// message: a snapshot keeps the backlog and everything published after it, so messages
+    /// published while the subscription does not exist are delivered after the seek.
+    /// Consumers are idempotent, so the redeliveries this causes are harmless.
+    pub fn migration_steps(&self) -> Vec<String> {
+        let sub = &self.subscription;
+        let snapshot = match sub.split_once("/subscriptions/") {
+            Some((project, short)) => format!("{project}/snapshots/{short}-reorder"),
+            None => format!("{sub}-reorder"),
+        };
+        vec![
+            format!("gcloud pubsub snapshots create {snapshot} --subscription={sub}"),
+            format!("gcloud pubsub subscriptions delete {sub}"),
+            "run provision again (it creates the subscription as declared)".to_owned(),
+            format!("gcloud pubsub subscriptions seek {sub} --snapshot={snapshot}"),
+            format!("gcloud pubsub snapshots delete {snapshot}"),
+            "grant the Pub/Sub service agent roles/pubsub.subscriber on the new subscription \
+             again (deleting it dropped its IAM bindings)"
+                .to_owned(),
+        ]
+    }
+}
+
+impl fmt::Display for OrderingMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (has, declared) = if self.declared {
+            ("off", "on")
+        } else {
+            ("on", "off")
+        };
+        write!(
+            f,
+            "{} has message ordering {has}, the topology declares it {declared}; to migrate \
+             (acked messages from before the snapshot can then no longer be replayed):",
+            self.subscription
+        )?;
+        for (i, step) in self.migration_steps().iter().enumerate() {
+            write!(f, " {}. {step};", i + 1)?;
+        }
+        Ok(())
+    }
 }
 
 /// Deletes every subscription and topic of the topology (for tests and local cleanup).
@@ -473,7 +625,12 @@ async fn ensure_topic(admin: &TopicAdmin, name: &str) -> Result<Outcome> {
     }
 }
 
-async fn ensure_subscription(admin: &SubscriptionAdmin, desired: Subscription) -> Result<Outcome> {
+/// Creates or updates one subscription; also returns its ordering mismatch, if any, which
+/// no update can fix.
+async fn ensure_subscription(
+    admin: &SubscriptionAdmin,
+    desired: Subscription,
+) -> Result<(Outcome, Option<OrderingMismatch>)> {
     let name = desired.name.clone();
     let actual = match admin
         .get_subscription()
@@ -489,8 +646,8 @@ async fn ensure_subscription(admin: &SubscriptionAdmin, desired: Subscription) -
                 .send()
                 .await
             {
-                Ok(_) => Ok(Outcome::Created),
-                Err(e) if is_already_exists(&e) => Ok(Outcome::Unchanged),
+                Ok(_) => Ok((Outcome::Created, None)),
+                Err(e) if is_already_exists(&e) => Ok((Outcome::Unchanged, None)),
                 Err(e) => Err(Error::rpc("create subscription", name)(e)),
             };
         }
@@ -503,9 +660,10 @@ async fn ensure_subscription(admin: &SubscriptionAdmin, desired: Subscription) -
             actual: actual.topic,
         });
     }
+    let mismatch = ordering_mismatch(&desired, &actual);
     let fields = differing_fields(&desired, &actual);
     if fields.is_empty() {
-        return Ok(Outcome::Unchanged);
+        return Ok((Outcome::Unchanged, mismatch));
     }
     admin
         .update_subscription()
@@ -514,11 +672,25 @@ async fn ensure_subscription(admin: &SubscriptionAdmin, desired: Subscription) -
         .send()
         .await
         .map_err(Error::rpc("update subscription", name))?;
-    Ok(Outcome::Updated(fields))
+    Ok((Outcome::Updated(fields), mismatch))
 }
 
-/// The update-mask paths of the fields this crate manages that differ between the
-/// declaration and the server's copy.
+/// `Some` when `actual`'s message ordering is not the declared one. Kept out of
+/// [`differing_fields`] because it is not updatable: putting it in an update mask makes
+/// Pub/Sub (and the emulator) reject the whole update as `INVALID_ARGUMENT`.
+pub fn ordering_mismatch(
+    desired: &Subscription,
+    actual: &Subscription,
+) -> Option<OrderingMismatch> {
+    (desired.enable_message_ordering != actual.enable_message_ordering).then(|| OrderingMismatch {
+        subscription: desired.name.clone(),
+        declared: desired.enable_message_ordering,
+    })
+}
+
+/// The update-mask paths of the updatable fields this crate manages that differ between the
+/// declaration and the server's copy (message ordering is not updatable: see
+/// [`ordering_mismatch`]).
 ///
 /// Only managed fields are compared, and each is normalised the way the servers echo it:
 /// real Pub/Sub adds `x-goog-version` push attributes, the emulator returns an empty
@@ -626,7 +798,8 @@ mod tests {
             dl.dead_letter_topic,
             "projects/p/topics/paid_invoices-dead-letter"
         );
-        assert_eq!(dl.max_delivery_attempts, 5);
+        assert_eq!(dl.max_delivery_attempts, 100);
+        assert!(sub.enable_message_ordering);
         let oidc = sub.push_config.as_ref().unwrap().oidc_token().unwrap();
         assert_eq!(
             oidc.service_account_email,
@@ -634,6 +807,118 @@ mod tests {
         );
         assert!(sub.retry_policy.is_some());
         assert!(sub.expiration_policy.as_ref().unwrap().ttl.is_none());
+    }
+
+    #[test]
+    fn production_defaults_heal_for_hours_and_keep_dead_letters_31_days() {
+        let t = topology();
+        t.validate().unwrap();
+        let target = PubSubTarget::cloud("p");
+        let seconds = |s: &Subscription| s.message_retention_duration.as_ref().unwrap().seconds();
+        for flow in &t.flows {
+            let push = t.push_subscription(flow, &target);
+            assert!(push.enable_message_ordering, "{}", push.name);
+            assert!(push.retain_acked_messages);
+            assert_eq!(seconds(&push), 7 * 86_400, "push keeps 7 days for replays");
+            let dead_letter = push.dead_letter_policy.as_ref().unwrap();
+            assert_eq!(dead_letter.max_delivery_attempts, 100);
+            let retry = push.retry_policy.as_ref().unwrap();
+            assert_eq!(retry.minimum_backoff.as_ref().unwrap().seconds(), 10);
+            assert_eq!(retry.maximum_backoff.as_ref().unwrap().seconds(), 600);
+
+            let pull = t.dead_letter_subscription(flow, &target);
+            assert!(!pull.enable_message_ordering, "{}", pull.name);
+            assert!(pull.retain_acked_messages);
+            assert_eq!(seconds(&pull), 31 * 86_400, "dead letters wait 31 days");
+            assert!(pull.dead_letter_policy.is_none());
+        }
+    }
+
+    #[test]
+    fn the_emulator_gets_at_most_seven_days_of_retention() {
+        let mut t = topology();
+        t.delivery.retention = Duration::from_secs(86_400);
+        let target = PubSubTarget::emulator("p", "127.0.0.1:8085");
+        let seconds = |s: &Subscription| s.message_retention_duration.as_ref().unwrap().seconds();
+        let flow = &t.flows[0];
+        assert_eq!(
+            seconds(&t.dead_letter_subscription(flow, &target)),
+            7 * 86_400
+        );
+        // Shorter retentions are declared as they are.
+        assert_eq!(seconds(&t.push_subscription(flow, &target)), 86_400);
+    }
+
+    #[test]
+    fn ordering_is_on_in_production_and_off_on_the_emulator_unless_asked() {
+        let mut t = topology();
+        let cloud = PubSubTarget::cloud("p");
+        let emulator = PubSubTarget::emulator("p", "127.0.0.1:8085");
+        let ordered = |t: &Topology, target: &PubSubTarget| {
+            t.flows
+                .iter()
+                .map(|flow| t.push_subscription(flow, target).enable_message_ordering)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            t.delivery.message_ordering,
+            MessageOrdering::ExceptOnEmulator
+        );
+        assert_eq!(ordered(&t, &cloud), vec![true, true]);
+        assert_eq!(ordered(&t, &emulator), vec![false, false]);
+        t.delivery.message_ordering = MessageOrdering::Always;
+        assert_eq!(ordered(&t, &emulator), vec![true, true]);
+        t.delivery.message_ordering = MessageOrdering::Never;
+        assert_eq!(ordered(&t, &cloud), vec![false, false]);
+    }
+
+    #[test]
+    fn retention_is_validated_against_pubsub_limits() {
+        let mut t = topology();
+        t.delivery.retention = MAX_RETENTION;
+        t.delivery.dead_letter_retention = MIN_RETENTION;
+        t.validate().unwrap();
+        for (retention, dead_letter_retention) in [
+            (MAX_RETENTION + Duration::from_secs(1), MAX_RETENTION),
+            (MIN_RETENTION - Duration::from_secs(1), MAX_RETENTION),
+            (MAX_RETENTION, MAX_RETENTION + Duration::from_secs(1)),
+            (MAX_RETENTION, Duration::from_secs(60)),
+        ] {
+            t.delivery.retention = retention;
+            t.delivery.dead_letter_retention = dead_letter_retention;
+            let err = t.validate().unwrap_err().to_string();
+            assert!(err.contains("outside 10min..=31days"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ordering_is_a_mismatch_never_an_update() {
+        let t = topology();
+        let target = PubSubTarget::cloud("p");
+        let desired = t.push_subscription(&t.flows[0], &target);
+        let mut unordered = desired.clone();
+        unordered.enable_message_ordering = false;
+        assert!(differing_fields(&desired, &unordered).is_empty());
+        let mismatch = ordering_mismatch(&desired, &unordered).unwrap();
+        assert_eq!(
+            mismatch.subscription,
+            "projects/p/subscriptions/pending_invoices-invoice-sender"
+        );
+        assert!(mismatch.declared);
+        assert!(ordering_mismatch(&desired, &desired).is_none());
+
+        let text = mismatch.to_string();
+        for expected in [
+            "has message ordering off, the topology declares it on",
+            "gcloud pubsub snapshots create projects/p/snapshots/pending_invoices-invoice-sender-reorder \
+             --subscription=projects/p/subscriptions/pending_invoices-invoice-sender",
+            "gcloud pubsub subscriptions delete projects/p/subscriptions/pending_invoices-invoice-sender",
+            "gcloud pubsub subscriptions seek projects/p/subscriptions/pending_invoices-invoice-sender \
+             --snapshot=projects/p/snapshots/pending_invoices-invoice-sender-reorder",
+            "roles/pubsub.subscriber",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from: {text}");
+        }
     }
 
     #[test]

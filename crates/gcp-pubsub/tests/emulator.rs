@@ -503,3 +503,151 @@ async fn reads_after_earlier_reads_see_every_message() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_is_read_back_from_the_server() {
+    common::bounded(async {
+        let Some(emulator) = emulator().await else {
+            return;
+        };
+        let target = emulator.target();
+        let mut topology = topology_to("http://127.0.0.1:9/push");
+        let flow = topology.flows[0].clone();
+        let day = Duration::from_secs(86_400);
+
+        // Defaults: 7 days on the push subscription; the dead letters' 31 days are declared
+        // as the emulator's maximum, 7 days (it rejects more).
+        apply(&topology, &target).await.unwrap();
+        let push = ops::subscription_retention(&target, &flow.subscription)
+            .await
+            .unwrap();
+        assert_eq!(push.message_retention, 7 * day);
+        assert!(push.retain_acked_messages);
+        assert_eq!(push.replay_window(), 7 * day);
+        let dead_letters = ops::subscription_retention(&target, &flow.dead_letter_subscription())
+            .await
+            .unwrap();
+        assert_eq!(dead_letters.message_retention, 7 * day);
+
+        // What the server has, not what is declared: change it and read it again.
+        topology.delivery.retention = 2 * day;
+        topology.delivery.dead_letter_retention = 3 * day;
+        let report = apply(&topology, &target).await.unwrap();
+        assert_eq!(report.updated().len(), 4, "{report}");
+        let push = ops::subscription_retention(&target, &flow.subscription)
+            .await
+            .unwrap();
+        assert_eq!(push.replay_window(), 2 * day);
+        let dead_letters = ops::subscription_retention(&target, &flow.dead_letter_subscription())
+            .await
+            .unwrap();
+        assert_eq!(dead_letters.message_retention, 3 * day);
+
+        let err = ops::subscription_retention(&target, "no_such_subscription")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no_such_subscription"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_reports_a_push_subscription_without_ordering_and_applies_the_rest() {
+    common::bounded(async {
+        let Some(emulator) = emulator().await else {
+            return;
+        };
+        let target = emulator.target();
+        let admin = target.subscription_admin().await.unwrap();
+        let ordering = |topology: &gcp_pubsub::Topology| {
+            let admin = admin.clone();
+            let target = target.clone();
+            let names: Vec<String> = topology
+                .flows
+                .iter()
+                .flat_map(|f| [f.subscription.clone(), f.dead_letter_subscription()])
+                .collect();
+            async move {
+                let mut ordered = Vec::new();
+                for sub in names {
+                    let actual = admin
+                        .get_subscription()
+                        .set_subscription(target.subscription_path(&sub))
+                        .send()
+                        .await
+                        .unwrap();
+                    ordered.push(actual.enable_message_ordering);
+                }
+                ordered
+            }
+        };
+        // By default the emulator gets no ordering (it cannot dead-letter from an ordered
+        // subscription; tests/ordering.rs shows it).
+        let mut topology = topology_to("http://127.0.0.1:9/push");
+        apply(&topology, &target).await.unwrap();
+        assert_eq!(ordering(&topology).await, vec![false; 4]);
+        delete_all(&topology, &target).await.unwrap();
+        // Asked for, it does, on the push subscriptions only.
+        topology.delivery.message_ordering = gcp_pubsub::MessageOrdering::Always;
+        let first = apply(&topology, &target).await.unwrap();
+        assert_eq!(
+            ordering(&topology).await,
+            vec![true, false, true, false],
+            "{first}"
+        );
+
+        // An existing push subscription from before ordering, with a stale endpoint too.
+        let stale = target.subscription_path(&topology.flows[1].subscription);
+        admin
+            .delete_subscription()
+            .set_subscription(&stale)
+            .send()
+            .await
+            .unwrap();
+        let mut old = topology.push_subscription(&topology.flows[1], &target);
+        old.enable_message_ordering = false;
+        old.push_config = Some(
+            google_cloud_pubsub::model::PushConfig::new()
+                .set_push_endpoint("http://127.0.0.1:10/old"),
+        );
+        admin
+            .create_subscription()
+            .with_request(old)
+            .send()
+            .await
+            .unwrap();
+
+        let err = apply(&topology, &target).await.unwrap_err();
+        eprintln!("{err}");
+        let gcp_pubsub::Error::OrderingMismatch { mismatches, report } = &err else {
+            panic!("expected an ordering mismatch, got {err}");
+        };
+        assert_eq!(mismatches.len(), 1);
+        assert_eq!(mismatches[0].subscription, stale);
+        assert!(mismatches[0].declared);
+        // Everything else was applied, the stale endpoint included.
+        assert_eq!(report.changes.len(), 8, "{report}");
+        assert_eq!(report.updated(), vec![stale.as_str()], "{report}");
+        let text = err.to_string();
+        assert!(text.contains("gcloud pubsub snapshots create"), "{text}");
+        // Nothing was deleted or re-created: the subscription is still the unordered one.
+        let actual = admin
+            .get_subscription()
+            .set_subscription(&stale)
+            .send()
+            .await
+            .unwrap();
+        assert!(!actual.enable_message_ordering);
+        assert_eq!(
+            actual.push_config.unwrap().push_endpoint,
+            "http://127.0.0.1:9/push"
+        );
+        // Re-running gives the same answer (and changes nothing more).
+        let again = apply(&topology, &target).await.unwrap_err();
+        let gcp_pubsub::Error::OrderingMismatch { report, .. } = &again else {
+            panic!("{again}");
+        };
+        assert!(report.is_noop(), "{report}");
+    })
+    .await;
+}
