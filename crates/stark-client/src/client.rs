@@ -141,13 +141,19 @@ pub struct ClientConfig {
     pub get_retries: u32,
     /// First backoff delay for GET retries; doubles each time.
     pub retry_backoff: Duration,
+    /// The longest a GET waits before retrying a throttled answer (408, 425, 429) that carried
+    /// `Retry-After`. A longer wait is not slept through: the error is returned at once, with
+    /// [`Error::retry_after`] saying when to come back, so that a request handler never hangs
+    /// for minutes on a server's say-so. Default 30 s.
+    pub max_retry_after: Duration,
     /// Minimum time between two webhook public-key refreshes, so that a flood of forged
     /// signatures cannot make us hammer `GET /v2/public-key`.
     pub public_key_min_refresh: Duration,
 }
 
 impl ClientConfig {
-    /// A config with the usual defaults (10 s timeout, 2 GET retries).
+    /// A config with the usual defaults (10 s timeout, 2 GET retries, `Retry-After` honoured up
+    /// to 30 s).
     pub fn new(access_id: AccessId, private_key: PrivateKey, environment: Environment) -> Self {
         Self {
             access_id,
@@ -158,6 +164,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(3),
             get_retries: 2,
             retry_backoff: Duration::from_millis(200),
+            max_retry_after: Duration::from_secs(30),
             public_key_min_refresh: Duration::from_secs(10),
         }
     }
@@ -232,23 +239,30 @@ impl Client {
         &self.inner.config
     }
 
-    /// GET `path` with `query`, retrying transient failures with exponential backoff.
+    /// GET `path` with `query`, retrying transient failures with exponential backoff. A
+    /// throttled answer with `Retry-After` waits what the server asked instead (if that is
+    /// within [`ClientConfig::max_retry_after`]; otherwise the error is returned at once).
     pub async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, Error> {
+        let config = &self.inner.config;
         let mut attempt = 0;
         loop {
-            match self.send(Method::GET, path, query, None).await {
-                Err(err) if err.is_transient() && attempt < self.inner.config.get_retries => {
-                    let delay = self.inner.config.retry_backoff * 2u32.saturating_pow(attempt);
-                    tracing::warn!(event = "stark_get_retry", path, attempt, error = %err, "retrying Stark GET");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
+            let err = match self.send(Method::GET, path, query, None).await {
+                Err(err) if err.is_transient() && attempt < config.get_retries => err,
                 other => return other,
-            }
+            };
+            let backoff = config.retry_backoff * 2u32.saturating_pow(attempt);
+            let delay = match err.retry_after() {
+                Some(asked) if asked > config.max_retry_after => return Err(err),
+                Some(asked) => asked.max(backoff),
+                None => backoff,
+            };
+            tracing::warn!(event = "stark_get_retry", path, attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying Stark GET");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
         }
     }
 
@@ -319,6 +333,11 @@ impl Client {
             Err(err) => return Err(classify_transport(&method, &url, err)),
         };
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, SystemTime::now()));
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
             Err(err) => {
@@ -336,14 +355,11 @@ impl Client {
                 url: redact(&url),
                 detail: format!("HTTP 200 with an unexpected body: {e}"),
             }),
-            400..=499 => Err(Error::Rejected {
+            400..=599 => Err(Error::from_status(
                 status,
-                errors: parse_errors(&bytes),
-            }),
-            500..=599 => Err(Error::StarkFault {
-                status,
-                errors: parse_errors(&bytes),
-            }),
+                parse_errors(&bytes),
+                retry_after,
+            )),
             _ => Err(Error::UnknownOutcome {
                 method: method.to_string(),
                 url: redact(&url),
@@ -364,6 +380,19 @@ impl Client {
         }
         Ok(url)
     }
+}
+
+/// Parses a `Retry-After` value (RFC 9110 section 10.2.3): delta-seconds, or an HTTP-date, which
+/// is turned into the wait from `now` (zero if it is already past). Anything else is ignored, as
+/// if the header were absent.
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // A huge number is still "a long time": saturate rather than ignore it.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn parse_errors(bytes: &[u8]) -> Vec<StarkError> {
@@ -401,4 +430,39 @@ fn redact(url: &reqwest::Url) -> String {
         text.push('…');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_delta_seconds_and_http_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(parse_retry_after("120", now), secs(120));
+        assert_eq!(parse_retry_after(" 0 ", now), secs(0));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            secs(u64::MAX)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            secs(30)
+        );
+        // The obsolete forms HTTP-date still allows.
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-15 07:29:00 GMT", now),
+            secs(60)
+        );
+        assert_eq!(parse_retry_after("Wed Oct 21 07:28:05 2015", now), secs(5));
+        // A date in the past means "now".
+        assert_eq!(
+            parse_retry_after("Tue, 20 Oct 2015 07:28:00 GMT", now),
+            secs(0)
+        );
+        for bad in ["", "-1", "1.5", "soon", "Wed, 21 Oct 2015"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::client::Client;
 use crate::error::Error;
 use crate::invoice::InvoiceLog;
-use crate::page::{Page, check_id, push_opt};
+use crate::page::{Page, check_id, push_list, push_opt};
 use crate::transfer::TransferLog;
 
 /// The log an event carries, typed by the event's `subscription`.
@@ -133,6 +133,52 @@ impl EventQuery {
     }
 }
 
+/// One failed delivery of an event to a webhook (`/v2/event/attempt`). Stark records one per
+/// failed try, so the attempts of an event say why it is still undelivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventAttempt {
+    /// Attempt id.
+    pub id: String,
+    /// Why it failed: `badHttpStatus`, `badConnection` or `timeout`. Kept as text so that a
+    /// code Stark adds later still reaches the logs verbatim.
+    pub code: String,
+    /// What happened, e.g. "HTTP POST request returned status 404".
+    pub message: String,
+    /// The event that was being delivered.
+    pub event_id: String,
+    /// The webhook it was delivered to.
+    pub webhook_id: String,
+    /// When the attempt was made.
+    pub created: String,
+}
+
+/// Filters of `GET /v2/event/attempt`.
+#[derive(Debug, Clone, Default)]
+pub struct EventAttemptQuery {
+    /// Maximum number in total (`None`: all).
+    pub limit: Option<usize>,
+    /// Created on or after this date.
+    pub after: Option<String>,
+    /// Created on or before this date.
+    pub before: Option<String>,
+    /// Only attempts to deliver these events.
+    pub event_ids: Vec<String>,
+    /// Only attempts made to these webhooks.
+    pub webhook_ids: Vec<String>,
+}
+
+impl EventAttemptQuery {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        push_opt(&mut pairs, "after", self.after.as_deref());
+        push_opt(&mut pairs, "before", self.before.as_deref());
+        push_list(&mut pairs, "eventIds", &self.event_ids);
+        push_list(&mut pairs, "webhookIds", &self.webhook_ids);
+        pairs
+    }
+}
+
 /// One public key Stark signs webhooks with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKeyEntry {
@@ -181,6 +227,26 @@ impl Client {
         check_id("event", id)?;
         let body: OneEvent = self.delete(&format!("event/{id}")).await?;
         Ok(body.event)
+    }
+
+    /// All delivery attempts matching `query`, following cursors.
+    pub async fn query_event_attempts(
+        &self,
+        query: &EventAttemptQuery,
+    ) -> Result<Vec<EventAttempt>, Error> {
+        self.collect("event/attempt", "attempts", &query.pairs(), query.limit)
+            .await
+    }
+
+    /// `GET /v2/event/attempt/{id}`.
+    pub async fn get_event_attempt(&self, id: &str) -> Result<EventAttempt, Error> {
+        #[derive(Deserialize)]
+        struct OneAttempt {
+            attempt: EventAttempt,
+        }
+        check_id("event attempt", id)?;
+        let body: OneAttempt = self.get(&format!("event/attempt/{id}"), &[]).await?;
+        Ok(body.attempt)
     }
 
     /// `GET /v2/public-key`: Stark's webhook signing keys, newest first.

@@ -8,12 +8,17 @@ use crate::error::Error;
 use crate::page::{MAX_PAGE, Page, check_id, push_list, push_opt};
 
 /// Invoice status.
+///
+/// Stark has no status for a reversed invoice: the SDKs and docs list only these five, and a
+/// reversal (a `PATCH` lowering a paid invoice's `amount`) leaves it `paid` with `amount`
+/// lowered, down to 0 when fully reversed, plus a `reversed` log. So "fully reversed" is
+/// `Paid` with `amount == 0`, not a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InvoiceStatus {
     /// Issued, not paid.
     Created,
-    /// Paid by the payer.
+    /// Paid by the payer; still `paid` after a partial or full reversal (see above).
     Paid,
     /// Canceled by us or by Stark.
     Canceled,
@@ -367,6 +372,18 @@ impl Client {
     pub async fn get_invoice(&self, id: &str) -> Result<Invoice, Error> {
         check_id("invoice", id)?;
         let body: OneInvoice = self.get(&format!("invoice/{id}"), &[]).await?;
+        Ok(body.invoice)
+    }
+
+    /// `PATCH /v2/invoice/{id}` with `{"status": "canceled"}`, as the Python SDK's
+    /// `invoice.update(id, status="canceled")` sends it: the charge can no longer be paid.
+    /// Stark refuses (400) an invoice that is already paid or canceled. Sent once, like every
+    /// write; after an error that [`Error::may_have_happened`], read the invoice back.
+    pub async fn cancel_invoice(&self, id: &str) -> Result<Invoice, Error> {
+        check_id("invoice", id)?;
+        let body: OneInvoice = self
+            .patch(&format!("invoice/{id}"), &json!({ "status": "canceled" }))
+            .await?;
         Ok(body.invoice)
     }
 

@@ -7,9 +7,9 @@
 //! # Layout
 //! - [`keys`]: load, generate and write keys; sign and verify.
 //! - [`client`]: configuration, request signing and the HTTP transport (only 200 is success; GETs
-//!   retry with backoff, writes never do).
+//!   retry with backoff, honouring `Retry-After`; writes never do).
 //! - [`error`]: one error type whose [`ErrorKind`] says whether the operation may have happened.
-//! - [`invoice`], [`transfer`], [`webhook`], [`event`]: the typed resources.
+//! - [`invoice`], [`transfer`], [`webhook`], [`event`], [`balance`]: the typed resources.
 //! - [`webhook_verify`]: `Digital-Signature` verification with a shared, refreshable key cache.
 //! - [`python_json`]: Python's `json.dumps` byte for byte (the signatures depend on it).
 //!
@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod balance;
 pub mod client;
 pub mod error;
 pub mod event;
@@ -39,11 +40,12 @@ pub mod transfer;
 pub mod webhook;
 pub mod webhook_verify;
 
+pub use balance::Balance;
 pub use client::{
     AccessId, Client, ClientConfig, Environment, Language, SignedHeaders, sign_request,
 };
 pub use error::{Error, ErrorKind, StarkError};
-pub use event::{Event, EventLog, EventQuery, PublicKeyEntry};
+pub use event::{Event, EventAttempt, EventAttemptQuery, EventLog, EventQuery, PublicKeyEntry};
 pub use invoice::{
     Description, Discount, Invoice, InvoiceLog, InvoiceLogQuery, InvoiceLogType, InvoicePayment,
     InvoiceQuery, InvoiceStatus, NewInvoice, Rule, Split,

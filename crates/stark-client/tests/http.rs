@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use stark_client::{
-    AccessId, Client, ClientConfig, Environment, ErrorKind, EventLog, InvoiceLogType, InvoiceQuery,
-    NewInvoice, NewTransfer, PrivateKey, VerifyError,
+    AccessId, Client, ClientConfig, Environment, ErrorKind, EventAttemptQuery, EventLog,
+    InvoiceLogType, InvoiceQuery, InvoiceStatus, NewInvoice, NewTransfer, PrivateKey, VerifyError,
 };
 
 /// One request as the server saw it.
@@ -297,6 +297,278 @@ async fn stark_fault_is_retried_for_get_but_never_for_post() {
     assert_eq!(err.kind(), ErrorKind::StarkFault);
     assert!(err.may_have_happened());
     assert_eq!(mock.count("/v2/transfer"), 1, "a POST is sent once");
+}
+
+/// An error answer with Stark's error body and, optionally, a `Retry-After` header.
+fn error_answer(status: u16, retry_after: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap();
+    let body = axum::Json(json!({"errors": [{"code": "someCode", "message": "some message"}]}));
+    match retry_after {
+        Some(value) => (status, [("retry-after", value.to_owned())], body).into_response(),
+        None => (status, body).into_response(),
+    }
+}
+
+#[tokio::test]
+async fn unlisted_4xx_are_refusals_and_never_retried() {
+    for status in [404u16, 409, 422] {
+        let mock = MockStark::start(move |_, _| error_answer(status, Some("1"))).await;
+        let (client, _) = client_for(mock.addr);
+        let err = client.get_invoice("1").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Rejected, "{status}");
+        assert_eq!(err.status(), Some(status));
+        assert!(err.has_code("someCode"));
+        assert!(!err.is_transient() && !err.may_have_happened(), "{status}");
+        assert_eq!(err.retry_after(), None, "only throttling keeps Retry-After");
+        assert_eq!(mock.seen().len(), 1, "a refused GET is not retried");
+    }
+}
+
+#[tokio::test]
+async fn http_401_and_403_are_configuration_errors() {
+    for status in [401u16, 403] {
+        let mock = MockStark::start(move |_, _| error_answer(status, None)).await;
+        let (client, _) = client_for(mock.addr);
+        let err = client.get_invoice("1").await.unwrap_err();
+        assert!(
+            matches!(err, stark_client::Error::Unauthorized { status: s, .. } if s == status),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        assert_eq!(err.status(), Some(status));
+        assert!(err.has_code("someCode"));
+        assert!(!err.is_transient() && !err.may_have_happened());
+        assert_eq!(mock.seen().len(), 1, "no retry can fix credentials");
+        let text = err.to_string();
+        assert!(
+            text.contains("configuration problem") && text.contains("STARK_ACCESS_ID"),
+            "{text}"
+        );
+        let err = client
+            .create_transfers(&[NewTransfer::default()])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+    }
+}
+
+#[tokio::test]
+async fn http_408_425_429_are_throttled_and_a_post_is_sent_once() {
+    for status in [408u16, 425, 429] {
+        let mock = MockStark::start(move |_, _| error_answer(status, Some("7"))).await;
+        let (client, _) = client_for(mock.addr);
+        let err = client
+            .create_transfers(&[NewTransfer::default()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, stark_client::Error::Throttled { status: s, .. } if s == status),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Throttled);
+        assert_eq!(err.status(), Some(status));
+        assert!(err.is_transient());
+        // A request timeout may come after the POST was applied; 425 and 429 were not processed.
+        assert_eq!(err.may_have_happened(), status == 408, "{status}");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        assert!(err.has_code("someCode"));
+        assert!(err.to_string().contains("retry after 7 s"), "{err}");
+        assert_eq!(mock.count("/v2/transfer"), 1, "a POST is never retried");
+    }
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_becomes_a_wait() {
+    let mock = MockStark::start(|_, _| {
+        let when = std::time::SystemTime::now() + Duration::from_secs(10);
+        error_answer(429, Some(&httpdate::fmt_http_date(when)))
+    })
+    .await;
+    let (client, _) = client_for(mock.addr);
+    let err = client
+        .create_transfers(&[NewTransfer::default()])
+        .await
+        .unwrap_err();
+    let wait = err.retry_after().expect("the date was parsed");
+    // HTTP-dates have whole seconds: 10 s from now is 9 to 10 s away when read.
+    assert!(
+        wait <= Duration::from_secs(10) && wait >= Duration::from_secs(8),
+        "{wait:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttled_get_waits_what_retry_after_asks_then_retries() {
+    let mock = MockStark::start(|_, index| {
+        if index == 0 {
+            error_answer(429, Some("1"))
+        } else {
+            ok(json!({"invoice": invoice_json("1")}))
+        }
+    })
+    .await;
+    let (client, _) = client_for(mock.addr); // backoff 5 ms: the wait can only come from Retry-After
+    let started = std::time::Instant::now();
+    client.get_invoice("1").await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(mock.seen().len(), 2, "one 429, then one retry");
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+#[tokio::test]
+async fn throttled_get_without_retry_after_backs_off_until_retries_run_out() {
+    let mock = MockStark::start(|_, _| error_answer(408, None)).await;
+    let (client, _) = client_for(mock.addr);
+    let err = client.get_invoice("1").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Throttled);
+    assert_eq!(err.retry_after(), None);
+    assert_eq!(
+        mock.seen().len(),
+        1 + client.config().get_retries as usize,
+        "the first try and every retry"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_bound_is_returned_to_the_caller_not_slept() {
+    let mock = MockStark::start(|_, _| error_answer(429, Some("120"))).await;
+    let key = PrivateKey::generate();
+    let mut cfg = config(format!("http://{}/v2", mock.addr), key);
+    cfg.max_retry_after = Duration::from_secs(2);
+    let client = Client::new(cfg).unwrap();
+    let started = std::time::Instant::now();
+    let err = client.get_invoice("1").await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+    assert_eq!(
+        mock.seen().len(),
+        1,
+        "no retry that the server said would fail"
+    );
+}
+
+#[tokio::test]
+async fn balance_is_the_first_entry_in_integer_cents() {
+    let mock = MockStark::start(|_, _| {
+        ok(json!({"balances": [
+            {"id": "5706627130851328", "amount": 1_234_567, "currency": "BRL", "updated": "2026-11-27T10:00:00.000000+00:00"},
+            {"id": "second", "amount": 1, "currency": "BRL", "updated": "2026-11-27T10:00:00.000000+00:00"}
+        ]}))
+    })
+    .await;
+    let (client, _) = client_for(mock.addr);
+    let balance = client.get_balance().await.unwrap();
+    assert_eq!(balance.id, "5706627130851328");
+    assert_eq!(balance.amount, 1_234_567);
+    assert_eq!(balance.currency, "BRL");
+    let seen = &mock.seen()[0];
+    assert_eq!(
+        (seen.method.clone(), seen.uri.path()),
+        (Method::GET, "/v2/balance")
+    );
+    assert!(seen.body.is_empty());
+
+    let empty = MockStark::start(|_, _| ok(json!({"balances": []}))).await;
+    let (client, _) = client_for(empty.addr);
+    let err = client.get_balance().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownOutcome, "{err}");
+}
+
+fn attempt_json(i: usize) -> Value {
+    json!({"id": format!("{i:016}"), "code": "badHttpStatus", "message": "HTTP POST request returned status 404",
+           "eventId": "5415223380934656", "webhookId": "4722637223641088", "created": "2026-11-27T10:05:00.000000+00:00"})
+}
+
+#[tokio::test]
+async fn event_attempts_follow_cursors_and_encode_filters() {
+    let mock = MockStark::start(|seen, _| {
+        if seen.uri.path() == "/v2/event/attempt/0000000000000007" {
+            return ok(json!({"attempt": attempt_json(7)}));
+        }
+        assert_eq!(seen.uri.path(), "/v2/event/attempt");
+        let query = url_pairs(&seen.uri);
+        let start = query.get("cursor").map_or(0, |c| c.parse().unwrap());
+        let end = (start + query["limit"].parse::<usize>().unwrap()).min(130);
+        let cursor = if end < 130 { json!(end.to_string()) } else { Value::Null };
+        ok(json!({"cursor": cursor, "attempts": (start..end).map(attempt_json).collect::<Vec<_>>()}))
+    })
+    .await;
+    let (client, _) = client_for(mock.addr);
+    let query = EventAttemptQuery {
+        event_ids: vec!["5415223380934656".into(), "2".into()],
+        webhook_ids: vec!["4722637223641088".into()],
+        after: Some("2026-11-01".into()),
+        before: Some("2026-12-01".into()),
+        ..Default::default()
+    };
+    let attempts = client.query_event_attempts(&query).await.unwrap();
+    assert_eq!(attempts.len(), 130);
+    assert_eq!(attempts[129].id, format!("{:016}", 129));
+    assert_eq!(attempts[0].code, "badHttpStatus");
+    assert_eq!(attempts[0].event_id, "5415223380934656");
+    assert_eq!(attempts[0].webhook_id, "4722637223641088");
+    assert!(attempts[0].message.contains("404"));
+    let requests = mock.seen();
+    assert_eq!(requests.len(), 2);
+    let first = url_pairs(&requests[0].uri);
+    assert_eq!(first["eventIds"], "5415223380934656,2");
+    assert_eq!(first["webhookIds"], "4722637223641088");
+    assert_eq!(first["after"], "2026-11-01");
+    assert_eq!(first["before"], "2026-12-01");
+    assert_eq!(first["limit"], "100");
+    assert_eq!(url_pairs(&requests[1].uri)["cursor"], "100");
+
+    let limited = EventAttemptQuery {
+        limit: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(
+        client.query_event_attempts(&limited).await.unwrap().len(),
+        5
+    );
+    let one = client.get_event_attempt("0000000000000007").await.unwrap();
+    let expected: stark_client::EventAttempt = serde_json::from_value(attempt_json(7)).unwrap();
+    assert_eq!(one, expected);
+    assert_eq!(
+        client.get_event_attempt("../x").await.unwrap_err().kind(),
+        ErrorKind::InvalidRequest
+    );
+}
+
+#[tokio::test]
+async fn cancel_invoice_patches_the_status_and_returns_the_invoice() {
+    let mock = MockStark::start(|_, _| {
+        let mut invoice = invoice_json("5155165527080960");
+        invoice["status"] = json!("canceled");
+        ok(json!({"invoice": invoice}))
+    })
+    .await;
+    let (client, key) = client_for(mock.addr);
+    let invoice = client.cancel_invoice("5155165527080960").await.unwrap();
+    assert_eq!(invoice.status, InvoiceStatus::Canceled);
+    let seen = &mock.seen()[0];
+    assert_eq!(
+        (seen.method.clone(), seen.uri.path()),
+        (Method::PATCH, "/v2/invoice/5155165527080960")
+    );
+    let body = std::str::from_utf8(&seen.body).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap(),
+        json!({"status": "canceled"})
+    );
+    let message = format!(
+        "{}:{}:{body}",
+        header(seen, "access-id"),
+        header(seen, "access-time")
+    );
+    key.public_key()
+        .verify_base64(message.as_bytes(), header(seen, "access-signature"))
+        .unwrap();
+    assert_eq!(
+        client.cancel_invoice("1/2").await.unwrap_err().kind(),
+        ErrorKind::InvalidRequest
+    );
 }
 
 fn transfer_json() -> Value {
