@@ -19,6 +19,8 @@ apis=(
   cloudbuild.googleapis.com
   iam.googleapis.com
   logging.googleapis.com
+  monitoring.googleapis.com
+  storage.googleapis.com
 )
 if is_true "$STATIC_EGRESS"; then
   apis+=(compute.googleapis.com)

@@ -26,6 +26,8 @@ SERVICE_MONEY_SENDER=money-sender
 JOB_SPAMMER=invoice-spammer
 CLI_IMAGE=stark-pipeline
 IMAGES="$JOB_SPAMMER $SERVICE_INVOICE_SENDER $SERVICE_WEBHOOK_INGESTER $SERVICE_MONEY_SENDER $CLI_IMAGE"
+# The Cloud Run job that runs `stark-pipeline reconcile --repair` (the $CLI_IMAGE image).
+JOB_RECONCILER=reconciler
 
 # One service account per identity (service-account ids: 6 to 30 characters).
 SA_SPAMMER=invoice-spammer      # runs the job; publishes to pending_invoices only
@@ -34,7 +36,10 @@ SA_INGESTER=webhook-ingester    # runs webhook-ingester; reads the Stark key, pu
 SA_MONEY=money-sender           # runs money-sender; reads the Stark key
 SA_PUSH=pubsub-push             # identity in the OIDC tokens of Pub/Sub pushes; invokes the two push services
 SA_SCHEDULER=spammer-scheduler  # identity of Cloud Scheduler's calls; runs the job
-SERVICE_ACCOUNTS="$SA_SPAMMER $SA_SENDER $SA_INGESTER $SA_MONEY $SA_PUSH $SA_SCHEDULER"
+SA_RECONCILER=reconciler        # runs the reconciler job; reads the Stark key, publishes to paid_invoices
+SA_RECONCILER_SCHEDULER=reconciler-scheduler  # identity of Cloud Scheduler's calls; runs the reconciler
+SA_BUILDER=image-builder        # identity of Cloud Build; pushes the images
+SERVICE_ACCOUNTS="$SA_SPAMMER $SA_SENDER $SA_INGESTER $SA_MONEY $SA_PUSH $SA_SCHEDULER $SA_RECONCILER $SA_RECONCILER_SCHEDULER $SA_BUILDER"
 
 # Pub/Sub, as declared in crates/gcp-pubsub/src/topology.rs (Topology::pipeline): each topic has
 # a push subscription and a dead-letter topic `<topic>-dead-letter` with a pull subscription of
@@ -44,17 +49,40 @@ TOPIC_PAID=paid_invoices
 SUB_PENDING=pending_invoices-invoice-sender
 SUB_PAID=paid_invoices-money-sender
 DEAD_LETTER_SUFFIX=-dead-letter
-# Seven days, the longest retention Pub/Sub allows: the replay window.
+# Seven days, the longest a push subscription keeps acked messages: the replay window.
 RETENTION_SECONDS=604800
+# 31 days, the longest Pub/Sub keeps a subscription's messages: how long dead letters wait.
+DEAD_LETTER_RETENTION_SECONDS=2678400
+# How long Pub/Sub waits for a push answer before it counts the delivery as failed (the
+# topology's ack deadline). A push handler must answer well within it, see check_timeouts.
+ACK_DEADLINE_SECONDS=60
+# The most Stark calls one push handler makes: invoice-sender looks the invoice up (a GET,
+# tried up to 3 times) then creates it (a POST, once); money-sender creates the transfer, then
+# may look it up. Each call may take STARK_TIMEOUT_SECONDS.
+STARK_CALLS_PER_PUSH=4
+# Backoff between those GET attempts (0.2 s + 0.4 s), rounded up.
+STARK_RETRY_BACKOFF_SECONDS=1
 
 # Where Cloud Run mounts the Stark private key (a Secret Manager secret) in the signing services.
 STARK_KEY_MOUNT=/secrets/stark/private-key.pem
 
 SCHEDULER_JOB=invoice-spammer-hourly
+SCHEDULER_RECONCILER=reconciler-every-15-minutes
+RECONCILE_SCHEDULE="*/15 * * * *"
 # Description given to the network resources 45-egress.sh creates; teardown.sh deletes a network,
 # subnet, router or address only when it carries it, so that it never deletes one it did not make.
 EGRESS_MARK="Made by stark-pipeline deploy/45-egress.sh for a static egress IP"
 LABELS=app=stark-pipeline
+# teardown.sh exits with this (EX_TEMPFAIL) when everything is deleted but the egress subnet,
+# which Cloud Run keeps in use for 1 to 2 hours after a Direct VPC service is deleted.
+EXIT_RUN_AGAIN_LATER=75
+
+# Monitoring (90-monitoring.sh): JSON definitions under deploy/monitoring/, found by display name.
+MONITORING_DIR=deploy/monitoring
+ALERT_CHANNEL_NAME="stark-pipeline alerts"
+# Log-based metrics: name, then the `event` of the log lines it counts (jsonPayload.event).
+LOG_METRIC_PREFIX=stark_pipeline_
+LOG_METRIC_EVENTS="payout_refused_not_ours payout_rejected invoice_rejected webhook_rejected credited_invoice_published transfer_created"
 
 # ── Output ──────────────────────────────────────────────────────────────────────────────────
 DRY_RUN=false
@@ -215,6 +243,111 @@ ensure_absent() {
   fi
 }
 
+# ensure_named LABEL PLACEHOLDER DISPLAY_NAME LIST... -- CREATE... -- UPDATE...
+# For resources Google names itself (alert policies, notification channels, dashboards), found
+# by display name: LIST prints `name<TAB>displayName` lines (gcloud ... list
+# --filter='displayName="..."' '--format=value(name,displayName)'), and those whose display
+# name is exactly DISPLAY_NAME count. None: CREATE. Otherwise UPDATE runs for each of them, with
+# the word {} replaced by its name (by PLACEHOLDER in a dry run).
+ensure_named() {
+  local label=$1 placeholder=$2 display=$3 part=0 arg
+  shift 3
+  local list=() create=() update=()
+  for arg in "$@"; do
+    if [ "$arg" = "--" ] && [ "$part" -lt 2 ]; then
+      part=$((part + 1))
+      continue
+    fi
+    case $part in
+      0) list+=("$arg") ;;
+      1) create+=("$arg") ;;
+      *) update+=("$arg") ;;
+    esac
+  done
+  if [ ${#list[@]} -eq 0 ] || [ ${#create[@]} -eq 0 ] || [ ${#update[@]} -eq 0 ]; then
+    die "ensure_named $label: needs LIST -- CREATE -- UPDATE"
+  fi
+  if $DRY_RUN; then
+    plan '' "${list[@]}"
+    plan "only if no $label exists" "${create[@]}"
+    named_command "$placeholder" "${update[@]}"
+    plan "for each $label listed above" "${NAMED[@]}"
+    return 0
+  fi
+  list_names "$display" "${list[@]}"
+  if [ ${#NAMES[@]} -eq 0 ]; then
+    say "$label does not exist: creating"
+    run "${create[@]}" >/dev/null
+    return 0
+  fi
+  local name
+  for name in "${NAMES[@]}"; do
+    say "$label exists ($name): updating"
+    named_command "$name" "${update[@]}"
+    run "${NAMED[@]}" >/dev/null
+  done
+  if [ ${#NAMES[@]} -gt 1 ]; then
+    warn "${#NAMES[@]} resources are named $label; all were updated (delete the extra ones)"
+  fi
+}
+
+# absent_named LABEL PLACEHOLDER DISPLAY_NAME LIST... -- DELETE...   (teardown; DELETE names {})
+absent_named() {
+  local label=$1 placeholder=$2 display=$3 part=0 arg
+  shift 3
+  local list=() delete=()
+  for arg in "$@"; do
+    if [ "$arg" = "--" ] && [ "$part" -eq 0 ]; then
+      part=1
+      continue
+    fi
+    if [ "$part" -eq 0 ]; then list+=("$arg"); else delete+=("$arg"); fi
+  done
+  if [ ${#list[@]} -eq 0 ] || [ ${#delete[@]} -eq 0 ]; then
+    die "absent_named $label: needs LIST -- DELETE"
+  fi
+  if $DRY_RUN; then
+    plan '' "${list[@]}"
+    named_command "$placeholder" "${delete[@]}"
+    plan "for each $label listed above" "${NAMED[@]}"
+    return 0
+  fi
+  list_names "$display" "${list[@]}"
+  if [ ${#NAMES[@]} -eq 0 ]; then
+    say "$label: already absent"
+    return 0
+  fi
+  local name
+  for name in "${NAMES[@]}"; do
+    say "deleting $label $name"
+    named_command "$name" "${delete[@]}"
+    run "${NAMED[@]}"
+  done
+}
+
+# list_names DISPLAY_NAME LIST...: runs LIST, which prints `name<TAB>displayName` lines, and
+# sets NAMES to the names whose display name is exactly DISPLAY_NAME (gcloud's --filter may
+# match more loosely).
+list_names() {
+  local display=$1 out name shown
+  shift
+  out=$("$@") || die "failed: $(shell_quote "$@")"
+  NAMES=()
+  while IFS=$'\t' read -r name shown; do
+    if [ -n "$name" ] && [ "$shown" = "$display" ]; then NAMES+=("$name"); fi
+  done <<<"$out"
+}
+
+# named_command NAME WORDS...: sets NAMED to WORDS with the word {} replaced by NAME.
+named_command() {
+  local name=$1 word
+  shift
+  NAMED=()
+  for word in "$@"; do
+    if [ "$word" = '{}' ]; then NAMED+=("$name"); else NAMED+=("$word"); fi
+  done
+}
+
 # grant MEMBER ROLE "GROUP" RESOURCE [SCOPE-FLAGS...]
 # Adds one IAM binding on one resource, e.g.
 #   grant serviceAccount:a@p.iam.gserviceaccount.com roles/pubsub.publisher "pubsub topics" t --project=p
@@ -229,6 +362,10 @@ grant() {
     '--flatten=bindings[].members' '--format=value(bindings.role,bindings.members)')
   local add=(gcloud "${words[@]}" add-iam-policy-binding "$resource" "$@"
     "--member=$member" "--role=$role")
+  if [ "$group" = projects ]; then
+    # Never stop on gcloud's question about conditions when the policy has conditional bindings.
+    add+=(--condition=None)
+  fi
   if $DRY_RUN; then
     plan '' "${get[@]}"
     plan "only if the policy above lacks this binding" "${add[@]}"
@@ -256,6 +393,40 @@ $role$tab$member
     sleep "$RETRY_DELAY"
     attempt=$((attempt + 1))
   done
+}
+
+# revoke MEMBER ROLE "GROUP" RESOURCE [SCOPE-FLAGS...]   (teardown)
+# Removes one IAM binding when the policy holds it.
+revoke() {
+  local member=$1 role=$2 group=$3 resource=$4
+  shift 4
+  local words=()
+  read -r -a words <<<"$group"
+  local get=(gcloud "${words[@]}" get-iam-policy "$resource" "$@"
+    '--flatten=bindings[].members' '--format=value(bindings.role,bindings.members)')
+  local remove=(gcloud "${words[@]}" remove-iam-policy-binding "$resource" "$@"
+    "--member=$member" "--role=$role")
+  if [ "$group" = projects ]; then
+    remove+=(--condition=None)
+  fi
+  if $DRY_RUN; then
+    plan '' "${get[@]}"
+    plan "only if the policy above holds this binding" "${remove[@]}"
+    return 0
+  fi
+  local policy tab
+  tab=$(printf '\t')
+  policy=$("${get[@]}" 2>/dev/null) || policy=''
+  case "
+$policy
+" in
+    *"
+$role$tab$member
+"*)
+      run "${remove[@]}" >/dev/null
+      ;;
+    *) say "$role on $resource for $member: not granted" ;;
+  esac
 }
 
 # value_of PLACEHOLDER COMMAND...
@@ -340,11 +511,14 @@ CONFIG_VARS="PROJECT_ID REGION REPOSITORY BUILD_WITH
   STARK_LANGUAGE STARK_TIMEOUT_SECONDS
   CAMPAIGN_ID CAMPAIGN_START CAMPAIGN_HOURS INVOICE_AMOUNT_MIN_CENTS INVOICE_AMOUNT_MAX_CENTS
   INVOICE_DUE_HOURS INVOICE_EXPIRATION_SECONDS PUBLISH_CONCURRENCY
-  SCHEDULE SCHEDULER_TIME_ZONE SCHEDULER_LOCATION
+  SCHEDULE SCHEDULER_TIME_ZONE SCHEDULER_LOCATION RECONCILE_HOURS_AFTER
   PAYOUT_BANK_CODE PAYOUT_BRANCH_CODE PAYOUT_ACCOUNT_NUMBER PAYOUT_NAME PAYOUT_TAX_ID PAYOUT_ACCOUNT_TYPE
-  MAX_DELIVERY_ATTEMPTS PUSH_SERVICES_INGRESS SERVICE_CPU SERVICE_MEMORY SERVICE_MAX_INSTANCES
-  SERVICE_TIMEOUT INGESTER_MIN_INSTANCES RUST_LOG WEBHOOK_MAX_BODY_BYTES PUBLISH_TIMEOUT_SECONDS
-  STATIC_EGRESS EGRESS_NETWORK EGRESS_SUBNET EGRESS_SUBNET_RANGE EGRESS_ROUTER EGRESS_NAT EGRESS_ADDRESS"
+  MAX_DELIVERY_ATTEMPTS MIN_BACKOFF_SECONDS MAX_BACKOFF_SECONDS
+  PUSH_SERVICES_INGRESS SERVICE_CPU SERVICE_MEMORY SERVICE_MAX_INSTANCES
+  SERVICE_TIMEOUT INGESTER_MIN_INSTANCES INGESTER_INVOKER_IAM_CHECK RUST_LOG WEBHOOK_MAX_BODY_BYTES
+  PUBLISH_TIMEOUT_SECONDS
+  STATIC_EGRESS EGRESS_NETWORK EGRESS_SUBNET EGRESS_SUBNET_RANGE EGRESS_ROUTER EGRESS_NAT EGRESS_ADDRESS
+  ALERT_EMAIL"
 
 load_config() {
   local name env_image_tag=${IMAGE_TAG:-}
@@ -356,32 +530,43 @@ load_config() {
   . "$CONFIG_FILE"
   : "${IMAGE_TAG:=$env_image_tag}"
 
-  require PROJECT_ID REGION STARK_ENVIRONMENT STARK_ACCESS_ID STARK_PRIVATE_KEY_FILE CAMPAIGN_ID CAMPAIGN_START
+  require PROJECT_ID REGION STARK_ENVIRONMENT STARK_ACCESS_ID STARK_PRIVATE_KEY_FILE STARK_WORKSPACE_ID \
+    CAMPAIGN_ID CAMPAIGN_START ALERT_EMAIL
   check PROJECT_ID '^[a-z][a-z0-9-]{4,28}[a-z0-9]$' "not a Google Cloud project id"
   check REGION '^[a-z]+-[a-z]+[0-9]+$' "expected a region such as southamerica-east1"
   check STARK_ENVIRONMENT '^(sandbox|production|https?://.+)$' "expected sandbox, production or a base URL"
   check STARK_ACCESS_ID '^(project/[0-9]+|organization/[0-9]+(/workspace/[0-9]+)?)$' "expected project/<id> or organization/<id>[/workspace/<id>]"
+  check STARK_WORKSPACE_ID '^[0-9]{1,30}$' "the digits of your Stark workspace id (the workspaceId of any Stark event, or Stark's web banking)"
   check CAMPAIGN_ID '^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$' "lowercase letters, digits and '-', 1 to 48 characters, no leading or trailing '-'"
-  check CAMPAIGN_START '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$' "expected RFC 3339, e.g. 2025-01-01T00:00:00Z"
+  check CAMPAIGN_START "$RFC3339_RE" "expected RFC 3339, e.g. 2025-01-01T00:00:00Z"
+  check ALERT_EMAIL '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$' "an e-mail address for the alerts"
 
   : "${REPOSITORY:=stark-pipeline}"
   : "${BUILD_WITH:=cloudbuild}"
   : "${STARK_KEY_SECRET:=stark-private-key}"
-  : "${STARK_WORKSPACE_ID:=}"
   : "${CAMPAIGN_HOURS:=24}"
   : "${INVOICE_AMOUNT_MIN_CENTS:=1000}"
   : "${INVOICE_AMOUNT_MAX_CENTS:=50000}"
   : "${SCHEDULE:=0 * * * *}"
   : "${SCHEDULER_TIME_ZONE:=Etc/UTC}"
   : "${SCHEDULER_LOCATION:=$REGION}"
-  : "${MAX_DELIVERY_ATTEMPTS:=5}"
+  : "${RECONCILE_HOURS_AFTER:=48}"
+  : "${MAX_DELIVERY_ATTEMPTS:=100}"
+  : "${MIN_BACKOFF_SECONDS:=10}"
+  : "${MAX_BACKOFF_SECONDS:=600}"
   : "${PUSH_SERVICES_INGRESS:=internal}"
   : "${SERVICE_CPU:=1}"
   : "${SERVICE_MEMORY:=512Mi}"
   : "${SERVICE_MAX_INSTANCES:=10}"
-  : "${INGESTER_MIN_INSTANCES:=0}"
-  : "${SERVICE_TIMEOUT:=60s}"
+  : "${SERVICE_TIMEOUT:=50s}"
   : "${STATIC_EGRESS:=false}"
+  check STATIC_EGRESS '^(true|false)$' "true or false"
+  if [ "$STATIC_EGRESS" = true ]; then
+    : "${INGESTER_MIN_INSTANCES:=1}"
+  else
+    : "${INGESTER_MIN_INSTANCES:=0}"
+  fi
+  : "${INGESTER_INVOKER_IAM_CHECK:=true}"
   : "${EGRESS_NETWORK:=stark-pipeline}"
   : "${EGRESS_SUBNET:=stark-pipeline-egress}"
   : "${EGRESS_SUBNET_RANGE:=10.8.0.0/24}"
@@ -393,20 +578,35 @@ load_config() {
 
   check CAMPAIGN_HOURS '^[1-9][0-9]{0,3}$' "a number of hours, 1 to 8784"
   [ "$CAMPAIGN_HOURS" -le 8784 ] || die "CAMPAIGN_HOURS=$CAMPAIGN_HOURS is invalid: at most 8784"
+  check RECONCILE_HOURS_AFTER '^[0-9]{1,4}$' "a number of hours, 0 to 8784"
+  [ "$RECONCILE_HOURS_AFTER" -le 8784 ] || die "RECONCILE_HOURS_AFTER=$RECONCILE_HOURS_AFTER is invalid: at most 8784"
   check INVOICE_AMOUNT_MIN_CENTS '^[1-9][0-9]*$' "a positive number of cents"
   check INVOICE_AMOUNT_MAX_CENTS '^[1-9][0-9]*$' "a positive number of cents"
   [ "$INVOICE_AMOUNT_MIN_CENTS" -le "$INVOICE_AMOUNT_MAX_CENTS" ] ||
     die "INVOICE_AMOUNT_MIN_CENTS ($INVOICE_AMOUNT_MIN_CENTS) exceeds INVOICE_AMOUNT_MAX_CENTS ($INVOICE_AMOUNT_MAX_CENTS)"
-  check MAX_DELIVERY_ATTEMPTS '^[0-9]+$' "a number from 5 to 100"
+  check MAX_DELIVERY_ATTEMPTS '^[0-9]{1,3}$' "a number from 5 to 100"
   if [ "$MAX_DELIVERY_ATTEMPTS" -lt 5 ] || [ "$MAX_DELIVERY_ATTEMPTS" -gt 100 ]; then
     die "MAX_DELIVERY_ATTEMPTS=$MAX_DELIVERY_ATTEMPTS is invalid: Pub/Sub accepts 5 to 100"
   fi
+  check MIN_BACKOFF_SECONDS '^[0-9]{1,3}$' "a number of seconds from 0 to 600"
+  check MAX_BACKOFF_SECONDS '^[0-9]{1,3}$' "a number of seconds from 0 to 600"
+  if [ "$MIN_BACKOFF_SECONDS" -gt 600 ] || [ "$MAX_BACKOFF_SECONDS" -gt 600 ]; then
+    die "MIN_BACKOFF_SECONDS=$MIN_BACKOFF_SECONDS / MAX_BACKOFF_SECONDS=$MAX_BACKOFF_SECONDS is invalid: Pub/Sub accepts 0 to 600 s"
+  fi
+  [ "$MIN_BACKOFF_SECONDS" -le "$MAX_BACKOFF_SECONDS" ] ||
+    die "MIN_BACKOFF_SECONDS ($MIN_BACKOFF_SECONDS) exceeds MAX_BACKOFF_SECONDS ($MAX_BACKOFF_SECONDS)"
   check SCHEDULE '^[^ ]+( [^ ]+){4}$' "a five-field cron expression such as '0 * * * *'"
   check BUILD_WITH '^(cloudbuild|docker)$' "cloudbuild or docker"
-  check STATIC_EGRESS '^(true|false)$' "true or false"
   check PUSH_SERVICES_INGRESS '^(all|internal)$' "all or internal"
+  check INGESTER_MIN_INSTANCES '^[0-9]{1,3}$' "a number of instances"
+  check INGESTER_INVOKER_IAM_CHECK '^(true|false)$' "true or false"
+  if [ "$STATIC_EGRESS" = true ] && [ "$INGESTER_MIN_INSTANCES" -lt 1 ]; then
+    die "INGESTER_MIN_INSTANCES=0 is invalid with STATIC_EGRESS=true: a new instance with Direct VPC egress and Cloud NAT can wait a minute or more for its first outbound connection, so the ingester keeps at least one instance warm (leave INGESTER_MIN_INSTANCES unset for 1)"
+  fi
   check STARK_PIPELINE_RUNNER '^(binary|docker)$' "binary or docker"
   check STARK_KEY_SECRET '^[A-Za-z0-9_-]{1,255}$' "a Secret Manager secret id"
+  check_timeouts
+  campaign_window
 
   # Relative paths are taken from the repository root, where every script runs.
   cd "$REPO_ROOT" || die "cannot enter $REPO_ROOT"
@@ -424,6 +624,103 @@ load_config() {
   REGISTRY_HOST=$REGION-docker.pkg.dev
   REGISTRY=$REGISTRY_HOST/$PROJECT_ID/$REPOSITORY
   : "${STARK_PIPELINE_IMAGE:=$(image_ref "$CLI_IMAGE")}"
+  # Where `gcloud builds submit` uploads the source (Cloud Build's usual staging bucket).
+  BUILD_BUCKET=gs://${PROJECT_ID}_cloudbuild
+}
+
+# A push handler must always answer within the subscriptions' ack deadline, or Pub/Sub counts
+# the delivery as failed while the handler may still be creating the invoice or the transfer:
+#   STARK_CALLS_PER_PUSH x STARK_TIMEOUT_SECONDS + retry backoff  <=  SERVICE_TIMEOUT  <  ack deadline
+# (the second bound also holds for the ingester, whose caller is Stark).
+check_timeouts() {
+  local timeout_s stark_ms budget_ms
+  if [[ $SERVICE_TIMEOUT =~ ^([0-9]{1,5})s?$ ]]; then
+    timeout_s=$((10#${BASH_REMATCH[1]}))
+  elif [[ $SERVICE_TIMEOUT =~ ^([0-9]{1,3})m$ ]]; then
+    timeout_s=$((10#${BASH_REMATCH[1]} * 60))
+  else
+    die "SERVICE_TIMEOUT=$SERVICE_TIMEOUT is invalid: seconds, written 50s, 50 or 1m"
+  fi
+  if [ "$timeout_s" -lt 1 ] || [ "$timeout_s" -ge "$ACK_DEADLINE_SECONDS" ]; then
+    die "SERVICE_TIMEOUT=$SERVICE_TIMEOUT is invalid: a push must be answered within the subscriptions' ${ACK_DEADLINE_SECONDS} s ack deadline, so the request timeout must be below it (default 50s)"
+  fi
+  local stark_timeout=${STARK_TIMEOUT_SECONDS:-10}
+  [[ $stark_timeout =~ ^([0-9]{1,3})(\.([0-9]{1,3}))?$ ]] ||
+    die "STARK_TIMEOUT_SECONDS=$stark_timeout is invalid: seconds, e.g. 10 or 2.5"
+  local frac="${BASH_REMATCH[3]}000"
+  stark_ms=$((10#${BASH_REMATCH[1]} * 1000 + 10#${frac:0:3}))
+  [ "$stark_ms" -ge 100 ] || die "STARK_TIMEOUT_SECONDS=$stark_timeout is invalid: at least 0.1"
+  budget_ms=$((STARK_CALLS_PER_PUSH * stark_ms + STARK_RETRY_BACKOFF_SECONDS * 1000))
+  if [ "$budget_ms" -gt $((timeout_s * 1000)) ]; then
+    local tenths=$(((timeout_s - STARK_RETRY_BACKOFF_SECONDS) * 10 / STARK_CALLS_PER_PUSH))
+    die "STARK_TIMEOUT_SECONDS=$stark_timeout and SERVICE_TIMEOUT=$SERVICE_TIMEOUT do not fit the ${ACK_DEADLINE_SECONDS} s ack deadline: a push handler makes up to $STARK_CALLS_PER_PUSH Stark calls, so $STARK_CALLS_PER_PUSH x ${stark_timeout} s + ${STARK_RETRY_BACKOFF_SECONDS} s of retry backoff must not exceed SERVICE_TIMEOUT (${timeout_s} s), which must stay below ${ACK_DEADLINE_SECONDS} s: lower STARK_TIMEOUT_SECONDS (at most $((tenths / 10)).$((tenths % 10)) with this SERVICE_TIMEOUT) or raise SERVICE_TIMEOUT"
+  fi
+}
+
+# ── Time ────────────────────────────────────────────────────────────────────────────────────
+# Pure bash (GNU and BSD date disagree on parsing): RFC 3339 <-> seconds since the epoch.
+RFC3339_RE='^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?(Z|([+-])([0-9]{2}):([0-9]{2}))$'
+
+# days_from_civil Y M D: days since 1970-01-01 (proleptic Gregorian calendar).
+days_from_civil() {
+  local y=$((10#$1)) m=$((10#$2)) d=$((10#$3))
+  if [ "$m" -le 2 ]; then y=$((y - 1)); fi
+  local era=$(((y >= 0 ? y : y - 399) / 400))
+  local yoe=$((y - era * 400))
+  local doy=$(((153 * ((m + 9) % 12) + 2) / 5 + d - 1))
+  local doe=$((yoe * 365 + yoe / 4 - yoe / 100 + doy))
+  printf '%s\n' $((era * 146097 + doe - 719468))
+}
+
+# rfc3339_epoch TIME: seconds since the epoch (fractions dropped).
+rfc3339_epoch() {
+  [[ $1 =~ $RFC3339_RE ]] || die "not an RFC 3339 time: $1"
+  local parts=("${BASH_REMATCH[@]}") days offset=0
+  days=$(days_from_civil "${parts[1]}" "${parts[2]}" "${parts[3]}")
+  if [ "${parts[8]}" != Z ]; then
+    offset=$((10#${parts[10]} * 3600 + 10#${parts[11]} * 60))
+    if [ "${parts[9]}" = - ]; then offset=$((-offset)); fi
+  fi
+  printf '%s\n' $((days * 86400 + 10#${parts[4]} * 3600 + 10#${parts[5]} * 60 + 10#${parts[6]} - offset))
+}
+
+# epoch_rfc3339 SECONDS: the UTC time, e.g. 2025-01-02T00:00:00Z.
+epoch_rfc3339() {
+  local t=$1 z era doe yoe y doy mp d m
+  z=$((t / 86400 + 719468))
+  if [ $((t % 86400)) -lt 0 ]; then z=$((z - 1)); fi
+  local secs=$((t - (z - 719468) * 86400))
+  era=$(((z >= 0 ? z : z - 146096) / 146097))
+  doe=$((z - era * 146097))
+  yoe=$(((doe - doe / 1460 + doe / 36524 - doe / 146096) / 365))
+  y=$((yoe + era * 400))
+  doy=$((doe - (365 * yoe + yoe / 4 - yoe / 100)))
+  mp=$(((5 * doy + 2) / 153))
+  d=$((doy - (153 * mp + 2) / 5 + 1))
+  m=$((mp < 10 ? mp + 3 : mp - 9))
+  if [ "$m" -le 2 ]; then y=$((y + 1)); fi
+  printf '%04d-%02d-%02dT%02d:%02d:%02dZ\n' "$y" "$m" "$d" $((secs / 3600)) $((secs % 3600 / 60)) $((secs % 60))
+}
+
+# Now, in seconds since the epoch. DEPLOY_NOW (RFC 3339) stands in for the clock in tests.
+now_epoch() {
+  if [ -n "${DEPLOY_NOW:-}" ]; then
+    rfc3339_epoch "$DEPLOY_NOW"
+  else
+    date -u +%s
+  fi
+}
+
+# The campaign's windows: the spammer publishes in [start, end), the reconciler runs until
+# RECONCILE_HOURS_AFTER hours after the end. Cloud Scheduler has no end date: 70-scheduler.sh
+# (and so up.sh) pauses each scheduler job once its window is over.
+campaign_window() {
+  CAMPAIGN_START_EPOCH=$(rfc3339_epoch "$CAMPAIGN_START")
+  CAMPAIGN_END_EPOCH=$((CAMPAIGN_START_EPOCH + CAMPAIGN_HOURS * 3600))
+  RECONCILE_END_EPOCH=$((CAMPAIGN_END_EPOCH + RECONCILE_HOURS_AFTER * 3600))
+  CAMPAIGN_END_AT=$(epoch_rfc3339 "$CAMPAIGN_END_EPOCH")
+  RECONCILE_END_AT=$(epoch_rfc3339 "$RECONCILE_END_EPOCH")
+  NOW_EPOCH=$(now_epoch)
 }
 
 # The commit, plus "-dirty" when the work tree differs from it (such a tag is rebuilt and
@@ -516,8 +813,51 @@ add_optional_env() {
 # Appends to ENV_PAIRS the variables every signing service needs to reach Stark Bank.
 stark_env_pairs() {
   ENV_PAIRS+=("STARK_ACCESS_ID=$STARK_ACCESS_ID" "STARK_ENVIRONMENT=$STARK_ENVIRONMENT"
-    "STARK_PRIVATE_KEY_FILE=$STARK_KEY_MOUNT")
+    "STARK_PRIVATE_KEY_FILE=$STARK_KEY_MOUNT" "STARK_WORKSPACE_ID=$STARK_WORKSPACE_ID")
   add_optional_env STARK_LANGUAGE STARK_TIMEOUT_SECONDS
+}
+
+# Appends to ENV_PAIRS the payout account (money-sender pays it; the reconciler checks it).
+payout_env_pairs() {
+  add_optional_env PAYOUT_BANK_CODE PAYOUT_BRANCH_CODE PAYOUT_ACCOUNT_NUMBER PAYOUT_NAME \
+    PAYOUT_TAX_ID PAYOUT_ACCOUNT_TYPE
+}
+
+# The number of the Stark key's latest Secret Manager version: the one 40-secrets.sh added or
+# found holding the key file. Services and the reconciler mount that number, never `latest`,
+# so each revision keeps the key it started with and a rollback keeps its key.
+stark_key_version() {
+  local name
+  name=$(value_of '<key-version>' gcloud secrets versions describe latest \
+    "--secret=$STARK_KEY_SECRET" "--project=$PROJECT_ID" '--format=value(name)')
+  name=${name##*/}
+  if ! $DRY_RUN; then
+    [[ $name =~ ^[0-9]+$ ]] || die "secret $STARK_KEY_SECRET has no usable latest version (got '$name'): run deploy/40-secrets.sh"
+  fi
+  printf '%s\n' "$name"
+}
+
+# --set-secrets of the Stark key, pinned to version $1.
+secret_flag() {
+  printf -- '--set-secrets=%s=%s:%s\n' "$STARK_KEY_MOUNT" "$STARK_KEY_SECRET" "$1"
+}
+
+# Direct VPC egress flags of the Cloud Run resources that call Stark (into NETWORK_FLAGS).
+network_flags() {
+  if is_true "$STATIC_EGRESS"; then
+    NETWORK_FLAGS=("--network=$EGRESS_NETWORK" "--subnet=$EGRESS_SUBNET" --vpc-egress=all-traffic)
+  else
+    NETWORK_FLAGS=(--clear-network)
+  fi
+}
+
+# display_name FILE: the top-level "displayName" of a JSON definition of deploy/monitoring/
+# (written on a line of its own, indented by two spaces, as in every file there).
+display_name() {
+  local name
+  name=$(sed -n 's/^  "displayName": "\(.*\)",\{0,1\}$/\1/p' "$1" | head -n 1)
+  [ -n "$name" ] || die "$1 has no top-level \"displayName\""
+  printf '%s\n' "$name"
 }
 
 # ── The operator CLI ────────────────────────────────────────────────────────────────────────

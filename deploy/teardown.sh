@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# teardown.sh: deletes what deploy/up.sh created, in reverse order: the scheduler job, the
-# Cloud Run job and services, the Pub/Sub subscriptions and topics (with any message still in
-# them, dead letters included), the Stark key secret, the egress network resources that
-# 45-egress.sh made, the service accounts and the Artifact Registry repository with its images.
+# teardown.sh: deletes what deploy/up.sh created: the alert policies, dashboard, notification
+# channel and log metrics, the scheduler jobs, the Cloud Run jobs and services, the Pub/Sub
+# subscriptions and topics (with any message still in them, dead letters included), the Stark
+# key secret, the service accounts, the Artifact Registry repository with its images, and last
+# the egress network resources that 45-egress.sh made.
 #
 # Each resource is described first and deleted only if present, so it can be re-run. It asks
 # you to type the project id unless --yes is given; without a terminal it refuses to run
-# without --yes. It leaves the APIs enabled, and leaves the webhook registered at Stark Bank:
-# delete it there so that Stark stops posting to a dead URL (stark-pipeline webhook list, then
-# stark-pipeline webhook delete ID, with the STARK_* variables set).
+# without --yes. It leaves the APIs enabled, the Cloud Build staging bucket, and the webhook
+# registered at Stark Bank: delete it there so that Stark stops posting to a dead URL
+# (stark-pipeline webhook list, then stark-pipeline webhook delete ID, with the STARK_*
+# variables set).
+#
+# With static egress, Cloud Run keeps the subnet in use (serverless addresses) for 1 to 2 hours
+# after the services that used Direct VPC egress are deleted. Then everything else is deleted,
+# the subnet and network are kept, and teardown.sh exits with code 75: run it again later.
 #
 # Usage: deploy/teardown.sh [--dry-run] [--config FILE] [--yes] [--keep-images]
 #   --keep-images  keep the Artifact Registry repository and its images
@@ -36,13 +42,42 @@ fi
 p="--project=$PROJECT_ID"
 r="--region=$REGION"
 
-step "Scheduler and job"
-ensure_absent "scheduler job $SCHEDULER_JOB" \
-  gcloud scheduler jobs describe "$SCHEDULER_JOB" "--location=$SCHEDULER_LOCATION" "$p" \
-  -- gcloud scheduler jobs delete "$SCHEDULER_JOB" "--location=$SCHEDULER_LOCATION" "$p" --quiet
-ensure_absent "job $JOB_SPAMMER" \
-  gcloud run jobs describe "$JOB_SPAMMER" "$r" "$p" \
-  -- gcloud run jobs delete "$JOB_SPAMMER" "$r" "$p" --quiet
+step "Monitoring"
+for file in "$MONITORING_DIR"/policies/*.json "$MONITORING_DIR"/dashboard.json; do
+  display=$(display_name "$file")
+  case $file in
+    */dashboard.json)
+      absent_named "dashboard \"$display\"" '<dashboard>' "$display" \
+        gcloud monitoring dashboards list "$p" "--filter=displayName=\"$display\"" '--format=value(name,displayName)' \
+        -- gcloud monitoring dashboards delete '{}' "$p" --quiet
+      ;;
+    *)
+      absent_named "alert policy \"$display\"" '<alert-policy>' "$display" \
+        gcloud alpha monitoring policies list "$p" "--filter=displayName=\"$display\"" '--format=value(name,displayName)' \
+        -- gcloud alpha monitoring policies delete '{}' "$p" --quiet
+      ;;
+  esac
+done
+absent_named "notification channel \"$ALERT_CHANNEL_NAME\"" '<notification-channel>' "$ALERT_CHANNEL_NAME" \
+  gcloud beta monitoring channels list "$p" "--filter=displayName=\"$ALERT_CHANNEL_NAME\"" '--format=value(name,displayName)' \
+  -- gcloud beta monitoring channels delete '{}' "$p" --force --quiet
+for event in $LOG_METRIC_EVENTS; do
+  ensure_absent "log metric $LOG_METRIC_PREFIX$event" \
+    gcloud logging metrics describe "$LOG_METRIC_PREFIX$event" "$p" \
+    -- gcloud logging metrics delete "$LOG_METRIC_PREFIX$event" "$p" --quiet
+done
+
+step "Schedulers and jobs"
+for scheduler_job in "$SCHEDULER_JOB" "$SCHEDULER_RECONCILER"; do
+  ensure_absent "scheduler job $scheduler_job" \
+    gcloud scheduler jobs describe "$scheduler_job" "--location=$SCHEDULER_LOCATION" "$p" \
+    -- gcloud scheduler jobs delete "$scheduler_job" "--location=$SCHEDULER_LOCATION" "$p" --quiet
+done
+for job in "$JOB_SPAMMER" "$JOB_RECONCILER"; do
+  ensure_absent "job $job" \
+    gcloud run jobs describe "$job" "$r" "$p" \
+    -- gcloud run jobs delete "$job" "$r" "$p" --quiet
+done
 
 step "Services"
 for service in "$SERVICE_WEBHOOK_INGESTER" "$SERVICE_INVOICE_SENDER" "$SERVICE_MONEY_SENDER"; do
@@ -69,7 +104,30 @@ ensure_absent "secret $STARK_KEY_SECRET" \
   gcloud secrets describe "$STARK_KEY_SECRET" "$p" \
   -- gcloud secrets delete "$STARK_KEY_SECRET" "$p" --quiet
 
-step "Egress network (made by 45-egress.sh when STATIC_EGRESS=true)"
+step "Service accounts"
+# Bindings outside what teardown deletes (20-iam.sh, 30-registry-images.sh), which would
+# otherwise outlive their account.
+revoke "serviceAccount:$(sa_email "$SA_BUILDER")" roles/logging.logWriter projects "$PROJECT_ID" "$p"
+revoke "serviceAccount:$(sa_email "$SA_BUILDER")" roles/storage.objectViewer "storage buckets" "$BUILD_BUCKET" "$p"
+for name in $SERVICE_ACCOUNTS; do
+  email=$(sa_email "$name")
+  ensure_absent "service account $email" \
+    gcloud iam service-accounts describe "$email" "$p" \
+    -- gcloud iam service-accounts delete "$email" "$p" --quiet
+done
+
+if $keep_images; then
+  step "Artifact Registry repository $REPOSITORY: kept (--keep-images)"
+else
+  step "Artifact Registry repository"
+  ensure_absent "repository $REPOSITORY" \
+    gcloud artifacts repositories describe "$REPOSITORY" "--location=$REGION" "$p" \
+    -- gcloud artifacts repositories delete "$REPOSITORY" "--location=$REGION" "$p" --quiet
+fi
+
+step "Egress network (made by 45-egress.sh when STATIC_EGRESS=true), last"
+say "a subnet still in use by Cloud Run (1 to 2 hours after its services are deleted) is kept with its network, and teardown.sh exits $EXIT_RUN_AGAIN_LATER: run it again later"
+subnet_in_use=false
 # delete_if_made_here LABEL DESCRIBE... -- DELETE...
 # Deletes a network resource only if its description is $EGRESS_MARK, i.e. 45-egress.sh made
 # it: a network the configuration merely pointed at (EGRESS_NETWORK=default...) is kept.
@@ -93,7 +151,23 @@ delete_if_made_here() {
     say "$label: not made by 45-egress.sh (description \"$description\"): kept"
   else
     say "deleting $label"
-    run "${delete[@]}"
+    local out
+    printf '+ %s\n' "$(shell_quote "${delete[@]}")" >&2
+    if out=$("${delete[@]}" 2>&1); then
+      [ -z "$out" ] || printf '%s\n' "$out" >&2
+      return 0
+    fi
+    printf '%s\n' "$out" >&2
+    case $out in
+      *"already being used by"* | *"resourceInUseByAnotherResource"* | *"is in use"* | *"being used by"*)
+        if [ "${delete[3]}" = subnets ]; then
+          subnet_in_use=true
+          warn "$label is still in use: Cloud Run releases the addresses of Direct VPC egress 1 to 2 hours after the services are deleted"
+          return 0
+        fi
+        ;;
+    esac
+    die "could not delete $label"
   fi
 }
 ensure_absent "NAT $EGRESS_NAT" \
@@ -108,28 +182,22 @@ delete_if_made_here "address $EGRESS_ADDRESS" \
 delete_if_made_here "subnet $EGRESS_SUBNET" \
   gcloud compute networks subnets describe "$EGRESS_SUBNET" "$r" "$p" \
   -- gcloud compute networks subnets delete "$EGRESS_SUBNET" "$r" "$p" --quiet
-delete_if_made_here "network $EGRESS_NETWORK" \
-  gcloud compute networks describe "$EGRESS_NETWORK" "$p" \
-  -- gcloud compute networks delete "$EGRESS_NETWORK" "$p" --quiet
-
-step "Service accounts"
-for name in $SERVICE_ACCOUNTS; do
-  email=$(sa_email "$name")
-  ensure_absent "service account $email" \
-    gcloud iam service-accounts describe "$email" "$p" \
-    -- gcloud iam service-accounts delete "$email" "$p" --quiet
-done
-
-if $keep_images; then
-  step "Artifact Registry repository $REPOSITORY: kept (--keep-images)"
+if $subnet_in_use; then
+  say "network $EGRESS_NETWORK: kept while its subnet is"
 else
-  step "Artifact Registry repository"
-  ensure_absent "repository $REPOSITORY" \
-    gcloud artifacts repositories describe "$REPOSITORY" "--location=$REGION" "$p" \
-    -- gcloud artifacts repositories delete "$REPOSITORY" "--location=$REGION" "$p" --quiet
+  delete_if_made_here "network $EGRESS_NETWORK" \
+    gcloud compute networks describe "$EGRESS_NETWORK" "$p" \
+    -- gcloud compute networks delete "$EGRESS_NETWORK" "$p" --quiet
 fi
 
 step "Left in place"
-say "the APIs stay enabled, and the webhook stays registered at Stark Bank; to delete it:"
+say "the APIs stay enabled, and so does Cloud Build's staging bucket $BUILD_BUCKET (gcloud storage rm --recursive $BUILD_BUCKET/source to empty it)"
+say "the webhook stays registered at Stark Bank; to delete it:"
 say "  STARK_ACCESS_ID=$STARK_ACCESS_ID STARK_ENVIRONMENT=$STARK_ENVIRONMENT STARK_PRIVATE_KEY_FILE=$STARK_PRIVATE_KEY_FILE stark-pipeline webhook list"
 say "  ... stark-pipeline webhook delete ID   (the webhook whose URL ends in /webhook)"
+
+if $subnet_in_use; then
+  step "Not finished: subnet $EGRESS_SUBNET is still in use"
+  warn "everything else is deleted; the subnet $EGRESS_SUBNET and network $EGRESS_NETWORK stay until Cloud Run releases the subnet (1 to 2 hours after the services were deleted): run deploy/teardown.sh again later"
+  exit "$EXIT_RUN_AGAIN_LATER"
+fi

@@ -9,6 +9,12 @@ command of deploy/README.md, is run with an empty gcloud configuration, no accou
 `unshare -n` works, no network: a command passes when gcloud gets as far as "You do not currently have an active account selected".
 `gcloud auth configure-docker` (local only, it edits Docker's configuration) is skipped.
 
+gcloud reads the files of --policy-from-file and --config-from-file only after it has found
+credentials, so the alert policies and the dashboard of deploy/monitoring/ are checked here
+too: each is decoded, with the installed gcloud's own libraries, into the Cloud Monitoring API
+message it must be (AlertPolicy of monitoring v3, Dashboard of monitoring v1), and any field
+or enum value that message does not know fails the check.
+
 Run: python3 tests/deploy/check_real_gcloud.py  (or bash deploy/test.sh --real-gcloud).
 Needs the Google Cloud CLI; standard library only. Takes about a minute.
 """
@@ -29,7 +35,10 @@ PEM = "-----BEGIN EC PRIVATE KEY-----\nMHQCAQEE\n-----END EC PRIVATE KEY-----\n"
 PLACEHOLDERS = {
     "<project-number>": "123456789012",
     "<state>": "ENABLED",
-    "<latest-key-version>": "1",
+    "<key-version>": "1",
+    "<notification-channel>": "projects/acme-stark-1/notificationChannels/1234567890",
+    "<alert-policy>": "projects/acme-stark-1/alertPolicies/1234567890",
+    "<dashboard>": "projects/123456789012/dashboards/0a1b2c3d-4e5f",
 }
 
 
@@ -40,8 +49,11 @@ def plans(work):
         "PROJECT_ID": "acme-stark-1", "REGION": "southamerica-east1", "IMAGE_TAG": "0123456789ab",
         "STARK_ENVIRONMENT": "sandbox", "STARK_ACCESS_ID": "project/1", "STARK_PRIVATE_KEY_FILE": str(key),
         "CAMPAIGN_ID": "c1", "CAMPAIGN_START": "2025-01-01T00:00:00Z", "PAYOUT_NAME": "Stark Bank, S.A.",
+        "STARK_WORKSPACE_ID": "6010044957065216", "ALERT_EMAIL": "oncall@example.com",
     }
-    variants = [base, dict(base, STATIC_EGRESS="true", BUILD_WITH="docker", PUSH_SERVICES_INGRESS="all")]
+    # The campaign of 2025 is over: the plans also pause the scheduler jobs.
+    variants = [base, dict(base, STATIC_EGRESS="true", BUILD_WITH="docker", PUSH_SERVICES_INGRESS="all",
+                           INGESTER_INVOKER_IAM_CHECK="false")]
     for i, values in enumerate(variants):
         config = work / f"config{i}.env"
         config.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items()))
@@ -97,6 +109,64 @@ def readme_commands():
     return found
 
 
+# Run with the gcloud SDK's Python and libraries: decodes each definition into its API message
+# and prints the fields (or enum values) the message does not know, one per line.
+SCHEMA_CHECK = r"""
+import json, sys
+from apitools.base.protorpclite import messages as pm
+from googlecloudsdk.command_lib.monitoring import util
+from googlecloudsdk.generated_clients.apis.monitoring.v1 import monitoring_v1_messages as v1
+from googlecloudsdk.generated_clients.apis.monitoring.v3 import monitoring_v3_messages as v3
+
+def unknown(message, path):
+    found = [f"{path}.{name}" for name in message.all_unrecognized_fields()]
+    for field in message.all_fields():
+        value = message.get_assigned_value(field.name)
+        if value is None:
+            continue
+        for i, item in enumerate(value if field.repeated else [value]):
+            if isinstance(item, pm.Message):
+                found += unknown(item, f"{path}.{field.name}")
+    return found
+
+for path in sys.argv[1:]:
+    kind = v1.Dashboard if path.endswith("dashboard.json") else v3.AlertPolicy
+    with open(path) as f:
+        message = util.MessageFromString(f.read(), kind, kind.__name__)
+    for field in unknown(message, kind.__name__):
+        print(f"{path}: unknown {field}")
+"""
+
+
+def check_monitoring_files():
+    """Every JSON definition of deploy/monitoring/ against the API messages of the installed gcloud."""
+    gcloud = Path(shutil.which("gcloud")).resolve()
+    sdk = gcloud.parents[1]
+    lib = sdk / "lib"
+    if not (lib / "googlecloudsdk").is_dir():
+        print(f"skip monitoring definitions: no gcloud SDK libraries under {sdk}")
+        return 0, 1
+    python = os.environ.get("CLOUDSDK_PYTHON") or next(
+        (str(c) for c in (sdk / "platform" / "bundledpythonunix" / "bin" / "python3",) if c.exists()), sys.executable)
+    files = sorted(str(p) for p in (REPO / "deploy" / "monitoring").rglob("*.json"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(lib), str(lib / "third_party")]))
+    result = subprocess.run([python, "-c", SCHEMA_CHECK, *files], capture_output=True, text=True, env=env, timeout=120)
+    problems = result.stdout.strip().splitlines()
+    if result.returncode != 0:
+        problems.append(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "schema check crashed")
+    for path in files:
+        bad = [p for p in problems if p.startswith(path + ":")]
+        print(f"{'FAIL' if bad else 'ok  '} {Path(path).relative_to(REPO)} is a valid "
+              f"{'Dashboard' if path.endswith('dashboard.json') else 'AlertPolicy'}")
+        for line in bad:
+            print(f"       {line.split(': ', 1)[1]}")
+    stray = [p for p in problems if not any(p.startswith(f + ":") for f in files)]
+    for line in stray:
+        print(f"FAIL {line}")
+    failed = len({p.split(":", 1)[0] for p in problems if ":" in p}) + len(stray)
+    return failed, 0
+
+
 def main():
     gcloud = shutil.which("gcloud")
     if not gcloud:
@@ -145,7 +215,12 @@ def main():
             failed += 1
             for line in output:
                 print(f"       {line}")
-    print(f"real-gcloud: {len(results) - failed - skipped} passed, {failed} failed, {skipped} skipped")
+    definitions_failed, definitions_skipped = check_monitoring_files()
+    definitions = len(list((REPO / "deploy" / "monitoring").rglob("*.json")))
+    passed = len(results) - failed - skipped + (0 if definitions_skipped else definitions - definitions_failed)
+    failed += definitions_failed
+    skipped += definitions_skipped
+    print(f"real-gcloud: {passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 
 

@@ -15,8 +15,13 @@ typo in a script fails the tests instead of passing silently. Flags must be writ
 --name=value (the scripts' convention) and every gcloud call but `auth configure-docker` must
 name --project (`projects describe P` names it as its argument).
 
-FAKE_PROVISION_BROKEN=retention|dead-letter|oidc makes provision "forget" that setting, to test
-that 60-pubsub.sh notices.
+FAKE_PROVISION_BROKEN=retention|dead-letter|oidc|dead-letter-retention|backoff makes provision
+"forget" that setting, to test that 60-pubsub.sh notices. FAKE_SUBNET_IN_USE=1 makes a subnet
+delete fail the way it does while Cloud Run still holds addresses in it.
+
+Monitoring resources (alert policies, notification channels, dashboards) get names made up
+here, as Google does, and are listed with `--filter=displayName="..."`; `alpha` and `beta`
+command prefixes are ignored.
 """
 
 import json
@@ -27,7 +32,14 @@ import sys
 VERBS = {
     "describe", "create", "delete", "deploy", "update", "add-iam-policy-binding",
     "get-iam-policy", "enable", "submit", "access", "add", "pause", "resume",
-    "configure-docker",
+    "configure-docker", "list", "remove-iam-policy-binding",
+}
+
+# Resources Google names itself: kind -> (name pattern, how the display name is given).
+NAMED = {
+    "monitoring policies": "projects/{project}/alertPolicies/{n}",
+    "monitoring channels": "projects/{project}/notificationChannels/{n}",
+    "monitoring dashboards": "projects/" + "123456789012" + "/dashboards/{n}",
 }
 
 # What `gcloud builds submit` of deploy/cloudbuild.yaml pushes.
@@ -104,7 +116,8 @@ def render(attrs, fmt):
         if not (rest.startswith("(") and rest.endswith(")")):
             raise Fail(2, f"fake: unsupported format {fmt!r}")
         fields = [f.strip() for f in rest[1:-1].split(",")]
-        return separator.join(lookup(attrs, f) for f in fields) + "\n"
+        rows = attrs if isinstance(attrs, list) else [attrs]
+        return "".join(separator.join(lookup(row, f) for f in fields) + "\n" for row in rows)
     if fmt is not True and fmt:
         raise Fail(2, f"fake: unsupported format {fmt!r}")
     return "".join(f"{k}: {json.dumps(v)}\n" for k, v in sorted(attrs.items()))
@@ -116,6 +129,8 @@ def gcloud(argv):
     if verb_at is None:
         raise Fail(2, f"fake gcloud: unsupported command {argv!r}")
     group, verb, rest = positionals[:verb_at], positionals[verb_at], positionals[verb_at + 1:]
+    if group[:1] in (["alpha"], ["beta"]):
+        group = group[1:]
     if group == ["scheduler", "jobs"] and verb in ("create", "update"):
         if rest[:1] != ["http"]:
             raise Fail(2, "fake gcloud: only http scheduler jobs")
@@ -129,6 +144,32 @@ def gcloud(argv):
     state = load_state()
     resources, iam = state["resources"], state["iam"]
 
+    if kind in NAMED:
+        return monitoring(state, kind, verb, rest, flags, project)
+    if kind == "projects" and verb in ("get-iam-policy", "add-iam-policy-binding", "remove-iam-policy-binding"):
+        # The project always exists; only its bindings are kept.
+        key = f"projects||{rest[0]}"
+        if verb == "get-iam-policy":
+            return "".join(f"{role}\t{member}\n" for role, member in iam.get(key, []))
+        if flags.get("condition") != "None":
+            raise Fail(2, "fake gcloud: project bindings need --condition=None (or gcloud may ask)")
+        binding = [flags["role"], flags["member"]]
+        bindings = iam.setdefault(key, [])
+        if verb == "add-iam-policy-binding":
+            if binding not in bindings:
+                bindings.append(binding)
+        else:
+            if binding not in bindings:
+                raise Fail(1, f"Policy binding with the specified principal, role, and condition not found!")
+            bindings.remove(binding)
+            if not bindings:
+                del iam[key]
+        save_state(state)
+        return ""
+    if kind == "compute networks subnets" and verb == "delete" and os.environ.get("FAKE_SUBNET_IN_USE"):
+        raise Fail(1, "Could not fetch resource:\n - The subnetwork resource "
+                      f"'projects/{project}/regions/{flags.get('region')}/subnetworks/{rest[0]}' is already "
+                      f"being used by 'projects/{project}/regions/{flags.get('region')}/addresses/serverless-ipv4-1'")
     if kind == "services" and verb == "enable":
         for api in rest:
             resources[f"services||{api}"] = {"enabled": True}
@@ -174,6 +215,8 @@ def gcloud(argv):
     if kind == "compute routers nats":
         name = f"{flags['router']}/{name}"
     location = flags.get("region") or flags.get("location") or ""
+    if kind == "storage buckets":
+        location = ""  # buckets are global names; describe takes no location
     key = f"{kind}|{location}|{name}"
     attrs = {k: v for k, v in flags.items() if k not in ("project", "quiet", "format", "flatten")}
 
@@ -224,6 +267,17 @@ def gcloud(argv):
         if flags.get("flatten") != "bindings[].members" or flags.get("format") != "value(bindings.role,bindings.members)":
             raise Fail(2, "fake gcloud: get-iam-policy is only answered as role<TAB>member lines")
         return "".join(f"{role}\t{member}\n" for role, member in iam.get(key, []))
+    if verb == "remove-iam-policy-binding":
+        existing()
+        binding = [flags["role"], flags["member"]]
+        bindings = iam.get(key, [])
+        if binding not in bindings:
+            raise Fail(1, "Policy binding with the specified principal and role not found!")
+        bindings.remove(binding)
+        if not bindings:
+            del iam[key]
+        save_state(state)
+        return ""
     if verb == "add-iam-policy-binding":
         existing()
         binding = [flags["role"], flags["member"]]
@@ -233,6 +287,75 @@ def gcloud(argv):
         save_state(state)
         return "bindings:\n" + "".join(f"- members: [{m}]\n  role: {r}\n" for r, m in bindings)
     raise Fail(2, f"fake gcloud: unsupported command {argv!r}")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def monitoring(state, kind, verb, rest, flags, project):
+    """Alert policies, notification channels and dashboards: named by Google, found by display name."""
+    resources = state["resources"]
+    prefix = f"{kind}||"
+    if verb == "list":
+        wanted = None
+        if "filter" in flags:
+            filt = flags["filter"]
+            if not (filt.startswith('displayName="') and filt.endswith('"')):
+                raise Fail(2, f"fake gcloud: unsupported filter {filt!r}")
+            wanted = filt[len('displayName="'):-1]
+        rows = [v for k, v in sorted(resources.items()) if k.startswith(prefix)
+                and (wanted is None or v["displayName"] == wanted)]
+        return render(rows, flags.get("format")) if rows else ""
+    if verb == "create":
+        counter = state.setdefault("counter", 0) + 1
+        state["counter"] = counter
+        name = NAMED[kind].format(project=project, n=counter)
+        if kind == "monitoring policies":
+            body = read_json(flags["policy-from-file"])
+            attrs = {"displayName": body["displayName"], "policy": body,
+                     "notificationChannels": flags["notification-channels"].split(",")}
+        elif kind == "monitoring dashboards":
+            body = read_json(flags["config-from-file"])
+            attrs = {"displayName": body["displayName"], "dashboard": body}
+        else:
+            labels = dict(pair.split("=", 1) for pair in flags["channel-labels"].split(","))
+            attrs = {"displayName": flags["display-name"], "type": flags["type"], "labels": labels}
+        attrs["name"] = name
+        resources[prefix + name] = attrs
+        save_state(state)
+        return f"Created [{name}].\n"
+    if not rest:
+        raise Fail(2, f"fake gcloud: {kind} {verb} without a name")
+    key = prefix + rest[0]
+    if key not in resources:
+        raise Fail(1, f"NOT_FOUND: {kind} [{rest[0]}] not found")
+    attrs = resources[key]
+    if verb == "describe":
+        return render(attrs, flags.get("format"))
+    if verb == "update":
+        if kind == "monitoring policies":
+            body = read_json(flags["policy-from-file"])
+            attrs.update(displayName=body["displayName"], policy=body,
+                         notificationChannels=flags["set-notification-channels"].split(","))
+        elif kind == "monitoring dashboards":
+            body = read_json(flags["config-from-file"])
+            attrs.update(displayName=body["displayName"], dashboard=body)
+        else:
+            attrs["labels"].update(dict(pair.split("=", 1) for pair in flags["update-channel-labels"].split(",")))
+        save_state(state)
+        return ""
+    if verb == "delete":
+        if kind == "monitoring channels" and "force" not in flags:
+            users = [v["displayName"] for k, v in resources.items() if k.startswith("monitoring policies||")
+                     and rest[0] in v["notificationChannels"]]
+            if users:
+                raise Fail(1, f"FAILED_PRECONDITION: channel is used by {users}; use --force")
+        del resources[key]
+        save_state(state)
+        return ""
+    raise Fail(2, f"fake gcloud: unsupported {kind} {verb}")
 
 
 def flag_values(argv):
@@ -264,6 +387,10 @@ def stark_pipeline(argv):
         project = flags["project"]
         broken = os.environ.get("FAKE_PROVISION_BROKEN", "")
         attempts = int(flags.get("max-delivery-attempts", 5))
+        backoff = {"minimumBackoff": f"{flags.get('min-backoff-seconds', 10)}s",
+                   "maximumBackoff": f"{flags.get('max-backoff-seconds', 600)}s"}
+        if broken == "backoff":
+            backoff = {"minimumBackoff": "10s", "maximumBackoff": "60s"}
         state = load_state()
         resources = state["resources"]
         topics = f"projects/{project}/topics"
@@ -276,16 +403,21 @@ def stark_pipeline(argv):
             retained = {"messageRetentionDuration": "604800s", "retainAckedMessages": True}
             if broken == "retention":
                 retained = {"messageRetentionDuration": "86400s", "retainAckedMessages": False}
+            dead_retained = {"messageRetentionDuration": "2678400s", "retainAckedMessages": True}
+            if broken == "dead-letter-retention":
+                dead_retained = {"messageRetentionDuration": "604800s", "retainAckedMessages": True}
             resources[f"pubsub topics||{topic}"] = {"name": f"{topics}/{topic}"}
             resources[f"pubsub topics||{dead_letter}"] = {"name": f"{topics}/{dead_letter}"}
-            resources[f"pubsub subscriptions||{dead_letter}"] = dict(retained, topic=f"{topics}/{dead_letter}")
+            resources[f"pubsub subscriptions||{dead_letter}"] = dict(
+                dead_retained, topic=f"{topics}/{dead_letter}", ackDeadlineSeconds=60, retryPolicy=backoff)
             push = {"pushEndpoint": flags[f"{service}-url"]}
             if "push-service-account" in flags and broken != "oidc":
                 push["oidcToken"] = {
                     "serviceAccountEmail": flags["push-service-account"],
                     "audience": flags.get(f"audience-{service}", ""),
                 }
-            sub = dict(retained, topic=f"{topics}/{topic}", pushConfig=push)
+            sub = dict(retained, topic=f"{topics}/{topic}", pushConfig=push, ackDeadlineSeconds=60,
+                       retryPolicy=backoff)
             if broken != "dead-letter":
                 sub["deadLetterPolicy"] = {"deadLetterTopic": f"{topics}/{dead_letter}", "maxDeliveryAttempts": attempts}
             resources[f"pubsub subscriptions||{subscription}"] = sub
