@@ -33,8 +33,23 @@ const FIELDS: &[&str] = &[
 
 const ACCOUNT_TYPES: &[&str] = &["checking", "savings", "salary", "payment"];
 
-/// How far in the past a `scheduled` datetime may be (clients send "now" with their clock).
-const SCHEDULE_TOLERANCE: time::Duration = time::Duration::minutes(1);
+/// Brasília time (no daylight saving since 2019): the day a transfer may be scheduled from is a
+/// banking day there.
+const BRASILIA: time::UtcOffset = time::macros::offset!(-3);
+
+/// The earliest `scheduled` value accepted: the start of today in Brasília, "today" being taken
+/// on the earlier of the sandbox clock and this host's clock.
+///
+/// Stark accepts a transfer scheduled for "now" by the client's clock: the official SDK's own
+/// test sends `datetime.utcnow()` (which the SDK serializes without microseconds, so it is
+/// already in the past when it arrives) and passes. Clients compute "now" and "today" with their
+/// own clock, and a sandbox running faster than real time (or moved forward by a test) is ahead
+/// of it, so a rule on the sandbox clock alone refuses them. Any instant or date from the start
+/// of today on is accepted; a time already past is executed at once.
+fn earliest_schedule(now: OffsetDateTime, wall: OffsetDateTime) -> OffsetDateTime {
+    let today = now.min(wall).to_offset(BRASILIA).date();
+    today.midnight().assume_offset(BRASILIA)
+}
 
 /// A transfer item that passed every check.
 struct Checked {
@@ -86,7 +101,7 @@ fn account_like(text: &str, max_digits: usize, check_x: bool) -> bool {
     main_ok && check_ok
 }
 
-fn check(item: &mut Item<'_>, now: OffsetDateTime) -> Option<Checked> {
+fn check(item: &mut Item<'_>, earliest: OffsetDateTime) -> Option<Checked> {
     item.only(FIELDS);
     let amount = item.amount(1);
     let name = item.name();
@@ -141,11 +156,11 @@ fn check(item: &mut Item<'_>, now: OffsetDateTime) -> Option<Checked> {
     let scheduled = match item.get("scheduled") {
         None => None,
         Some(Value::String(s)) => match parse_date_or_time(s) {
-            Some(DateOrTime::Date(d)) if d < now.date() => {
+            Some(DateOrTime::Date(d)) if d < earliest.date() => {
                 item.err("invalidDate", format!("scheduled {s:?} is in the past."));
                 None
             }
-            Some(DateOrTime::Time(t)) if t < now - SCHEDULE_TOLERANCE => {
+            Some(DateOrTime::Time(t)) if t < earliest => {
                 item.err(
                     "invalidDateTime",
                     format!("scheduled {s:?} is in the past."),
@@ -230,6 +245,7 @@ impl World {
         now: OffsetDateTime,
     ) -> Result<Value, ApiError> {
         let items = batch(body, "transfers")?;
+        let earliest = earliest_schedule(now, OffsetDateTime::now_utc());
         let mut errors = Vec::new();
         let mut checked = Vec::new();
         let mut batch_external_ids = HashSet::new();
@@ -242,7 +258,7 @@ impl World {
             let Some(mut item) = Item::new(i, value, &mut errors) else {
                 continue;
             };
-            let Some(c) = check(&mut item, now) else {
+            let Some(c) = check(&mut item, earliest) else {
                 continue;
             };
             if let Some(e) = &c.external_id {
@@ -410,5 +426,28 @@ impl World {
             )
         })?;
         Ok(json!({ "log": log }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_transfer_may_be_scheduled_from_the_start_of_today_in_brasilia_on_the_earlier_clock() {
+        // 02:00 UTC is still the day before in Brasília (23:00).
+        let wall = datetime!(2030-05-10 02:00 UTC);
+        let sandbox_ahead = datetime!(2030-05-12 09:00 UTC);
+        let earliest = earliest_schedule(sandbox_ahead, wall);
+        assert_eq!(earliest, datetime!(2030-05-09 00:00 -3));
+        assert_eq!(earliest.date(), time::macros::date!(2030 - 05 - 09));
+        // Whichever clock is behind decides.
+        assert_eq!(earliest_schedule(wall, sandbox_ahead), earliest);
+        let later = datetime!(2030-05-10 15:00 UTC);
+        assert_eq!(
+            earliest_schedule(later, later),
+            datetime!(2030-05-10 00:00 -3)
+        );
     }
 }

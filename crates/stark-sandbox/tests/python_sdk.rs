@@ -1,7 +1,9 @@
 //! Compatibility proof with the official Stark Bank Python SDK (`starkbank` on PyPI): the SDK,
 //! pointed at the sandbox with the monkeypatch (docs/stark-api.md, "Base URLs and paths"),
-//! creates and queries invoices, creates a transfer and a webhook, and `starkbank.event.parse`s
-//! the webhooks the sandbox delivered.
+//! creates and queries invoices, creates transfers (including the official SDK test's own
+//! `scheduled` shapes: `datetime.utcnow()` and `date.today()` by the client's clock while the
+//! sandbox clock runs ahead), a webhook, reads the balance, and `starkbank.event.parse`s the
+//! webhooks the sandbox delivered.
 //!
 //! The virtualenv is cached under `target/tmp`, so only the first run installs. Without python3
 //! (or PyPI) the test skips with a message, except when `CI=true`, where it fails.
@@ -151,7 +153,10 @@ async fn official_python_sdk_runs_against_the_sandbox() {
     // The SDK's requests were really checked: every one was signed and accepted.
     let state = sandbox.state();
     assert_eq!(state.invoices.len(), 3);
-    assert_eq!(state.transfers.len(), 1);
+    // One transfer of its own, and five in the shape of the SDK's TestTransferPost, scheduled
+    // "now" and "today" by the script's clock while the sandbox's ran a day ahead.
+    assert_eq!(summary["sdk_test_transfers"], 5, "{summary}");
+    assert_eq!(state.transfers.len(), 6);
     assert_eq!(state.webhooks.len(), 1);
     sandbox.shutdown().await;
 }

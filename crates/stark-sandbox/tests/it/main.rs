@@ -9,5 +9,6 @@ mod faults;
 mod lifecycle;
 mod listing;
 mod reversals;
+mod schedule;
 mod webhooks;
 mod workspaces;

@@ -12,9 +12,11 @@ Exits non-zero with a message on the first mismatch. Prints one JSON summary lin
 """
 import json
 import os
+import random
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+import uuid
+from datetime import date, datetime, timedelta, timezone
 
 import requests
 import starkcore.utils.rest as core_rest
@@ -160,6 +162,53 @@ while True:
     check(time.time() < deadline, "deliveries: %d delivered, %d credited" % (len(delivered), len(credited)))
     time.sleep(0.2)
 
+
+
+def valid_cpf(rng):
+    # Nine random digits and their two check digits (weights n+1 down to 2, mod 11).
+    digits = [rng.randint(0, 9) for _ in range(9)]
+    while len(set(digits)) == 1:
+        digits = [rng.randint(0, 9) for _ in range(9)]
+    for _ in range(2):
+        total = sum(d * w for d, w in zip(digits, range(len(digits) + 1, 1, -1)))
+        digits.append(0 if total % 11 < 2 else 11 - total % 11)
+    return "".join(str(d) for d in digits)
+
+
+# The official SDK's own transfer test (tests/sdk/test_transfer.py, TestTransferPost) creates
+# five transfers to random receivers, each scheduled `date.today()` or `datetime.utcnow()` plus
+# 0 to 10 days, and expects all of them accepted. `utcnow()` plus 0 days is already in the past
+# when it arrives (the SDK drops the microseconds), and by now the sandbox clock is a day ahead
+# of this one: every shape must still be accepted, as Stark accepts it.
+rng = random.Random(7)
+schedules = [
+    datetime.utcnow(),
+    date.today(),
+    datetime.utcnow() + timedelta(days=rng.randint(1, 10)),
+    date.today() + timedelta(days=rng.randint(1, 10)),
+    datetime.utcnow(),
+]
+sdk_test_transfers = starkbank.transfer.create([
+    starkbank.Transfer(
+        amount=rng.randint(100000, 1000000),
+        name="Receiver %d" % n,
+        tax_id=valid_cpf(rng),
+        bank_code=rng.choice(["18236120", "60701190"]),
+        branch_code=str(rng.randint(1, 999)),
+        account_number="%d-%d" % (rng.randint(10000, 100000000), rng.randint(0, 9)),
+        account_type=rng.choice(["checking", "savings", "salary", "payment"]),
+        external_id=str(uuid.uuid4()),
+        rules=[starkbank.transfer.Rule(key="resendingLimit", value=rng.randint(0, 10))],
+        description=rng.choice([None, "Test description"]),
+        scheduled=scheduled,
+    )
+    for n, scheduled in enumerate(schedules)
+])
+check(len(sdk_test_transfers) == 5, "SDK test shape: %d transfers" % len(sdk_test_transfers))
+for created in sdk_test_transfers:
+    check(created.id is not None, "SDK test shape: transfer id")
+    check(all(r.value is not None for r in created.rules if r.key == "resendingLimit"), "rules")
+
 parsed = 0
 for delivery in delivered:
     event = starkbank.event.parse(content=delivery["body"], signature=delivery["signature"])
@@ -197,6 +246,7 @@ print(json.dumps({
     "ok": True,
     "invoices": len(invoices),
     "transfers": len(transfers),
+    "sdk_test_transfers": len(sdk_test_transfers),
     "parsed_events": parsed,
     "high_s": sum(1 for d in delivered if d["highS"]),
     "low_s": sum(1 for d in delivered if not d["highS"]),
