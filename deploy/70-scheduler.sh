@@ -13,8 +13,9 @@
 #   their Stark and payout variables and PUBSUB_PROJECT_ID. It compares what Stark credited
 #   since the campaign started with the payouts made, and republishes the missing ones to
 #   paid_invoices (money-sender is idempotent: a repair never pays twice). It exits non-zero
-#   when it found a problem, so a failed execution is what 90-monitoring.sh alerts on; it is
-#   not retried (--max-retries=0): the next run, 15 minutes later, is the retry.
+#   when it found a problem, even one it repaired; 90-monitoring.sh alerts after two failed
+#   runs within 30 minutes. It is not retried (--max-retries=0): the next run, 15 minutes
+#   later, is the retry.
 #
 # Each scheduler job POSTs to the Cloud Run Admin API, .../jobs/JOB:run, with an OAuth token of
 # its own service account (spammer-scheduler, reconciler-scheduler), which holds

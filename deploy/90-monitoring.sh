@@ -10,7 +10,8 @@
 #     documentation what it means and what to do; deploy/README.md, Runbook, says more):
 #       dead-letters             a message waits in a dead-letter subscription for a minute
 #       push-backlog             a push subscription's oldest unacked message is over 15 min old
-#       job-failed               an execution of invoice-spammer or reconciler failed
+#       job-failed               an execution of invoice-spammer failed, or two of reconciler
+#                                within 30 minutes (it exits 1 even after a repair)
 #       log-<event>              a log line with one of the four alerting events
 #   dashboard "stark-pipeline" (deploy/monitoring/dashboard.json): credited vs paid out per
 #     hour, the ingester's requests by answer code, push latency, push backlog, dead letters,

@@ -7,6 +7,8 @@
 # - every gcloud call names --project (and --region/--location where it applies) explicitly,
 #   so the scripts never depend on the operator's active gcloud configuration;
 # - flags are always written --name=value (one word), which keeps the printed plan unambiguous;
+# - resources Google names itself (alert policies, channels, dashboards) are found by display
+#   name (`ensure_named`, `absent_named`), everything else by its name;
 # - a mutating command goes through `run`, a read through `ensure`/`grant`/`value_of`/`exists`:
 #   with --dry-run nothing at all is executed, not even a describe; the plan goes to stdout,
 #   one command per line, conditional ones followed by a `# ...` comment saying when they run;

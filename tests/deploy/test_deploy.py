@@ -1068,6 +1068,8 @@ class Artifacts(unittest.TestCase):
             self.assertNotIn("notificationChannels", policy, "90-monitoring.sh adds the channel")
             for condition in policy["conditions"]:
                 self.assertIn("resource.type=", condition["conditionThreshold"]["filter"])
+                self.assertEqual(condition["conditionThreshold"]["comparison"], "COMPARISON_GT")
+
         def only(name):
             (condition,) = policy_json(name)["conditions"]
             return condition["conditionThreshold"]
@@ -1079,10 +1081,15 @@ class Artifacts(unittest.TestCase):
         self.assertIn('subscription/oldest_unacked_message_age"', backlog["filter"])
         self.assertIn('one_of("pending_invoices-invoice-sender", "paid_invoices-money-sender")', backlog["filter"])
         self.assertEqual((backlog["comparison"], backlog["thresholdValue"]), ("COMPARISON_GT", 900))
-        job = only("job-failed")
-        self.assertIn('run.googleapis.com/job/completed_execution_count"', job["filter"])
-        self.assertIn('one_of("invoice-spammer", "reconciler")', job["filter"])
-        self.assertIn('metric.label."result"="failed"', job["filter"])
+        spammer, reconciler = (c["conditionThreshold"] for c in policy_json("job-failed")["conditions"])
+        for condition, job in ((spammer, "invoice-spammer"), (reconciler, "reconciler")):
+            self.assertIn('run.googleapis.com/job/completed_execution_count"', condition["filter"])
+            self.assertIn(f'resource.label."job_name"="{job}"', condition["filter"])
+            self.assertIn('metric.label."result"="failed"', condition["filter"])
+        self.assertEqual(policy_json("job-failed")["combiner"], "OR")
+        # Any failed spammer run; the reconciler exits 1 even after a repair, so two runs in a row.
+        self.assertEqual((spammer["thresholdValue"], spammer["aggregations"][0]["perSeriesAligner"]), (0, "ALIGN_SUM"))
+        self.assertEqual((reconciler["thresholdValue"], reconciler["aggregations"][0]["alignmentPeriod"]), (1, "1800s"))
         for event in ALERT_EVENTS:
             log = only("log-" + event.replace("_", "-"))
             self.assertIn(f'metric.type="logging.googleapis.com/user/stark_pipeline_{event}"', log["filter"])
