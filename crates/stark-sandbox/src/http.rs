@@ -34,6 +34,7 @@ struct FaultTag(&'static str);
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/_sandbox/state", get(sandbox_state))
+        .route("/_sandbox/counters", get(counters))
         .route("/_sandbox/faults", get(get_faults).post(set_faults))
         .route("/_sandbox/rotate-key", post(rotate_key))
         .route("/_sandbox/advance", post(advance))
@@ -180,6 +181,12 @@ async fn sandbox_state(State(shared): State<Arc<Shared>>) -> Response {
     let now = shared.clock.now();
     let snapshot = shared.lock().snapshot(now);
     axum::Json(snapshot).into_response()
+}
+
+/// The lifecycle counters only: cheap enough to poll for a progress display.
+async fn counters(State(shared): State<Arc<Shared>>) -> Response {
+    let counters = shared.lock().counters();
+    axum::Json(counters).into_response()
 }
 
 async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {

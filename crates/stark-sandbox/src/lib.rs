@@ -66,4 +66,4 @@ mod world;
 pub use config::{FaultConfig, SandboxConfig, stark_retry_schedule};
 pub use error::{ApiError, SandboxError, codes};
 pub use sandbox::{Sandbox, SandboxHandle, SandboxStopper};
-pub use state::{Delivery, DeliveryOutcome, EventAttempt, InjectedFault, SandboxState};
+pub use state::{Counters, Delivery, DeliveryOutcome, EventAttempt, InjectedFault, SandboxState};

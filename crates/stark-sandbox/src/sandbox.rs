@@ -15,7 +15,7 @@ use crate::config::{FaultConfig, SandboxConfig};
 use crate::conn::{ConnHandle, KillableListener};
 use crate::engine::{self, Shared};
 use crate::error::SandboxError;
-use crate::state::SandboxState;
+use crate::state::{Counters, SandboxState};
 use crate::world::World;
 
 /// Entry point: `Sandbox::start(config)` binds, spawns the server and the scheduler, and hands
@@ -210,6 +210,14 @@ impl SandboxHandle {
     pub fn state(&self) -> SandboxState {
         let now = self.shared.clock.now();
         self.shared.lock().snapshot(now)
+    }
+
+    /// How far the lifecycles have got (invoices issued, paid, credited, reversed; transfers
+    /// created, settled, failed), across every workspace. Cheap: the numbers are kept up to
+    /// date as things happen, so a progress display can ask many times a second, unlike
+    /// [`SandboxHandle::state`], which copies everything.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().counters()
     }
 
     /// Polls [`SandboxHandle::state`] every 10 ms until `condition` holds, or fails after

@@ -85,6 +85,28 @@ pub struct InjectedFault {
     pub detail: String,
 }
 
+/// How far the sandbox's lifecycles have got, across every workspace: a few numbers kept up to
+/// date as things happen, so that a progress display can ask many times a second without the
+/// deep copy of [`SandboxState`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    /// Invoices created.
+    pub invoices_issued: u64,
+    /// Invoices paid by their payer.
+    pub invoices_paid: u64,
+    /// Invoices whose money reached the balance.
+    pub invoices_credited: u64,
+    /// Invoices reversed at least once (partly or fully).
+    pub invoices_reversed: u64,
+    /// Transfers created.
+    pub transfers_created: u64,
+    /// Transfers settled: status `success`.
+    pub transfers_settled: u64,
+    /// Transfers that ended `failed` (the balance did not cover amount + fee).
+    pub transfers_failed: u64,
+}
+
 /// Everything the sandbox holds, oldest first, for assertions (`SandboxHandle::state`) and for
 /// `GET /_sandbox/state`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +151,9 @@ pub struct SandboxState {
     /// Transfer id → id of the workspace it belongs to.
     #[serde(default)]
     pub transfer_workspaces: BTreeMap<String, String>,
+    /// The lifecycle counters, as [`crate::SandboxHandle::counters`] gives them.
+    #[serde(default)]
+    pub counters: Counters,
 }
 
 impl SandboxState {

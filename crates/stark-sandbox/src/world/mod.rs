@@ -31,7 +31,7 @@ use crate::auth::Projects;
 use crate::clock::timestamp;
 use crate::config::{FaultConfig, SandboxConfig};
 use crate::faults::{FaultDice, LostAnswer, RequestFaults, stream};
-use crate::state::{Delivery, EventAttempt, InjectedFault, SandboxState};
+use crate::state::{Counters, Delivery, EventAttempt, InjectedFault, SandboxState};
 use crate::table::{Scope, Table, Ws};
 
 pub use events::{EventRec, Outgoing};
@@ -92,6 +92,9 @@ pub struct World {
     /// `/v2` requests received so far; numbers the injected faults.
     requests: u64,
     injected: Vec<InjectedFault>,
+    /// Kept up to date by each lifecycle step, for progress queries that must not copy the
+    /// world.
+    counters: Counters,
 }
 
 impl World {
@@ -137,6 +140,7 @@ impl World {
             dice: FaultDice::new(config.faults.clone()),
             requests: 0,
             injected: Vec::new(),
+            counters: Counters::default(),
         };
         let default = world.add_workspace(config.workspace_id.clone(), config.initial_balance, now);
         debug_assert_eq!(default, DEFAULT);
@@ -282,6 +286,11 @@ impl World {
 
     // ----- inspection ---------------------------------------------------------------------
 
+    /// How far the lifecycles have got (a copy of a few numbers).
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
     /// A copy of everything, for assertions and `GET /_sandbox/state`.
     pub fn snapshot(&self, now: OffsetDateTime) -> SandboxState {
         SandboxState {
@@ -313,6 +322,7 @@ impl World {
                 .collect(),
             invoice_workspaces: self.owners(&self.invoices, |r| &r.invoice.id),
             transfer_workspaces: self.owners(&self.transfers, |r| &r.transfer.id),
+            counters: self.counters,
         }
     }
 

@@ -81,7 +81,10 @@ impl World {
         // "All but the first are reversals" (the SDK's doc of transactionIds).
         rec.invoice.transaction_ids.push(transaction_id);
         rec.invoice.updated = timestamp(now);
-        rec.reversed = true;
+        if !rec.reversed {
+            rec.reversed = true;
+            self.counters.invoices_reversed += 1;
+        }
         let invoice = rec.invoice.clone();
         self.move_balance(owner, -cents, now);
         self.write_invoice_log(id, InvoiceLogType::Reversed, now);

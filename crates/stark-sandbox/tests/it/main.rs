@@ -5,6 +5,7 @@ mod common;
 mod api;
 mod auth;
 mod binary;
+mod counters;
 mod faults;
 mod lifecycle;
 mod listing;

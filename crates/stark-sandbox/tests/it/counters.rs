@@ -1,0 +1,119 @@
+//! `SandboxHandle::counters`: the cheap progress numbers agree with the full state.
+
+use stark_client::{InvoiceStatus, TransferStatus};
+use stark_sandbox::{Counters, SandboxConfig, SandboxState};
+
+use crate::common::*;
+
+/// The counters as the full state implies them.
+fn counted(state: &SandboxState) -> Counters {
+    let with_log = |log: &str| {
+        state
+            .invoices
+            .iter()
+            .filter(|i| state.invoice_log_types(&i.id).contains(&log))
+            .count() as u64
+    };
+    let transfers = |status: TransferStatus| {
+        state
+            .transfers
+            .iter()
+            .filter(|t| t.status == status)
+            .count() as u64
+    };
+    Counters {
+        invoices_issued: state.invoices.len() as u64,
+        invoices_paid: with_log("paid"),
+        invoices_credited: with_log("credited"),
+        invoices_reversed: with_log("reversed"),
+        transfers_created: state.transfers.len() as u64,
+        transfers_settled: transfers(TransferStatus::Success),
+        transfers_failed: transfers(TransferStatus::Failed),
+    }
+}
+
+#[tokio::test]
+async fn counters_follow_every_lifecycle_step_without_copying_the_state() {
+    let env = start(SandboxConfig {
+        pay_probability: 0.5,
+        seed: 3,
+        ..fast()
+    })
+    .await;
+    assert_eq!(env.sandbox.counters(), Counters::default());
+    let new: Vec<_> = (0..6).map(|i| invoice(10_000 + i, "count")).collect();
+    let created = env.client.create_invoices(&new).await.unwrap();
+    assert_eq!(env.sandbox.counters().invoices_issued, 6);
+
+    // Past every payment and credit.
+    let (pay, credit) = (fast().pay_delay, fast().credit_delay);
+    env.sandbox.advance(pay + credit);
+    let state =
+        env.sandbox
+            .wait_for(DEADLINE, |s| {
+                s.invoices.iter().all(|i| {
+                    i.status != InvoiceStatus::Paid || s.invoice_log_types(&i.id).len() == 3
+                }) && s.invoices.iter().any(|i| i.status == InvoiceStatus::Paid)
+            })
+            .await
+            .unwrap();
+    let paid: Vec<&str> = created
+        .iter()
+        .filter(|c| state.invoice(&c.id).unwrap().status == InvoiceStatus::Paid)
+        .map(|c| c.id.as_str())
+        .collect();
+    assert!(
+        !paid.is_empty() && paid.len() < 6,
+        "seed 3 pays some: {paid:?}"
+    );
+
+    env.sandbox.reverse_invoice(paid[0], 1_000).unwrap();
+    env.sandbox.reverse_invoice(paid[0], 1_000).unwrap();
+    let transfers = env
+        .client
+        .create_transfers(&[
+            transfer(100, "1-1", Some("fits")),
+            transfer(100_000_000, "2-2", Some("too-much")),
+        ])
+        .await
+        .unwrap();
+    let state = env
+        .sandbox
+        .wait_for(DEADLINE, |s| {
+            transfers.iter().all(|t| {
+                s.transfer(&t.id).is_some_and(|t| {
+                    matches!(t.status, TransferStatus::Success | TransferStatus::Failed)
+                })
+            })
+        })
+        .await
+        .unwrap();
+    let counters = env.sandbox.counters();
+    assert_eq!(counters, counted(&state));
+    assert_eq!(counters, state.counters);
+    assert_eq!(
+        (
+            counters.invoices_paid,
+            counters.invoices_credited,
+            counters.invoices_reversed
+        ),
+        (paid.len() as u64, paid.len() as u64, 1),
+        "two reversals of one invoice count it once"
+    );
+    assert_eq!(
+        (
+            counters.transfers_created,
+            counters.transfers_settled,
+            counters.transfers_failed
+        ),
+        (2, 1, 1)
+    );
+    let body = reqwest::get(format!("{}/_sandbox/counters", env.sandbox.root_url()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let http: Counters = serde_json::from_slice(&body).unwrap();
+    assert_eq!(http, counters);
+}
