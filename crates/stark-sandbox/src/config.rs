@@ -63,11 +63,10 @@ pub struct SandboxConfig {
     pub reversal_delay: Duration,
     /// How long after its creation a new invoice, transfer or log shows up in list queries
     /// (`GET /v2/invoice`, `/v2/transfer`, `/v2/invoice/log`, `/v2/transfer/log`); a GET by
-    /// id finds it at once. Lists at Stark read from an index that trails writes, so a client
-    /// that checks a list before creating (or after a create whose answer was lost) can miss
-    /// what is there. Default 2 s: enough to make that race show whenever a client lists
-    /// within two sandbox seconds of a create, small enough that nothing waiting for a list
-    /// waits long.
+    /// id finds it at once. Stark promises no read-after-write for lists, so a client that
+    /// checks a list before creating (or after a create whose answer was lost) can miss what is
+    /// there. Default 2 s: enough to make that race show whenever a client lists within two
+    /// sandbox seconds of a create, small enough that nothing waiting for a list waits long.
     pub listing_lag: Duration,
     /// How long a transfer stays `created` before `processing` (when the balance is checked
     /// and debited).

@@ -5,11 +5,14 @@
 //! [`crate::engine`], which reports their outcome back here.
 //!
 //! The state is split by resource: [`invoices`] and [`transfers`] hold the objects and their
-//! lifecycles, [`events`] the webhooks, events, attempts and deliveries, while this file holds
-//! what is shared (settings, projects, the balance, the request counter and injected faults) and
-//! drives the scheduled [`Job`]s. Fields are private to this module tree: the route modules
+//! lifecycles, [`reversals`] what a payer claws back, [`events`] the webhooks, events, attempts
+//! and deliveries, [`workspaces`] the workspaces with their balances and the projects acting in
+//! them, [`ids`], [`keys`] and [`schedule`] the ids, signing keys and job queue. This file holds
+//! what is shared (settings, the request counter, injected faults, the counters) and drives the
+//! scheduled [`Job`]s. Fields are private to this module tree: the route modules
 //! (`crate::invoices`, `crate::transfers`, `crate::api`) parse and check requests, then call the
-//! methods here, which are the only way state changes.
+//! methods here, which are the only way state changes. Every stored row belongs to a workspace,
+//! and every lookup made for the API names the caller's workspace.
 
 mod events;
 mod ids;
