@@ -2,12 +2,16 @@
 //!
 //! - `sign_request`: `Access-Signature` over a one-invoice `POST /v2/invoice` body.
 //! - `verify/raw_ecdsa_*`: ECDSA-SHA256 verification alone (signature already parsed): the floor
-//!   that every webhook pays, whatever the code around it does.
+//!   that every webhook pays, whatever the code around it does. `PublicKey::verify`
+//!   (libsecp256k1), and `_k256` the same check with `k256` for comparison.
 //! - `verify/base64_der`: the same plus decoding the header (base64, strict DER).
 //! - `verify_webhook/*`: the whole `Client::verify_webhook` with the key cache warm (the key is
 //!   served once by a tiny local axum server): header decoding, key lookup, verification, event
 //!   parsing. `sorted_fallback` is a body whose signature only matches Python's sorted-keys
 //!   re-serialization, the slow path real Stark deliveries should never take.
+//!
+//! - `library/*`: `k256` and libsecp256k1 called directly on the same key and body, verify and
+//!   sign; the numbers behind the choice documented in `src/keys.rs`.
 //!
 //! `cargo bench -p stark-client --bench crypto`
 #![forbid(unsafe_code)]
@@ -70,6 +74,9 @@ fn verification(c: &mut Criterion) {
     });
     group.bench_function("raw_ecdsa_high_s", |b| {
         b.iter(|| public.verify(black_box(body.as_bytes()), black_box(&high)))
+    });
+    group.bench_function("raw_ecdsa_high_s_k256", |b| {
+        b.iter(|| public.verify_with_k256(black_box(body.as_bytes()), black_box(&high)))
     });
     group.bench_function("base64_der", |b| {
         b.iter(|| public.verify_base64(black_box(body.as_bytes()), black_box(&high_b64)))
@@ -148,5 +155,47 @@ async fn key_server(pem: String) -> Client {
     Client::new(config).expect("client")
 }
 
-criterion_group!(benches, signing, verification, verify_webhook);
+/// The two secp256k1 implementations side by side on the same key, message and signatures, each
+/// doing the whole job of one call: SHA-256 of the message, high-S normalization, the ECDSA
+/// operation. This is where the choice of library in `keys.rs` is measured.
+fn libraries(c: &mut Criterion) {
+    use k256::ecdsa::signature::{Signer as _, Verifier as _};
+    use sha2::Digest as _;
+
+    let k256_key = k256::ecdsa::SigningKey::random(&mut k256::elliptic_curve::rand_core::OsRng);
+    let k256_public = *k256_key.verifying_key();
+    let secret = secp256k1::SecretKey::from_secret_bytes(k256_key.to_bytes().into()).expect("key");
+    let secp_public = secp256k1::PublicKey::from_secret_key(&secret);
+    let body = stark_client::python_json::to_string_sorted(&credited_event());
+    let low: k256::ecdsa::Signature = k256_key.sign(body.as_bytes());
+    let high = high_s_twin(&low);
+    let digest = |m: &[u8]| secp256k1::Message::from_digest(sha2::Sha256::digest(m).into());
+
+    let mut group = c.benchmark_group("library");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("k256_verify_high_s", |b| {
+        b.iter(|| {
+            let sig = black_box(&high);
+            let sig = sig.normalize_s().unwrap_or(*sig);
+            k256_public.verify(black_box(body.as_bytes()), &sig)
+        })
+    });
+    group.bench_function("libsecp256k1_verify_high_s", |b| {
+        b.iter(|| {
+            let mut sig = secp256k1::ecdsa::Signature::from_compact(&black_box(&high).to_bytes())
+                .expect("compact");
+            sig.normalize_s();
+            secp256k1::ecdsa::verify(&sig, digest(black_box(body.as_bytes())), &secp_public)
+        })
+    });
+    group.bench_function("k256_sign", |b| {
+        b.iter(|| -> k256::ecdsa::Signature { k256_key.sign(black_box(body.as_bytes())) })
+    });
+    group.bench_function("libsecp256k1_sign", |b| {
+        b.iter(|| secp256k1::ecdsa::sign(digest(black_box(body.as_bytes())), &secret))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, signing, verification, verify_webhook, libraries);
 criterion_main!(benches);
