@@ -76,15 +76,30 @@ pub struct RunArgs {
     /// Stark's fee per credited invoice, in cents.
     #[arg(long, default_value_t = 50)]
     pub invoice_fee: i64,
+    /// Stark's fee per transfer, in cents (taken out of each payout).
+    #[arg(long, default_value_t = 50)]
+    pub transfer_fee: i64,
+    /// Chance that a credited invoice is later reversed (half fully, half partly).
+    #[arg(long, default_value_t = 0.05)]
+    pub reversal_rate: f64,
+    /// Invoices another workspace, whose webhook points at our ingester, gets paid each hour.
+    #[arg(long, default_value_t = 1)]
+    pub foreign_invoices_per_slot: u32,
     /// Seed of the sandbox's behaviour.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Push attempts before a message goes to the dead-letter subscription.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 20)]
     pub max_delivery_attempts: u32,
     /// Sandbox fault: rate of 500 answers.
     #[arg(long, default_value_t = 0.0)]
     pub server_error_rate: f64,
+    /// Sandbox fault: rate of 408 answers.
+    #[arg(long, default_value_t = 0.0)]
+    pub timeout_rate: f64,
+    /// Sandbox fault: rate of 429 answers (with Retry-After).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_limit_rate: f64,
     /// Sandbox fault: rate of invoice/transfer creations applied but answered with a 500 or a
     /// cut connection.
     #[arg(long, default_value_t = 0.0)]
@@ -122,9 +137,15 @@ impl RunArgs {
             campaign: self.campaign.clone(),
             pay_probability: self.pay_probability,
             invoice_fee: self.invoice_fee,
+            transfer_fee: self.transfer_fee,
+            reversal_rate: self.reversal_rate,
+            foreign_invoices_per_slot: self.foreign_invoices_per_slot,
+            ingester_checks_workspace: true,
             faults: FaultConfig {
                 seed: self.fault_seed,
                 server_error_rate: self.server_error_rate,
+                timeout_rate: self.timeout_rate,
+                rate_limit_rate: self.rate_limit_rate,
                 lost_answer_rate: self.lost_answer_rate,
                 drop_rate: self.drop_rate,
                 slow_rate: self.slow_rate,
@@ -186,6 +207,16 @@ fn init_logs(default_filter: &str) {
     init_with(format, default_filter, true);
 }
 
+/// The payout account and transfer fee from `PAYOUT_*`, as money-sender reads them: the audit
+/// checks payouts against the same terms the service pays by.
+fn payout_terms() -> anyhow::Result<(pipeline_domain::receiver::Receiver, i64)> {
+    let env = pipeline_service::config::Env::from_process();
+    Ok((
+        money_sender::receiver_from_env(&env)?,
+        money_sender::transfer_fee_from_env(&env)?,
+    ))
+}
+
 /// Runs one operator command against the configured Stark project and Pub/Sub.
 async fn run_operator(command: Command) -> anyhow::Result<bool> {
     let context = Context::from_env();
@@ -208,11 +239,19 @@ async fn run_operator(command: Command) -> anyhow::Result<bool> {
         Command::Webhook(command) => ops::webhook::run(&command, context.stark()?, &mut out).await,
         Command::Replay(args) => ops::replay::run(&args, context.pubsub()?, now, &mut out).await,
         Command::Reconcile(args) => {
-            let receiver =
-                money_sender::receiver_from_env(&pipeline_service::config::Env::from_process())?;
+            let (receiver, transfer_fee) = payout_terms()?;
             let publisher = publisher(args.repair).await?;
             let publisher = publisher.as_ref().map(|p| p as &dyn Publisher);
-            ops::reconcile::run(&args, context.stark()?, publisher, &receiver, now, &mut out).await
+            ops::reconcile::run(
+                &args,
+                context.stark()?,
+                publisher,
+                &receiver,
+                transfer_fee,
+                now,
+                &mut out,
+            )
+            .await
         }
         Command::Events(command) => {
             let ops::events::EventsCommand::Undelivered { republish, .. } = &command;
@@ -221,13 +260,13 @@ async fn run_operator(command: Command) -> anyhow::Result<bool> {
             ops::events::run(&command, context.stark()?, publisher, &mut out).await
         }
         Command::Status(args) => {
-            let receiver =
-                money_sender::receiver_from_env(&pipeline_service::config::Env::from_process())?;
+            let (receiver, transfer_fee) = payout_terms()?;
             ops::status::run(
                 &args,
                 context.stark()?,
                 context.pubsub.as_ref(),
                 &receiver,
+                transfer_fee,
                 &mut out,
             )
             .await

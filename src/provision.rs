@@ -31,7 +31,7 @@ pub struct ProvisionArgs {
     #[arg(long)]
     pub audience_money_sender: Option<String>,
     /// Delivery attempts before a message goes to the dead-letter topic (5 to 100).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 100)]
     pub max_delivery_attempts: i32,
     /// First retry backoff, seconds.
     #[arg(long, default_value_t = 10)]

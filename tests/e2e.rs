@@ -10,22 +10,14 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use pipeline_domain::messages::PAID_INVOICES;
+use pipeline_domain::messages::{PAID_INVOICES, TopicMessage as _};
 use pipeline_service::publisher::OutgoingMessage;
+use stark_pipeline::local::Stack;
 use stark_pipeline::local::bus::MONEY_SUBSCRIPTION;
 use stark_pipeline::local::report::Report;
-use stark_pipeline::local::{Stack, StackOptions};
 use stark_sandbox::FaultConfig;
 
-fn options(campaign: &str, hours: u32) -> StackOptions {
-    StackOptions {
-        bus: common::bus_choice(),
-        hours,
-        speed: 1800.0, // one campaign hour in 2 s
-        campaign: campaign.to_owned(),
-        ..Default::default()
-    }
-}
+use common::options;
 
 async fn finish(stack: &Stack) -> (stark_sandbox::SandboxState, Report) {
     let state = stack
@@ -50,7 +42,23 @@ async fn full_campaign_pays_every_credited_invoice_exactly_once() {
     );
     let credited: usize = report.rows.iter().map(|r| r.credited).sum();
     assert!(credited > 150, "most invoices are paid: {credited}");
-    assert_eq!(state.transfers.len(), credited);
+    let summary = report.audit.summary;
+    assert_eq!(summary.credited, credited);
+    assert_eq!(summary.paid_out + summary.nothing_due, credited, "{report}");
+    assert!(
+        summary.reversed > 0,
+        "the default run reverses some invoices: {report}"
+    );
+    assert!(
+        report.foreign.credited > 0 && report.foreign.refused > 0 && report.foreign.accepted == 0,
+        "another workspace's events were sent and refused: {report}"
+    );
+    let ours: Vec<_> = state.transfers_in(&state.workspace_id).collect();
+    assert_eq!(
+        ours.len(),
+        state.transfers.len(),
+        "no transfer in another workspace"
+    );
     stack.shutdown().await;
 }
 
@@ -66,9 +74,9 @@ async fn chaos_still_pays_exactly_once() {
         out_of_order_delay_secs: 600,
         ..Default::default()
     };
-    // With 20 % of Stark calls failing, a message needs more than the default 5 attempts to be
-    // safe from an unlucky streak; the checks below still require nothing dead-lettered.
-    opts.max_delivery_attempts = 12;
+    // The stack's default 20 attempts: with 20 % of Stark calls failing, and a payout acked
+    // only once its transfer succeeded, fewer could meet an unlucky streak; the checks below
+    // still require nothing dead-lettered.
     let stack = Stack::start(opts).await.unwrap();
     for slot in 0..stack.spammer.hours {
         stack.run_slot(slot).await.unwrap();
@@ -195,10 +203,115 @@ async fn unissued_requests_are_named_until_issued() {
     stack.run_slot(0).await.unwrap();
     stack
         .sandbox
-        .wait_for(Duration::from_secs(60), |s| s.invoices.len() == expected)
+        .wait_for(Duration::from_secs(60), |s| {
+            s.invoices_in(&s.workspace_id).count() == expected
+        })
         .await
         .unwrap();
     let after = stack.unissued_requests(&stack.sandbox.state());
     assert!(after.is_empty(), "{after:?}");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_events_and_forged_numbers_move_no_money() {
+    // The ingester's workspace check is off, so another workspace's validly signed credited
+    // events reach money-sender; Stark answers with a storm of 429s meanwhile.
+    let mut opts = options("e2e-hostile", 4);
+    opts.ingester_checks_workspace = false;
+    opts.foreign_invoices_per_slot = 2;
+    opts.faults = FaultConfig {
+        seed: 5,
+        rate_limit_rate: 0.2,
+        ..Default::default()
+    };
+    let stack = Stack::start(opts).await.unwrap();
+    stack.play(|_, _| {}).await.unwrap();
+    let (state, report) = finish(&stack).await;
+    // Every check holds but the dead letters: the foreign invoices' messages are refused on
+    // every attempt and parked there for an operator (and an alert).
+    for check in report
+        .checks
+        .iter()
+        .filter(|c| !c.name.starts_with("dead-letter"))
+    {
+        assert!(check.ok, "{report}");
+    }
+    assert!(report.foreign.credited > 0, "{report}");
+    assert!(
+        report.foreign.accepted > 0,
+        "the ingester let them through: {report}"
+    );
+    let foreign_ids: Vec<&str> = state
+        .invoices
+        .iter()
+        .filter(|i| state.invoice_workspace(&i.id) != Some(state.workspace_id.as_str()))
+        .map(|i| i.id.as_str())
+        .collect();
+    assert!(
+        state.transfers.iter().all(|t| foreign_ids
+            .iter()
+            .all(|id| !t.tags.iter().any(|tag| tag.contains(id)))),
+        "no transfer for another workspace's invoice"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let parked = stack.bus.dead_letters().await.unwrap();
+        let paid = parked
+            .iter()
+            .find(|(name, _)| name.starts_with(PAID_INVOICES))
+            .map_or(0, |(_, n)| *n);
+        if paid >= report.foreign.credited {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refusals not parked yet: {parked:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        state
+            .faults
+            .iter()
+            .any(|f| f.kind.contains("429") || f.kind.contains("rate")),
+        "the 429 storm happened: {:?}",
+        state.faults.iter().map(|f| &f.kind).collect::<Vec<_>>()
+    );
+
+    // A forged message claiming 100× one of our credited invoices pays nothing more: Stark's
+    // record says it is paid out already.
+    let ours = state
+        .invoice_logs
+        .iter()
+        .find(|l| {
+            l.log_type == stark_client::InvoiceLogType::Credited
+                && state.invoice_workspace(&l.invoice.id) == Some(state.workspace_id.as_str())
+        })
+        .expect("a credited invoice of ours");
+    let mut forged = pipeline_service::records::paid_invoice(ours, "forged");
+    forged.amount *= 100;
+    let posts = stack.money.posts();
+    stack
+        .bus
+        .publisher()
+        .publish(PAID_INVOICES, forged.to_message())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stack.money.posts() == posts {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "forged message never pushed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (after, report) = finish(&stack).await;
+    assert_eq!(
+        after.transfers_in(&after.workspace_id).count(),
+        state.transfers_in(&state.workspace_id).count(),
+        "{report}"
+    );
+    assert!(report.audit.ok(), "{report}");
     stack.shutdown().await;
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use invoice_spammer::SpammerConfig;
 use pipeline_domain::receiver::Receiver;
-use stark_client::Client;
+use stark_client::{Client, NewInvoice};
 use stark_sandbox::{FaultConfig, Sandbox, SandboxConfig, SandboxHandle, SandboxState};
 
 use self::bus::{Bus, BusChoice, DeliverySettings};
@@ -34,6 +34,19 @@ pub struct StackOptions {
     pub pay_probability: f64,
     /// Stark's fee per credited invoice, cents.
     pub invoice_fee: i64,
+    /// Stark's fee per transfer, cents (the sandbox charges it; money-sender takes it out of
+    /// each payout so that the payout and its fee are what was credited).
+    pub transfer_fee: i64,
+    /// Chance that a credited invoice is later reversed (half fully, half partly), some before
+    /// and some after its payout.
+    pub reversal_rate: f64,
+    /// Invoices another workspace issues (and gets paid) each slot, with its webhook pointing
+    /// at our ingester and tags copied from ours: the attack a valid Stark signature does not
+    /// stop.
+    pub foreign_invoices_per_slot: u32,
+    /// Whether the ingester refuses other workspaces' events (`STARK_WORKSPACE_ID` set). Off,
+    /// they reach money-sender, which must refuse them from Stark's own record.
+    pub ingester_checks_workspace: bool,
     /// Faults the sandbox injects.
     pub faults: FaultConfig,
     /// Seed of the sandbox's behaviour.
@@ -56,9 +69,13 @@ impl Default for StackOptions {
             campaign: "local".into(),
             pay_probability: 0.9,
             invoice_fee: 50,
+            transfer_fee: 50,
+            reversal_rate: 0.05,
+            foreign_invoices_per_slot: 1,
+            ingester_checks_workspace: true,
             faults: FaultConfig::default(),
             seed: 1,
-            max_delivery_attempts: 5,
+            max_delivery_attempts: 20,
             rate_multiplier: 1,
             webhook_retries: None,
         }
@@ -88,6 +105,8 @@ pub struct Stack {
     pub sandbox: SandboxHandle,
     /// A client of the pipeline's project at the sandbox.
     pub stark: Client,
+    /// A client of another workspace's project, whose webhook also points at our ingester.
+    pub foreign: Client,
     /// The bus.
     pub bus: Bus,
     /// invoice-sender.
@@ -100,6 +119,8 @@ pub struct Stack {
     pub spammer: SpammerConfig,
     /// The options it was started with.
     pub options: StackOptions,
+    /// Cents deposited to cover what reversals took ([`report::clawbacks`]).
+    treasury: std::sync::atomic::AtomicI64,
 }
 
 impl Stack {
@@ -117,6 +138,12 @@ impl Stack {
             credit_delay: CREDIT_DELAY,
             pay_probability: options.pay_probability,
             invoice_fee: options.invoice_fee,
+            transfer_fee: options.transfer_fee,
+            reversal_rate: options.reversal_rate,
+            full_reversal_share: 0.5,
+            // Up to an hour after the credit: the payout comes within minutes, so some
+            // reversals land before it and most after.
+            reversal_delay: Duration::from_secs(3600),
             retry_schedule: options
                 .webhook_retries
                 .clone()
@@ -131,6 +158,13 @@ impl Stack {
         client_config.timeout = Duration::from_secs(5);
         client_config.retry_backoff = Duration::from_millis(50);
         let stark = Client::new(client_config).context("building the Stark client")?;
+        let foreign = {
+            let workspace = sandbox.new_workspace();
+            let (project, key) = sandbox.new_project_in(&workspace);
+            let mut config = sandbox.client_config(&project, key);
+            config.timeout = Duration::from_secs(5);
+            Client::new(config).context("building the foreign workspace's client")?
+        };
 
         let mut bus = Bus::start(options.bus).await?;
         let publisher = bus.publisher();
@@ -153,11 +187,13 @@ impl Stack {
             let deps = money_sender::Deps {
                 stark: stark.clone(),
             };
+            let transfer_fee = options.transfer_fee;
             Service::start(
                 "money-sender",
                 Box::new(move |port| {
                     let mut config = money_sender::Config::local();
                     config.listen.set_port(port);
+                    config.transfer_fee = transfer_fee;
                     Box::pin(money_sender::build(config, deps.clone()))
                 }),
             )
@@ -169,11 +205,15 @@ impl Stack {
                 publisher: publisher.clone(),
             };
             let workspace = sandbox.workspace_id();
+            let checks_workspace = options.ingester_checks_workspace;
             Service::start(
                 "webhook-ingester",
                 Box::new(move |port| {
                     let mut config = webhook_ingester::Config::local(&workspace);
                     config.listen.set_port(port);
+                    if !checks_workspace {
+                        config.workspace_id = None;
+                    }
                     Box::pin(webhook_ingester::build(config, deps.clone()))
                 }),
             )
@@ -191,6 +231,10 @@ impl Stack {
             .create_webhook(&ingester.url("/webhook"), &["invoice".to_owned()])
             .await
             .context("registering the ingester as the sandbox's webhook")?;
+        foreign
+            .create_webhook(&ingester.url("/webhook"), &["invoice".to_owned()])
+            .await
+            .context("registering the ingester as the foreign workspace's webhook")?;
 
         sandbox
             .set_faults(options.faults.clone())
@@ -201,13 +245,43 @@ impl Stack {
         Ok(Stack {
             sandbox,
             stark,
+            foreign,
             bus,
             sender,
             ingester,
             money,
             spammer,
             options,
+            treasury: std::sync::atomic::AtomicI64::new(0),
         })
+    }
+
+    /// Deposits what reversals took (see [`report::clawbacks`]) and was not covered yet.
+    fn cover_clawbacks(&self, state: &SandboxState) {
+        use std::sync::atomic::Ordering;
+        let owed = report::clawbacks(state, self.options.transfer_fee);
+        let covered = self.treasury.load(Ordering::SeqCst);
+        if owed > covered {
+            match self.sandbox.deposit(&state.workspace_id, owed - covered) {
+                Ok(balance) => {
+                    self.treasury.store(owed, Ordering::SeqCst);
+                    tracing::info!(
+                        event = "treasury_deposit",
+                        cents = owed - covered,
+                        balance,
+                        "covered what reversals took from the balance"
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(event = "treasury_deposit_failed", %err, "could not cover reversals")
+                }
+            }
+        }
+    }
+
+    /// Cents deposited so far to cover what reversals took.
+    pub fn clawbacks_covered(&self) -> i64 {
+        self.treasury.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Real time one campaign hour takes.
@@ -228,7 +302,39 @@ impl Stack {
         invoice_spammer::run(&self.spammer, publisher.as_ref(), at)
             .await
             .with_context(|| format!("spammer run for slot {slot}"))?;
-        Ok(())
+        self.issue_foreign_invoices(slot).await
+    }
+
+    /// The foreign workspace issues its invoices of `slot`, tagged exactly like ours: tags are
+    /// no proof of ownership either.
+    async fn issue_foreign_invoices(&self, slot: u32) -> anyhow::Result<()> {
+        let batch = invoice_spammer::batch(&self.spammer, slot);
+        let invoices: Vec<NewInvoice> = batch
+            .iter()
+            .take(self.options.foreign_invoices_per_slot as usize)
+            .map(|request| NewInvoice {
+                amount: 50_000,
+                tax_id: request.tax_id.clone(),
+                name: request.name.clone(),
+                tags: request.tags.clone(),
+                ..Default::default()
+            })
+            .collect();
+        if invoices.is_empty() {
+            return Ok(());
+        }
+        // The foreign workspace is not under test: its calls see faults too, so retry them.
+        let mut attempt = 0;
+        loop {
+            match self.foreign.create_invoices(&invoices).await {
+                Ok(_) => return Ok(()),
+                Err(err) if attempt < 10 && err.is_transient() => attempt += 1,
+                Err(err) => {
+                    return Err(err).context("the foreign workspace's invoices");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// How many invoices the campaign requests in total (deterministic).
@@ -249,7 +355,11 @@ impl Stack {
             loop {
                 tokio::select! {
                     result = &mut run => { result?; break; }
-                    () = tokio::time::sleep(Duration::from_millis(250)) => progress(Some(slot), &self.sandbox.state()),
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {
+                        let state = self.sandbox.state();
+                        self.cover_clawbacks(&state);
+                        progress(Some(slot), &state);
+                    }
                 }
             }
         }
@@ -270,6 +380,7 @@ impl Stack {
         let mut last: Option<(report::Progress, Instant)> = None;
         loop {
             let state = self.sandbox.state();
+            self.cover_clawbacks(&state);
             progress(None, &state);
             let now = Instant::now();
             let current = report::Progress::of(&state);
@@ -277,6 +388,7 @@ impl Stack {
                 &state,
                 expected,
                 PAY_DELAY + CREDIT_DELAY + Duration::from_secs(120),
+                self.options.transfer_fee,
             );
             match &last {
                 Some((previous, since)) if *previous == current => {
@@ -305,7 +417,7 @@ impl Stack {
                     current.transfers,
                     state.now,
                     listed(self.unissued_requests(&state)),
-                    listed(report::missing_payouts(&state)),
+                    listed(report::missing_payouts(&state, self.options.transfer_fee)),
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -328,11 +440,15 @@ impl Stack {
             .map(|request| (request.request_tag().request_id().to_owned(), request.slot))
             .collect();
         let requested: Vec<String> = slots.keys().cloned().collect();
-        let mut unissued: Vec<(u32, String)> =
-            report::audit_state(state, Some(&requested), &Receiver::default())
-                .unissued_requests()
-                .map(|id| (slots.get(id).copied().unwrap_or(u32::MAX), id.to_owned()))
-                .collect();
+        let mut unissued: Vec<(u32, String)> = report::audit_state(
+            state,
+            Some(&requested),
+            &Receiver::default(),
+            self.options.transfer_fee,
+        )
+        .unissued_requests()
+        .map(|id| (slots.get(id).copied().unwrap_or(u32::MAX), id.to_owned()))
+        .collect();
         unissued.sort();
         unissued
             .into_iter()
@@ -347,6 +463,8 @@ impl Stack {
             state,
             &self.requested(),
             &Receiver::default(),
+            self.options.transfer_fee,
+            self.clawbacks_covered(),
             dead_letters,
         ))
     }

@@ -31,20 +31,28 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Counts from a sandbox snapshot.
+    /// Counts of our workspace's objects in a sandbox snapshot.
     pub fn of(state: &SandboxState) -> Self {
         Progress {
-            issued: state.invoices.len(),
+            issued: ours(state).count(),
             paid: invoices_with_log(state, InvoiceLogType::Paid).len(),
             credited: invoices_with_log(state, InvoiceLogType::Credited).len(),
-            transfers: state.transfers.len(),
-            transfers_done: state
-                .transfers
-                .iter()
+            transfers: our_transfers(state).count(),
+            transfers_done: our_transfers(state)
                 .filter(|t| t.status == TransferStatus::Success)
                 .count(),
         }
     }
+}
+
+/// Our workspace's invoices (the sandbox also holds a foreign workspace's, which attacks us).
+fn ours(state: &SandboxState) -> impl Iterator<Item = &stark_client::Invoice> {
+    state.invoices_in(&state.workspace_id)
+}
+
+/// Our workspace's transfers.
+fn our_transfers(state: &SandboxState) -> impl Iterator<Item = &stark_client::Transfer> {
+    state.transfers_in(&state.workspace_id)
 }
 
 impl fmt::Display for Progress {
@@ -57,11 +65,13 @@ impl fmt::Display for Progress {
     }
 }
 
+/// Our invoices with a log of `log_type`.
 fn invoices_with_log(state: &SandboxState, log_type: InvoiceLogType) -> HashSet<&str> {
     state
         .invoice_logs
         .iter()
         .filter(|l| l.log_type == log_type)
+        .filter(|l| state.invoice_workspace(&l.invoice.id) == Some(state.workspace_id.as_str()))
         .map(|l| l.invoice.id.as_str())
         .collect()
 }
@@ -70,8 +80,8 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
 
-/// The audit's records of a sandbox snapshot: every invoice with the amount its `credited` log
-/// shows (if any), and every transfer.
+/// The audit's records of our workspace in a sandbox snapshot: every invoice with the amount
+/// its `credited` log shows (if any), and every transfer.
 pub fn records(state: &SandboxState) -> (Vec<InvoiceRecord>, Vec<TransferRecord>) {
     let mut credited: HashMap<&str, i64> = HashMap::new();
     for log in state
@@ -83,12 +93,10 @@ pub fn records(state: &SandboxState) -> (Vec<InvoiceRecord>, Vec<TransferRecord>
             .entry(log.invoice.id.as_str())
             .or_insert(log.invoice.amount);
     }
-    let invoices = state
-        .invoices
-        .iter()
+    let invoices = ours(state)
         .map(|i| invoice_record(i, credited.get(i.id.as_str()).copied()))
         .collect();
-    let transfers = state.transfers.iter().map(transfer_record).collect();
+    let transfers = our_transfers(state).map(transfer_record).collect();
     (invoices, transfers)
 }
 
@@ -97,6 +105,7 @@ pub fn audit_state(
     state: &SandboxState,
     requested: Option<&[String]>,
     receiver: &Receiver,
+    transfer_fee: i64,
 ) -> Audit {
     let (invoices, transfers) = records(state);
     audit(AuditInput {
@@ -104,21 +113,56 @@ pub fn audit_state(
         invoices: &invoices,
         transfers: &transfers,
         receiver,
+        transfer_fee,
     })
+}
+
+/// Money our workspace lost to reversals: what Stark took back from the balance beyond what the
+/// invoice still leaves there. Per credited invoice, the balance keeps today's `amount − fee`
+/// and gives its payout and transfer fee; when that goes below zero (a reversal after the
+/// payout, or a full reversal, since Stark keeps its fee) the difference is lost. Nobody pays it
+/// back, so the local stack's "treasury" deposits it, as an account holder would, and the
+/// report says how much; without it the last payouts of a campaign would wait for money that
+/// never comes. An invoice still waiting for its payout loses nothing yet.
+pub fn clawbacks(state: &SandboxState, transfer_fee: i64) -> i64 {
+    let (invoices, transfers) = records(state);
+    let mut spent: HashMap<&str, i64> = HashMap::new();
+    for transfer in transfers.iter().filter(|t| t.state.is_live()) {
+        if let Some(key) = &transfer.key {
+            *spent.entry(key.invoice_id()).or_default() += transfer.amount + transfer_fee;
+        }
+    }
+    invoices
+        .iter()
+        .filter(|i| i.credited_amount.is_some())
+        .filter_map(|invoice| {
+            let spent = spent.get(invoice.id.as_str()).copied();
+            if spent.is_none() && invoice.due(transfer_fee) > 0 {
+                return None;
+            }
+            let kept = invoice.amount - invoice.fee - spent.unwrap_or(0);
+            Some((-kept).max(0))
+        })
+        .sum()
 }
 
 /// True when nothing more will happen: every expected invoice exists, each one either was
 /// credited and its payout settled, or is older than `lifecycle` (it will not be paid), and
 /// every payout that exists has settled.
-pub fn settled(state: &SandboxState, expected: usize, lifecycle: Duration) -> bool {
-    let audit = audit_state(state, None, &Receiver::default());
-    let transfers_done = state.transfers.iter().all(|t| {
+pub fn settled(
+    state: &SandboxState,
+    expected: usize,
+    lifecycle: Duration,
+    transfer_fee: i64,
+) -> bool {
+    let audit = audit_state(state, None, &Receiver::default(), transfer_fee);
+    let transfers_done = our_transfers(state).all(|t| {
         matches!(
             t.status,
             TransferStatus::Success | TransferStatus::Failed | TransferStatus::Canceled
         )
     });
-    state.invoices.len() >= expected
+    ours(state).count() >= expected
         && settled_invoices(state, lifecycle)
         && audit.unpaid_invoices().next().is_none()
         && transfers_done
@@ -130,7 +174,7 @@ pub fn settled_invoices(state: &SandboxState, lifecycle: Duration) -> bool {
         return false;
     };
     let credited = invoices_with_log(state, InvoiceLogType::Credited);
-    state.invoices.iter().all(|invoice| {
+    ours(state).all(|invoice| {
         credited.contains(invoice.id.as_str())
             || parse_time(&invoice.created).is_some_and(|created| now - created > lifecycle)
     })
@@ -139,12 +183,10 @@ pub fn settled_invoices(state: &SandboxState, lifecycle: Duration) -> bool {
 /// For each credited invoice still without a payout, what became of its `credited` event: every
 /// webhook POST the sandbox made for it and how it ended. Tells a lost webhook (Stark gave up
 /// delivering) from a message lost after the ingester accepted it (delivered, no transfer).
-pub fn missing_payouts(state: &SandboxState) -> Vec<String> {
-    let audit = audit_state(state, None, &Receiver::default());
+pub fn missing_payouts(state: &SandboxState, transfer_fee: i64) -> Vec<String> {
+    let audit = audit_state(state, None, &Receiver::default(), transfer_fee);
     let unpaid: HashSet<&str> = audit.unpaid_invoices().collect();
-    state
-        .invoices
-        .iter()
+    ours(state)
         .filter(|i| unpaid.contains(i.id.as_str()))
         .map(|invoice| {
             let events: Vec<String> = state
@@ -217,11 +259,62 @@ pub struct Check {
     pub detail: String,
 }
 
+/// What another workspace's events did to us: Stark signs every workspace's events with the
+/// one key, so a foreign workspace that registers our ingester as its webhook sends validly
+/// signed `credited` events of invoices that are not ours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Foreign {
+    /// Credited invoices of other workspaces.
+    pub credited: usize,
+    /// Deliveries of other workspaces' events that our ingester refused (non-2xx).
+    pub refused: usize,
+    /// Deliveries of other workspaces' events that our ingester accepted.
+    pub accepted: usize,
+}
+
+impl Foreign {
+    /// Counts from a sandbox snapshot.
+    pub fn of(state: &SandboxState) -> Self {
+        let ours = Some(state.workspace_id.as_str());
+        let foreign_events: HashSet<&str> = state
+            .events
+            .iter()
+            .filter(|e| e.workspace_id.as_deref() != ours)
+            .map(|e| e.id.as_str())
+            .collect();
+        let mut foreign = Foreign {
+            credited: state
+                .invoice_logs
+                .iter()
+                .filter(|l| l.log_type == InvoiceLogType::Credited)
+                .filter(|l| state.invoice_workspace(&l.invoice.id) != ours)
+                .count(),
+            ..Default::default()
+        };
+        for delivery in state
+            .deliveries
+            .iter()
+            .filter(|d| foreign_events.contains(d.event_id.as_str()))
+        {
+            if delivery.outcome == stark_sandbox::DeliveryOutcome::Delivered {
+                foreign.accepted += 1;
+            } else {
+                foreign.refused += 1;
+            }
+        }
+        foreign
+    }
+}
+
 /// The end-of-campaign report.
 #[derive(Debug, Clone)]
 pub struct Report {
     /// Per-hour rows.
     pub rows: Vec<HourRow>,
+    /// What the foreign workspace's events did.
+    pub foreign: Foreign,
+    /// Cents deposited to cover what reversals took ([`clawbacks`]).
+    pub clawbacks_covered: i64,
     /// The checks: one per audit rule, then the dead letters.
     pub checks: Vec<Check>,
     /// The audit the checks come from.
@@ -240,6 +333,8 @@ impl Report {
         state: &SandboxState,
         requested: &[String],
         receiver: &Receiver,
+        transfer_fee: i64,
+        clawbacks_covered: i64,
         dead_letters: Vec<(String, usize)>,
     ) -> Self {
         let (invoices, transfers) = records(state);
@@ -248,6 +343,7 @@ impl Report {
             invoices: &invoices,
             transfers: &transfers,
             receiver,
+            transfer_fee,
         });
         let mut payouts: HashMap<&str, Vec<&TransferRecord>> = HashMap::new();
         for transfer in transfers.iter().filter(|t| t.state.is_live()) {
@@ -326,6 +422,8 @@ impl Report {
         });
         Report {
             rows: rows.into_values().collect(),
+            foreign: Foreign::of(state),
+            clawbacks_covered,
             checks,
             audit,
         }
@@ -358,6 +456,21 @@ impl fmt::Display for Report {
             total.transferred_cents += row.transferred_cents;
         }
         write_row(f, "all", &total)?;
+        writeln!(f)?;
+        let summary = self.audit.summary;
+        writeln!(
+            f,
+            "reversed after credit: {} invoices ({} with nothing left to pay); deposited to cover reversals: {}; transfers failed: {}",
+            summary.reversed,
+            summary.nothing_due,
+            format_brl(self.clawbacks_covered),
+            summary.failed_transfers
+        )?;
+        writeln!(
+            f,
+            "another workspace: {} credited invoices, {} webhook deliveries refused, {} accepted",
+            self.foreign.credited, self.foreign.refused, self.foreign.accepted
+        )?;
         writeln!(f)?;
         for check in &self.checks {
             writeln!(

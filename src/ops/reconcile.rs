@@ -44,6 +44,7 @@ pub struct Findings {
 pub async fn examine(
     stark: &Client,
     receiver: &Receiver,
+    transfer_fee: i64,
     since: OffsetDateTime,
 ) -> anyhow::Result<Findings> {
     let after = Some(date_of(since));
@@ -102,6 +103,7 @@ pub async fn examine(
         invoices: &invoices,
         transfers: &transfers,
         receiver,
+        transfer_fee,
     });
     let unpaid: BTreeSet<&str> = audit.unpaid_invoices().collect();
     let missing = credited
@@ -118,11 +120,12 @@ pub async fn run(
     stark: &Client,
     publisher: Option<&dyn Publisher>,
     receiver: &Receiver,
+    transfer_fee: i64,
     now: OffsetDateTime,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     let since = parse_since(&args.since, now)?;
-    let findings = examine(stark, receiver, since).await?;
+    let findings = examine(stark, receiver, transfer_fee, since).await?;
     for finding in &findings.audit.findings {
         let label = if finding.is_problem() {
             "PROBLEM"

@@ -27,6 +27,7 @@ pub async fn run(
     stark: &Client,
     pubsub: Option<&PubSubTarget>,
     receiver: &Receiver,
+    transfer_fee: i64,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     let invoices = stark
@@ -83,6 +84,7 @@ pub async fn run(
         invoices: &records,
         transfers: &transfers,
         receiver,
+        transfer_fee,
     });
     let slots: BTreeSet<u32> = records.iter().filter_map(|r| r.slot).collect();
     let paid = invoices

@@ -1,6 +1,19 @@
 //! Shared by the end-to-end and operator tests.
 
+use stark_pipeline::local::StackOptions;
 use stark_pipeline::local::bus::BusChoice;
+
+/// The stack every end-to-end and operator test starts from: the hostile defaults, on the
+/// emulator (see [`bus_choice`]), one campaign hour in 2 s.
+pub fn options(campaign: &str, hours: u32) -> StackOptions {
+    StackOptions {
+        bus: bus_choice(),
+        hours,
+        speed: 1800.0,
+        campaign: campaign.to_owned(),
+        ..Default::default()
+    }
+}
 
 /// The real Pub/Sub emulator when there is one (`PUBSUB_EMULATOR_HOST`, as `scripts/test.sh`
 /// exports, or an installed gcloud emulator); required when `CI=true`. Elsewhere, the in-process

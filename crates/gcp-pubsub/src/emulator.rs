@@ -151,7 +151,7 @@ impl Emulator {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let port = free_port()?;
+            let port = pipeline_service::serve::free_port().map_err(EmulatorError::NoFreePort)?;
             let emulator = Self::spawn(&options.project, port)?;
             match emulator.wait_ready(options.startup_timeout).await {
                 Ok(()) => return Ok(emulator),
@@ -369,14 +369,6 @@ fn drain(stream: impl Read + Send + 'static, sink: Arc<Mutex<VecDeque<String>>>)
             lines.push_back(line);
         }
     });
-}
-
-fn free_port() -> Result<u16, EmulatorError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(EmulatorError::NoFreePort)?;
-    Ok(listener
-        .local_addr()
-        .map_err(EmulatorError::NoFreePort)?
-        .port())
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {

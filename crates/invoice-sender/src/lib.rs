@@ -11,7 +11,13 @@
 //! | created, or already exists | 200 | ack |
 //! | malformed envelope or payload | 400 | retry, then dead-letter |
 //! | invalid request (tax id, amount, no request tag) or Stark 400 | 422 (Stark's errors logged) | retry, then dead-letter |
-//! | Stark 5xx, network error, unknown outcome | 503 | retry (the next attempt looks the tag up first) |
+//! | Stark 5xx, 408, 425, 429, 401/403 (`stark_unauthorized`), network error, unknown outcome not found | 503 | retry (the next attempt looks the tag up first) |
+//!
+//! Stark's lists trail its writes, so a check-then-create is only as good as the list it reads:
+//! after a create the invoice is looked for until Stark lists it ([`Config::visibility_wait`])
+//! before the delivery is answered, and after an unknown outcome it is looked for once more.
+//! With the subscription's ordering key (the request id), the next delivery of a request comes
+//! only after that answer.
 //!
 //! # Layout
 //! - [`Config`]: where to listen; [`Deps`]: the Stark client.
@@ -21,6 +27,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -30,24 +37,46 @@ use axum::routing::post;
 use pipeline_domain::messages::PendingInvoice;
 use pipeline_domain::taxid::TaxId;
 use pipeline_domain::vocab::RequestTag;
-use pipeline_service::config::{ConfigError, Env};
+use pipeline_service::config::{ConfigError, Env, parse_duration};
 use pipeline_service::envelope::{NackEvents, PushEnvelope, nack};
 use pipeline_service::locks::KeyedLocks;
 use pipeline_service::serve::{Server, all_interfaces, loopback};
 use stark_client::{Client, InvoiceQuery, NewInvoice};
+
+/// How long a created invoice is looked for in Stark's lists before the delivery is acked, by
+/// default. Stark's lists trail its writes (how much is not documented); a redelivery or a
+/// second instance that looked before the invoice showed up would create a second one.
+pub const DEFAULT_VISIBILITY_WAIT: Duration = Duration::from_secs(10);
 
 /// The service's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where to listen: `0.0.0.0:$PORT` in production, loopback in local runs and tests.
     pub listen: SocketAddr,
+    /// How long to wait for a created invoice to show up in Stark's lists
+    /// (`INVOICE_VISIBILITY_WAIT`, e.g. `10s`), so that whatever comes after the ack (a
+    /// redelivery, a replay, another instance) finds it by its request tag.
+    pub visibility_wait: Duration,
 }
 
 impl Config {
     /// Reads every variable once.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let visibility_wait = match env.optional("INVOICE_VISIBILITY_WAIT") {
+            None => DEFAULT_VISIBILITY_WAIT,
+            Some(raw) => {
+                parse_duration(raw).map_err(|e| ConfigError::new("INVOICE_VISIBILITY_WAIT", e))?
+            }
+        };
+        if visibility_wait > Duration::from_secs(30) {
+            return Err(ConfigError::new(
+                "INVOICE_VISIBILITY_WAIT",
+                "must be at most 30s: the push must be answered within the ack deadline",
+            ));
+        }
         Ok(Self {
             listen: all_interfaces(env.port()?),
+            visibility_wait,
         })
     }
 
@@ -55,6 +84,7 @@ impl Config {
     pub fn local() -> Self {
         Self {
             listen: loopback(0),
+            visibility_wait: DEFAULT_VISIBILITY_WAIT,
         }
     }
 }
@@ -78,16 +108,22 @@ impl Deps {
 #[derive(Debug)]
 struct AppState {
     stark: Client,
+    visibility_wait: Duration,
     locks: KeyedLocks,
 }
 
 /// `POST /push`.
-pub fn router(_config: &Config, deps: Deps) -> Router {
+pub fn router(config: &Config, deps: Deps) -> Router {
+    let stark = deps.stark.clone();
     let state = Arc::new(AppState {
         stark: deps.stark,
+        visibility_wait: config.visibility_wait,
         locks: KeyedLocks::default(),
     });
-    Router::new().route("/push", post(handle)).with_state(state)
+    Router::new()
+        .route("/push", post(handle))
+        .with_state(state)
+        .merge(pipeline_service::ready::routes(stark))
 }
 
 /// Binds `config.listen` and returns the server, ready to run until a shutdown signal.
@@ -153,10 +189,49 @@ async fn handle(
                 amount = invoice.amount,
                 "invoice created"
             );
+            if visible(&state, &tag).await?.is_none() {
+                tracing::warn!(
+                    event = "invoice_not_visible_yet",
+                    invoice_id = id,
+                    wait = ?state.visibility_wait,
+                    "the invoice is not listed yet; a redelivery now could create a second one (the reconciler cancels duplicates)"
+                );
+            }
             Ok(StatusCode::OK)
         }
         Err(err) if err.kind() == stark_client::ErrorKind::Rejected => Err(SendError::Refused(err)),
-        Err(err) => Err(SendError::Transient(err)),
+        // The create may have been applied: look once more before giving the message back.
+        // Not found may still mean "not listed yet"; the redelivery comes after Pub/Sub's
+        // backoff (10 s and up), by which time it is, and looks again before creating.
+        Err(err) if err.may_have_happened() => match find(&state.stark, &tag).await? {
+            Some(existing) => {
+                tracing::info!(event = "invoice_found_after_unknown_outcome", invoice_id = %existing, error = %err, "the create was applied although its answer was lost");
+                Ok(StatusCode::OK)
+            }
+            None => Err(SendError::Transient(err)),
+        },
+        Err(err) => {
+            if err.kind() == stark_client::ErrorKind::Configuration {
+                tracing::error!(event = "stark_unauthorized", error = %err, "Stark refused our credentials: fix STARK_ACCESS_ID, the key or the project's permissions; deliveries are retried meanwhile");
+            }
+            Err(SendError::Transient(err))
+        }
+    }
+}
+
+/// Looks the invoice carrying `tag` up until Stark lists it or the visibility wait is over.
+async fn visible(state: &AppState, tag: &str) -> Result<Option<String>, SendError> {
+    let deadline = tokio::time::Instant::now() + state.visibility_wait;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(found) = find(&state.stark, tag).await? {
+            return Ok(Some(found));
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 

@@ -1,19 +1,31 @@
-//! money-sender: pays out each credited invoice exactly once.
+//! money-sender: pays out each credited invoice exactly once, and only what Stark credited.
 //!
-//! Pub/Sub pushes one [`PaidInvoice`] per delivery to `POST /push`. The payout is
-//! `amount - fee` cents to the receiver from configuration (never the payer). Exactly-once rests
-//! on Stark's `externalId` uniqueness: the transfer's `externalId` and a tag are both
-//! `payout-{invoiceId}`, derived from the invoice (not the event, so `paid`/`credited` and
-//! duplicate events collapse). When Stark refuses a repeated `externalId`, or the outcome of a
-//! create is unknown, the transfer is looked up by tag: found means done.
+//! Pub/Sub pushes one [`PaidInvoice`] per delivery to `POST /push`. The message is a hint: the
+//! invoice is read back from Stark with our credentials first (module `verify`), and only an
+//! invoice of ours that Stark shows credited is paid, for Stark's `amount − fee` at that moment
+//! less the transfer's own fee ([`payout_due`](pipeline_domain::receiver::payout_due); never
+//! the message's numbers), to the receiver from configuration (never the payer).
+//!
+//! Exactly-once rests on Stark's `externalId` uniqueness: the transfer's `externalId` and a tag
+//! are the payout key `payout-<invoice id>`, derived from the invoice (not the event, so
+//! `paid`/`credited` and duplicate events collapse). When Stark refuses a repeated `externalId`,
+//! or the outcome of a create is unknown, the transfer is looked up: found means done. A payout
+//! whose transfers all failed terminally (insufficient balance, the receiver's bank) is made
+//! again under the next generation of the key (`payout-<invoice id>-2`, at most
+//! [`MAX_PAYOUT_GENERATIONS`](pipeline_domain::vocab::MAX_PAYOUT_GENERATIONS)), never while an
+//! earlier one is live; and no transfer is made while the balance (`GET /v2/balance`) does not
+//! cover the amount plus the transfer fee.
 //!
 //! | outcome | answer | Pub/Sub does |
 //! |---|---|---|
-//! | transfer created, or found already made | 200 | ack |
-//! | payout ≤ 0 | 200 (warning logged) | ack |
+//! | the payout transfer reached `success` | 200 | ack |
+//! | the payout transfer was created, or is `created`/`processing` | 503 | retry: acked once it succeeds, re-made under the next key generation if it fails |
+//! | nothing due (fee ≥ amount, fully reversed) | 200 (warning logged) | ack |
 //! | malformed envelope or payload | 400 | retry, then dead-letter |
-//! | Stark refused the transfer (400) and none exists; or the existing one failed | 422 | retry, then dead-letter |
-//! | Stark 5xx, network error, unknown outcome and not found | 503 | retry |
+//! | not ours, or never credited, per Stark (`payout_refused_not_ours`) | 422 | retry, then dead-letter; never pays |
+//! | Stark refused the transfer (400); every generation failed; a transfer of another receiver or amount exists | 422 | retry, then dead-letter |
+//! | Stark 5xx, 408, 425, 429, network error, unknown outcome and not found, credit not visible yet, balance too low | 503 | retry |
+//! | Stark refused our credentials (401, 403: `stark_unauthorized`) | 503 | retry until fixed |
 //!
 //! # Layout
 //! - [`Config`]: where to listen and the payout account ([`receiver_from_env`]); [`Deps`]: the
@@ -30,6 +42,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use pipeline_domain::audit::{TransferRecord, TransferState};
 use pipeline_domain::messages::PaidInvoice;
 use pipeline_domain::receiver::Receiver;
 use pipeline_domain::taxid::TaxId;
@@ -39,7 +52,10 @@ use pipeline_service::envelope::{NackEvents, PushEnvelope, nack};
 use pipeline_service::locks::KeyedLocks;
 use pipeline_service::records::transfer_record;
 use pipeline_service::serve::{Server, all_interfaces, loopback};
-use stark_client::{Client, NewTransfer, Transfer, TransferQuery, TransferStatus};
+use stark_client::{Client, NewTransfer, TransferQuery};
+
+mod verify;
+use verify::{NotOwed, Owed};
 
 /// Reads the payout account from `PAYOUT_*`, each variable defaulting to the project's fixed
 /// account ([`Receiver::default`]).
@@ -71,6 +87,18 @@ pub fn receiver_from_env(env: &Env) -> Result<Receiver, ConfigError> {
     Ok(receiver)
 }
 
+/// `PAYOUT_TRANSFER_FEE_CENTS`: not negative, default 0.
+pub fn transfer_fee_from_env(env: &Env) -> Result<i64, ConfigError> {
+    let fee: i64 = env.parse_or("PAYOUT_TRANSFER_FEE_CENTS", 0)?;
+    if fee < 0 {
+        return Err(ConfigError::new(
+            "PAYOUT_TRANSFER_FEE_CENTS",
+            "must not be negative",
+        ));
+    }
+    Ok(fee)
+}
+
 /// The transfer that pays `amount` to `receiver` under `key`.
 fn payout_transfer(receiver: &Receiver, amount: i64, key: &PayoutKey) -> NewTransfer {
     NewTransfer {
@@ -97,6 +125,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Payout account (`PAYOUT_*`).
     pub receiver: Receiver,
+    /// What Stark charges per transfer, cents (`PAYOUT_TRANSFER_FEE_CENTS`, default 0): a payout
+    /// waits until the balance covers its amount plus this, instead of making a transfer that
+    /// fails for insufficient balance.
+    pub transfer_fee: i64,
 }
 
 impl Config {
@@ -105,6 +137,7 @@ impl Config {
         Ok(Self {
             listen: all_interfaces(env.port()?),
             receiver: receiver_from_env(env)?,
+            transfer_fee: transfer_fee_from_env(env)?,
         })
     }
 
@@ -113,6 +146,7 @@ impl Config {
         Self {
             listen: loopback(0),
             receiver: Receiver::default(),
+            transfer_fee: 0,
         }
     }
 }
@@ -137,17 +171,23 @@ impl Deps {
 struct AppState {
     stark: Client,
     receiver: Receiver,
+    transfer_fee: i64,
     locks: KeyedLocks,
 }
 
 /// `POST /push`.
 pub fn router(config: &Config, deps: Deps) -> Router {
+    let stark = deps.stark.clone();
     let state = Arc::new(AppState {
         stark: deps.stark,
         receiver: config.receiver.clone(),
+        transfer_fee: config.transfer_fee,
         locks: KeyedLocks::default(),
     });
-    Router::new().route("/push", post(handle)).with_state(state)
+    Router::new()
+        .route("/push", post(handle))
+        .with_state(state)
+        .merge(pipeline_service::ready::routes(stark))
 }
 
 /// Binds `config.listen` and returns the server, ready to run until a shutdown signal.
@@ -160,31 +200,71 @@ pub async fn build(config: Config, deps: Deps) -> std::io::Result<Server> {
 enum PayoutError {
     #[error("{0}")]
     Malformed(String),
+    #[error("refused, nothing will ever be paid for it: {0}")]
+    NotOurs(verify::Refusal),
     #[error("Stark refused the transfer: {0}")]
     Refused(stark_client::Error),
-    #[error("transfer {id} for this invoice exists but is {status}; an operator must resolve it")]
-    FailedAtStark { id: String, status: &'static str },
+    #[error("Stark refused our credentials or permissions: {0}")]
+    Unauthorized(stark_client::Error),
+    #[error(
+        "every payout generation of invoice {invoice} failed ({transfers}); an operator must resolve it"
+    )]
+    GenerationsExhausted { invoice: String, transfers: String },
     #[error(
         "transfer {id} for this invoice has another receiver or amount; an operator must resolve it"
     )]
     Mismatch { id: String },
+    #[error("not known yet: {0}")]
+    Unsure(verify::Unsure),
     #[error("Stark is unavailable or the outcome is unknown: {0}")]
     Transient(stark_client::Error),
     #[error("the transfer may have been created but is not visible yet")]
     NotVisibleYet,
+    #[error("payout transfer {id} is {status}; waiting for Stark to complete it")]
+    InFlight { id: String, status: &'static str },
+    #[error("the balance ({balance} cents) does not cover {needed} cents yet")]
+    WaitingForBalance { balance: i64, needed: i64 },
+}
+
+impl From<stark_client::Error> for PayoutError {
+    /// A failed Stark call: configuration errors apart, everything is retried.
+    fn from(err: stark_client::Error) -> Self {
+        if err.kind() == stark_client::ErrorKind::Configuration {
+            PayoutError::Unauthorized(err)
+        } else {
+            PayoutError::Transient(err)
+        }
+    }
 }
 
 impl IntoResponse for PayoutError {
     fn into_response(self) -> Response {
         let status = match &self {
             PayoutError::Malformed(_) => StatusCode::BAD_REQUEST,
-            PayoutError::Refused(_)
-            | PayoutError::FailedAtStark { .. }
+            PayoutError::NotOurs(_)
+            | PayoutError::Refused(_)
+            | PayoutError::GenerationsExhausted { .. }
             | PayoutError::Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            PayoutError::Transient(_) | PayoutError::NotVisibleYet => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            PayoutError::Unauthorized(_)
+            | PayoutError::Unsure(_)
+            | PayoutError::Transient(_)
+            | PayoutError::NotVisibleYet
+            | PayoutError::InFlight { .. }
+            | PayoutError::WaitingForBalance { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
+        match &self {
+            PayoutError::NotOurs(refusal) => tracing::error!(
+                event = "payout_refused_not_ours",
+                reason = %refusal,
+                "refused to pay: Stark's own record does not show a credited invoice of ours"
+            ),
+            PayoutError::Unauthorized(err) => tracing::error!(
+                event = "stark_unauthorized",
+                error = %err,
+                "Stark refused our credentials: fix STARK_ACCESS_ID, the key or the project's permissions; deliveries are retried meanwhile"
+            ),
+            _ => {}
+        }
         let stark = match &self {
             PayoutError::Refused(e) => Some(e),
             _ => None,
@@ -202,101 +282,190 @@ async fn handle(
     State(state): State<Arc<AppState>>,
     envelope: PushEnvelope,
 ) -> Result<StatusCode, PayoutError> {
-    let paid: PaidInvoice = envelope
+    let message: PaidInvoice = envelope
         .payload()
         .map_err(|e| PayoutError::Malformed(e.0))?;
-    tracing::Span::current().record("invoice_id", paid.invoice_id.as_str());
-    if paid.invoice_id.is_empty() || !paid.invoice_id.bytes().all(|b| b.is_ascii_digit()) {
+    tracing::Span::current().record("invoice_id", message.invoice_id.as_str());
+    if message.invoice_id.is_empty() || !message.invoice_id.bytes().all(|b| b.is_ascii_digit()) {
         return Err(PayoutError::Malformed(format!(
             "invalid invoice id {:?}",
-            paid.invoice_id
+            message.invoice_id
         )));
     }
-    let amount = paid.claimed_payout();
-    if amount <= 0 {
+    // One payout decision per invoice at a time in this process; across instances the
+    // subscription's ordering key (the invoice id) does the same.
+    let _guard = state.locks.lock(&message.invoice_id).await;
+    let (due, invoice) = match verify::owed(&state.stark, &message, state.transfer_fee).await {
+        Ok(Owed::Pay { due, invoice }) => (due, invoice),
+        Ok(Owed::Reversed { credited }) => {
+            tracing::warn!(
+                event = "payout_skipped_reversed",
+                credited,
+                "the invoice was reversed after its credit; nothing left to pay"
+            );
+            return Ok(StatusCode::OK);
+        }
+        Ok(Owed::NothingDue { amount, fee }) => {
+            tracing::warn!(
+                event = "payout_skipped_nonpositive",
+                amount,
+                fee,
+                "amount minus fee is not positive; nothing to transfer"
+            );
+            return Ok(StatusCode::OK);
+        }
+        Err(NotOwed::Refused(refusal)) => return Err(PayoutError::NotOurs(refusal)),
+        Err(NotOwed::Unsure(verify::Unsure::Stark(err))) => return Err(err.into()),
+        Err(NotOwed::Unsure(unsure)) => return Err(PayoutError::Unsure(unsure)),
+    };
+    if message.amount != invoice.amount || message.fee != invoice.fee {
         tracing::warn!(
-            event = "payout_skipped_nonpositive",
-            amount = paid.amount,
-            fee = paid.fee,
-            "amount minus fee is not positive; nothing to transfer"
+            event = "payout_message_stale",
+            message_amount = message.amount,
+            message_fee = message.fee,
+            stark_amount = invoice.amount,
+            stark_fee = invoice.fee,
+            "the message's numbers differ from Stark's record; paying Stark's"
         );
-        return Ok(StatusCode::OK);
     }
-    let key = paid.payout_key();
-    let _guard = state.locks.lock(&key.to_string()).await;
-    let transfer = payout_transfer(&state.receiver, amount, &key);
+    pay(&state, &message.invoice_id, due).await
+}
+
+/// Pays `due` for `invoice_id` unless a live payout exists: under the first payout key whose
+/// predecessors all failed terminally, once the balance covers it.
+async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode, PayoutError> {
+    let existing = payouts_of(state, invoice_id).await?;
+    if let Some(live) = existing.iter().find(|t| t.state.is_live()) {
+        return settled(live, state, due);
+    }
+    let key = match existing.iter().filter_map(|t| t.key.as_ref()).max() {
+        None => PayoutKey::for_invoice(invoice_id),
+        Some(last) => last
+            .next()
+            .ok_or_else(|| PayoutError::GenerationsExhausted {
+                invoice: invoice_id.to_owned(),
+                transfers: existing
+                    .iter()
+                    .map(|t| format!("{} {}", t.id, t.state.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
+    };
+    let balance = state.stark.get_balance().await?.amount;
+    // What Stark will debit: the payout and the transfer's own fee.
+    let needed = due.saturating_add(state.transfer_fee);
+    if balance < needed {
+        tracing::info!(
+            event = "payout_waiting_for_balance",
+            balance,
+            needed,
+            "the balance does not cover the payout and its fee yet; waiting"
+        );
+        return Err(PayoutError::WaitingForBalance { balance, needed });
+    }
+    let transfer = payout_transfer(&state.receiver, due, &key);
     match state
         .stark
         .create_transfers(std::slice::from_ref(&transfer))
         .await
     {
         Ok(created) => {
-            let id = created.first().map(|t| t.id.as_str()).unwrap_or("?");
+            let id = created.first().map(|t| t.id.clone()).unwrap_or_default();
             tracing::info!(
                 event = "transfer_created",
-                transfer_id = id,
-                amount,
-                fee = paid.fee,
+                transfer_id = %id,
+                amount = due,
+                payout_key = %key,
+                generation = key.generation(),
                 "payout transfer created"
             );
-            Ok(StatusCode::OK)
+            // Acked once Stark completes it (see `settled`).
+            Err(PayoutError::InFlight {
+                id,
+                status: "created",
+            })
         }
-        Err(err) if err.kind() == stark_client::ErrorKind::Rejected => {
-            match find(&state, &key, amount).await? {
-                Some(existing) => {
-                    tracing::info!(event = "transfer_already_exists", transfer_id = %existing.id, "payout was already made; acking");
-                    Ok(StatusCode::OK)
+        // A refusal or an unknown outcome: if the key was used (Stark refuses a repeated
+        // `externalId`; the answer of an applied create may be lost), the transfer exists.
+        Err(err) if err.kind() == stark_client::ErrorKind::Rejected || err.may_have_happened() => {
+            match find(state, &key).await? {
+                Some(found) if found.state.is_live() => {
+                    tracing::info!(event = "transfer_already_exists", transfer_id = %found.id, error = %err, "the payout was already made; acking");
+                    settled(&found, state, due)
                 }
-                None => Err(PayoutError::Refused(err)),
+                // Made and already failed: the next attempt moves to the next generation.
+                Some(_) => Err(PayoutError::NotVisibleYet),
+                None if err.kind() == stark_client::ErrorKind::Rejected
+                    && !err.has_code(DUPLICATE_EXTERNAL_ID) =>
+                {
+                    Err(PayoutError::Refused(err))
+                }
+                None => {
+                    tracing::warn!(event = "transfer_not_found_after_unknown_outcome", error = %err, "no transfer visible under the key; retrying");
+                    Err(PayoutError::NotVisibleYet)
+                }
             }
         }
-        Err(err) if err.may_have_happened() => match find(&state, &key, amount).await? {
-            Some(existing) => {
-                tracing::info!(event = "transfer_found_after_unknown_outcome", transfer_id = %existing.id, error = %err, "the create was applied although its answer was lost");
-                Ok(StatusCode::OK)
-            }
-            None => {
-                tracing::warn!(event = "transfer_not_found_after_unknown_outcome", error = %err, "no transfer after an unknown outcome; retrying");
-                Err(PayoutError::NotVisibleYet)
-            }
-        },
-        Err(err) => Err(PayoutError::Transient(err)),
+        Err(err) => Err(err.into()),
     }
 }
 
-/// Looks the payout up by its tag. A found transfer counts as done only if it is ours (same
-/// receiver and amount) and not failed or canceled; anything else needs an operator.
-async fn find(
+/// The code Stark answers a repeated `externalId` with, as far as it is known (Stark documents
+/// the refusal, not the code; see docs/stark-api.md, "Transfers"): then the transfer exists even
+/// when Stark's lists do not show it yet.
+const DUPLICATE_EXTERNAL_ID: &str = "invalidExternalId";
+
+/// A live payout of ours (the configured receiver, and the amount due or, reversed since, at
+/// most what was due when it was made) is done once Stark says `success`; until then the
+/// delivery is answered 503, so that Pub/Sub brings it back: a transfer Stark fails after
+/// accepting it (insufficient balance, the receiver's bank) is then made again under the next
+/// generation of the key instead of being left behind with its message acked.
+fn settled(live: &TransferRecord, state: &AppState, due: i64) -> Result<StatusCode, PayoutError> {
+    if !state.receiver.matches(&live.account) || live.amount < due {
+        return Err(PayoutError::Mismatch {
+            id: live.id.clone(),
+        });
+    }
+    if live.state != TransferState::Success {
+        return Err(PayoutError::InFlight {
+            id: live.id.clone(),
+            status: live.state.as_str(),
+        });
+    }
+    tracing::info!(event = "payout_settled", transfer_id = %live.id, amount = live.amount, "the payout was made and Stark completed it; acking");
+    Ok(StatusCode::OK)
+}
+
+/// Every payout transfer of `invoice_id`, all generations (they share its invoice tag).
+async fn payouts_of(
     state: &AppState,
-    key: &PayoutKey,
-    amount: i64,
-) -> Result<Option<Transfer>, PayoutError> {
-    let key = key.to_string();
+    invoice_id: &str,
+) -> Result<Vec<TransferRecord>, PayoutError> {
     let query = TransferQuery {
-        tags: vec![key.clone()],
+        tags: vec![InvoiceTag::for_invoice(invoice_id).to_string()],
         ..Default::default()
     };
-    let found = state
+    Ok(state
         .stark
         .query_transfers(&query)
-        .await
-        .map_err(PayoutError::Transient)?;
-    let Some(transfer) = found
+        .await?
         .iter()
-        .find(|t| t.external_id.as_deref() == Some(&key) || t.tags.contains(&key))
-        .cloned()
-    else {
-        return Ok(None);
+        .map(transfer_record)
+        .filter(|t| t.key.as_ref().is_some_and(|k| k.invoice_id() == invoice_id))
+        .collect())
+}
+
+/// The transfer made under `key`, if Stark lists it.
+async fn find(state: &AppState, key: &PayoutKey) -> Result<Option<TransferRecord>, PayoutError> {
+    let query = TransferQuery {
+        tags: vec![key.to_string()],
+        ..Default::default()
     };
-    let record = transfer_record(&transfer);
-    if !state.receiver.matches(&record.account) || transfer.amount != amount {
-        return Err(PayoutError::Mismatch { id: transfer.id });
-    }
-    match transfer.status {
-        TransferStatus::Failed | TransferStatus::Canceled => Err(PayoutError::FailedAtStark {
-            id: transfer.id,
-            status: transfer.status.as_str(),
-        }),
-        _ => Ok(Some(transfer)),
-    }
+    Ok(state
+        .stark
+        .query_transfers(&query)
+        .await?
+        .iter()
+        .map(transfer_record)
+        .find(|t| t.key.as_ref() == Some(key)))
 }

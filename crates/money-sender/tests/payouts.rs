@@ -1,21 +1,37 @@
-//! money-sender against the local Stark sandbox: exactly one transfer per credited invoice.
+//! money-sender against the local Stark sandbox: exactly one transfer per credited invoice of
+//! ours, for Stark's own numbers, and nothing for anything else, whatever a message claims.
 
 use std::time::Duration;
 
 use money_sender::{Config, Deps, build};
 use pipeline_domain::messages::{PaidInvoice, SCHEMA_VERSION, TopicMessage as _};
 use pipeline_domain::receiver::Receiver;
-use pipeline_testkit::{Stark, push, push_raw, run, stark};
+use pipeline_domain::vocab::invoice_tags;
+use pipeline_testkit::{LogCapture, Stark, push, push_raw, run, stark};
+use stark_client::{Client, Invoice, NewInvoice, TransferStatus};
 use stark_sandbox::{FaultConfig, SandboxConfig};
 
-async fn setup() -> (Stark, String) {
-    let stark = stark(SandboxConfig {
-        initial_balance: 1_000_000_000,
+/// What the sandbox and money-sender both charge per transfer.
+const TRANSFER_FEE: i64 = 50;
+/// The sandbox's fee per credited invoice.
+const INVOICE_FEE: i64 = 50;
+
+fn sandbox_config() -> SandboxConfig {
+    SandboxConfig {
+        speed: 600.0,
+        pay_probability: 1.0,
+        pay_delay: Duration::from_secs(30),
+        credit_delay: Duration::from_secs(5),
+        invoice_fee: INVOICE_FEE,
+        transfer_fee: TRANSFER_FEE,
         ..Default::default()
-    })
-    .await;
-    let base = money_sender_at(&stark).await;
-    (stark, format!("{base}/push"))
+    }
+}
+
+async fn setup() -> (Stark, String) {
+    let stark = stark(sandbox_config()).await;
+    let url = format!("{}/push", money_sender_at(&stark).await);
+    (stark, url)
 }
 
 /// money-sender built as its binary builds it, against `stark`; its base URL.
@@ -23,34 +39,92 @@ async fn money_sender_at(stark: &Stark) -> String {
     let deps = Deps {
         stark: stark.client.clone(),
     };
-    run(build(Config::local(), deps).await.unwrap())
+    let mut config = Config::local();
+    config.transfer_fee = TRANSFER_FEE;
+    run(build(config, deps).await.unwrap())
 }
 
-fn paid(invoice_id: &str, amount: i64, fee: i64) -> PaidInvoice {
+/// Issues an invoice through `client`, tagged as a request of ours would be.
+async fn issue(client: &Client, request: &str, amount: i64) -> Invoice {
+    let invoice = NewInvoice {
+        amount,
+        tax_id: "012.345.678-90".into(),
+        name: "Maria Payer".into(),
+        tags: invoice_tags(request, "test", 0),
+        ..Default::default()
+    };
+    client.create_invoices(&[invoice]).await.unwrap().remove(0)
+}
+
+/// Waits until the sandbox shows `invoice` credited.
+async fn credited(stark: &Stark, invoice: &Invoice) {
+    let id = invoice.id.clone();
+    stark
+        .sandbox
+        .wait_for(Duration::from_secs(10), move |s| {
+            s.invoice_log_types(&id).contains(&"credited")
+        })
+        .await
+        .unwrap();
+}
+
+/// A credited invoice of ours of `amount` cents.
+async fn credited_invoice(stark: &Stark, request: &str, amount: i64) -> Invoice {
+    let invoice = issue(&stark.client, request, amount).await;
+    credited(stark, &invoice).await;
+    invoice
+}
+
+/// The message the ingester publishes for `invoice` (with `amount` as it claims).
+fn paid(invoice: &Invoice, amount: i64) -> PaidInvoice {
     PaidInvoice {
         schema_version: SCHEMA_VERSION,
-        event_id: format!("event-of-{invoice_id}"),
-        invoice_id: invoice_id.to_owned(),
+        event_id: format!("event-of-{}", invoice.id),
+        invoice_id: invoice.id.clone(),
         amount,
-        fee,
-        payer_name: "Maria Payer".into(),
-        payer_tax_id: "012.345.678-90".into(),
+        fee: INVOICE_FEE,
+        payer_name: invoice.name.clone(),
+        payer_tax_id: invoice.tax_id.clone(),
         credited_at: "2026-11-27T10:00:00.000000+00:00".into(),
-        tags: vec![],
+        tags: invoice.tags.clone(),
     }
 }
 
+/// Pushes `message` until money-sender answers something else than 503, moving the sandbox
+/// clock on between attempts so that Stark processes the transfer, as time passes between
+/// Pub/Sub's redeliveries; the last answer.
+async fn deliver(stark: &Stark, url: &str, message: &PaidInvoice) -> u16 {
+    for _ in 0..10 {
+        let status = push(url, message).await;
+        if status != 503 {
+            return status;
+        }
+        stark.sandbox.advance(Duration::from_secs(600));
+    }
+    503
+}
+
+/// Our workspace's transfers.
+fn transfers(stark: &Stark) -> Vec<stark_client::Transfer> {
+    let state = stark.sandbox.state();
+    state.transfers_in(&state.workspace_id).cloned().collect()
+}
+
 #[tokio::test]
-async fn pays_amount_minus_fee_to_the_configured_receiver() {
+async fn pays_starks_amount_minus_both_fees_to_the_configured_receiver() {
     let (stark, url) = setup().await;
-    assert_eq!(push(&url, &paid("5166945473134592", 12_345, 45)).await, 200);
-    let transfers = stark.sandbox.state().transfers;
+    let invoice = credited_invoice(&stark, "r-1", 12_345).await;
+    // Acked only once Stark completed the transfer.
+    assert_eq!(push(&url, &paid(&invoice, 12_345)).await, 503);
+    assert_eq!(deliver(&stark, &url, &paid(&invoice, 12_345)).await, 200);
+    assert_eq!(transfers(&stark)[0].status, TransferStatus::Success);
+    let transfers = transfers(&stark);
     assert_eq!(transfers.len(), 1);
     let t = &transfers[0];
-    let receiver = Receiver::default();
-    assert_eq!(t.amount, 12_300);
-    assert_eq!(t.external_id.as_deref(), Some("payout-5166945473134592"));
-    assert!(t.tags.contains(&"payout-5166945473134592".to_owned()));
+    assert_eq!(t.amount, 12_345 - INVOICE_FEE - TRANSFER_FEE);
+    let key = format!("payout-{}", invoice.id);
+    assert_eq!(t.external_id.as_deref(), Some(key.as_str()));
+    assert!(t.tags.contains(&key));
     // The receiver is the configured account, never the payer of the invoice.
     assert_eq!(
         (
@@ -60,28 +134,28 @@ async fn pays_amount_minus_fee_to_the_configured_receiver() {
         ),
         ("20018183", "0001", "6341320293482496")
     );
-    assert_eq!(t.tax_id, receiver.tax_id.to_string());
-    assert_ne!(t.tax_id, "012.345.678-90");
+    assert_eq!(t.tax_id, Receiver::default().tax_id.to_string());
     assert_eq!(t.name, "Stark Bank S.A.");
 }
 
 #[tokio::test]
 async fn redelivery_and_a_second_event_for_the_same_invoice_make_one_transfer() {
     let (stark, url) = setup().await;
-    let first = paid("1000000000000001", 5_000, 0);
+    let invoice = credited_invoice(&stark, "r-2", 5_000).await;
+    let first = paid(&invoice, 5_000);
+    assert_eq!(deliver(&stark, &url, &first).await, 200);
     assert_eq!(push(&url, &first).await, 200);
-    assert_eq!(push(&url, &first).await, 200);
-    // A different event id (a duplicate webhook) for the same invoice.
     let mut again = first.clone();
     again.event_id = "another-event".into();
     assert_eq!(push(&url, &again).await, 200);
-    assert_eq!(stark.sandbox.state().transfers.len(), 1);
+    assert_eq!(transfers(&stark).len(), 1);
 }
 
 #[tokio::test]
 async fn concurrent_deliveries_make_one_transfer() {
     let (stark, url) = setup().await;
-    let message = paid("1000000000000002", 7_000, 100);
+    let invoice = credited_invoice(&stark, "r-3", 7_000).await;
+    let message = paid(&invoice, 7_000);
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let url = url.clone();
@@ -90,16 +164,49 @@ async fn concurrent_deliveries_make_one_transfer() {
         })
         .collect();
     for task in tasks {
-        assert_eq!(task.await.unwrap(), 200);
+        // Retried while in flight, acked once Stark completed it.
+        let status = task.await.unwrap();
+        assert!(status == 503 || status == 200, "{status}");
     }
-    let transfers = stark.sandbox.state().transfers;
+    assert_eq!(deliver(&stark, &url, &message).await, 200);
+    let transfers = transfers(&stark);
     assert_eq!(transfers.len(), 1);
-    assert_eq!(transfers[0].amount, 6_900);
+    assert_eq!(transfers[0].amount, 7_000 - INVOICE_FEE - TRANSFER_FEE);
+}
+
+#[tokio::test]
+async fn two_instances_make_one_transfer_despite_listing_lag() {
+    // Two money-senders (two Cloud Run instances: no shared lock) and a sandbox whose lists
+    // trail its writes by a long time: the check before the create sees nothing, so only
+    // Stark's externalId rule stops the second transfer.
+    let stark = stark(SandboxConfig {
+        listing_lag: Duration::from_secs(600),
+        ..sandbox_config()
+    })
+    .await;
+    let first = format!("{}/push", money_sender_at(&stark).await);
+    let second = format!("{}/push", money_sender_at(&stark).await);
+    let invoice = issue(&stark.client, "r-lag", 8_000).await;
+    credited(&stark, &invoice).await;
+    // The credit is not listed yet: both wait.
+    assert_eq!(push(&first, &paid(&invoice, 8_000)).await, 503);
+    stark.sandbox.advance(Duration::from_secs(600));
+    let message = paid(&invoice, 8_000);
+    // One creates the transfer, the other sees its create refused (the externalId is taken)
+    // and the winner's transfer not listed yet: both are retried.
+    let (a, b) = tokio::join!(push(&first, &message), push(&second, &message));
+    assert_eq!((a, b), (503, 503));
+    assert_eq!(transfers(&stark).len(), 1);
+    assert_eq!(deliver(&stark, &second, &message).await, 200);
+    assert_eq!(deliver(&stark, &first, &message).await, 200);
+    assert_eq!(transfers(&stark).len(), 1);
 }
 
 #[tokio::test]
 async fn applied_but_answer_lost_ends_with_one_transfer() {
     let (stark, url) = setup().await;
+    let invoice = credited_invoice(&stark, "r-4", 9_000).await;
+    let message = paid(&invoice, 9_000);
     stark
         .sandbox
         .set_faults(FaultConfig {
@@ -108,63 +215,202 @@ async fn applied_but_answer_lost_ends_with_one_transfer() {
             ..Default::default()
         })
         .unwrap();
-    let message = paid("1000000000000003", 9_000, 0);
     // The create is applied and its answer lost; the lookup finds it (or a retry will).
     let first = push(&url, &message).await;
     assert!(first == 200 || first == 503, "{first}");
     stark.sandbox.set_faults(FaultConfig::default()).unwrap();
-    assert_eq!(push(&url, &message).await, 200);
+    assert_eq!(deliver(&stark, &url, &message).await, 200);
     let state = stark.sandbox.state();
     assert!(
         state.faults.iter().any(|f| f.kind.contains("lost")),
         "{:?}",
         state.faults
     );
-    assert_eq!(state.transfers.len(), 1);
+    assert_eq!(transfers(&stark).len(), 1);
 }
 
 #[tokio::test]
-async fn non_positive_payout_is_acked_without_a_transfer() {
+async fn another_workspaces_invoice_is_refused_on_every_attempt() {
+    // The attack: someone else's workspace, whose events Stark signs with the same key, issues
+    // and pays itself an invoice tagged like ours; its credited event reaches us.
     let (stark, url) = setup().await;
-    assert_eq!(push(&url, &paid("1000000000000004", 50, 50)).await, 200);
-    assert_eq!(push(&url, &paid("1000000000000005", 0, 10)).await, 200);
+    let workspace = stark.sandbox.new_workspace();
+    let (project, key) = stark.sandbox.new_project_in(&workspace);
+    let foreign = stark.sandbox.client(&project, key).unwrap();
+    let theirs = issue(&foreign, "r-5", 50_000).await;
+    credited(&stark, &theirs).await;
+    let (logs, _guard) = LogCapture::start();
+    for _ in 0..3 {
+        assert_eq!(push(&url, &paid(&theirs, 50_000)).await, 422);
+    }
+    assert!(stark.sandbox.state().transfers.is_empty(), "nothing moved");
+    let refused = logs.events("payout_refused_not_ours");
+    assert_eq!(refused.len(), 3, "{:?}", logs.lines());
+    assert_eq!(refused[0]["level"], "ERROR");
+}
+
+#[tokio::test]
+async fn unknown_untagged_and_never_credited_invoices_are_refused() {
+    let stark = stark(SandboxConfig {
+        pay_probability: 0.0,
+        ..sandbox_config()
+    })
+    .await;
+    let url = format!("{}/push", money_sender_at(&stark).await);
+    let unpaid = issue(&stark.client, "r-6", 10_000).await;
+    assert_eq!(push(&url, &paid(&unpaid, 10_000)).await, 422);
+    let mut unknown = paid(&unpaid, 10_000);
+    unknown.invoice_id = "9999999999999999".into();
+    assert_eq!(push(&url, &unknown).await, 422);
+    let untagged = stark
+        .client
+        .create_invoices(&[NewInvoice {
+            amount: 10_000,
+            tax_id: "012.345.678-90".into(),
+            name: "Someone".into(),
+            ..Default::default()
+        }])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(push(&url, &paid(&untagged, 10_000)).await, 422);
     assert!(stark.sandbox.state().transfers.is_empty());
+}
+
+#[tokio::test]
+async fn an_inflated_or_stale_message_pays_starks_amount() {
+    let (stark, url) = setup().await;
+    let invoice = credited_invoice(&stark, "r-7", 10_005).await;
+    let (logs, _guard) = LogCapture::start();
+    assert_eq!(deliver(&stark, &url, &paid(&invoice, 1_000_500)).await, 200);
+    let transfers = transfers(&stark);
+    assert_eq!(transfers.len(), 1);
+    assert_eq!(transfers[0].amount, 10_005 - INVOICE_FEE - TRANSFER_FEE);
+    let stale = logs.events("payout_message_stale");
+    assert!(!stale.is_empty(), "{:?}", logs.lines());
+    assert_eq!(stale[0]["fields"]["message_amount"], 1_000_500);
+    assert_eq!(stale[0]["fields"]["stark_amount"], 10_005);
+}
+
+#[tokio::test]
+async fn reversals_before_the_payout_lower_it_or_cancel_it() {
+    let (stark, url) = setup().await;
+    let partly = credited_invoice(&stark, "r-8", 10_000).await;
+    stark.sandbox.reverse_invoice(&partly.id, 4_000).unwrap();
+    assert_eq!(deliver(&stark, &url, &paid(&partly, 10_000)).await, 200);
+    let fully = credited_invoice(&stark, "r-9", 10_000).await;
+    stark.sandbox.reverse_invoice(&fully.id, 10_000).unwrap();
+    let (logs, _guard) = LogCapture::start();
+    assert_eq!(push(&url, &paid(&fully, 10_000)).await, 200);
+    let transfers = transfers(&stark);
+    assert_eq!(transfers.len(), 1, "nothing for the fully reversed one");
+    assert_eq!(transfers[0].amount, 6_000 - INVOICE_FEE - TRANSFER_FEE);
+    assert_eq!(logs.events("payout_skipped_reversed").len(), 1);
+}
+
+#[tokio::test]
+async fn a_payout_waits_for_the_balance_then_a_failed_one_is_made_again_once() {
+    // Transfers wait an hour (sandbox time) before Stark processes them, so that the balance
+    // can be drained in between, as a reversal can at Stark.
+    let stark = stark(SandboxConfig {
+        transfer_processing_delay: Duration::from_secs(3600),
+        ..sandbox_config()
+    })
+    .await;
+    let url = format!("{}/push", money_sender_at(&stark).await);
+    let ours = credited_invoice(&stark, "r-10", 10_000).await;
+    let other = credited_invoice(&stark, "r-11", 10_000).await;
+    // A reversal drains the balance below what the payout needs: wait, do not make a
+    // transfer that is bound to fail.
+    stark.sandbox.reverse_invoice(&other.id, 10_000).unwrap();
+    let (logs, _guard) = LogCapture::start();
+    assert_eq!(push(&url, &paid(&ours, 10_000)).await, 503);
+    assert!(transfers(&stark).is_empty());
+    assert_eq!(logs.events("payout_waiting_for_balance").len(), 1);
+
+    // Once a credit covers it, the payout is made …
+    let refunded = credited_invoice(&stark, "r-12", 10_000).await;
+    assert_eq!(push(&url, &paid(&ours, 10_000)).await, 503, "in flight");
+    // … and Stark fails it: another reversal took the balance before it was processed.
+    stark.sandbox.reverse_invoice(&refunded.id, 10_000).unwrap();
+    stark.sandbox.advance(Duration::from_secs(7200));
+    stark
+        .sandbox
+        .wait_for(Duration::from_secs(10), |s| {
+            s.transfers
+                .iter()
+                .any(|t| t.status == TransferStatus::Failed)
+        })
+        .await
+        .unwrap();
+    // A redelivery waits for the balance again, then makes the next generation, once.
+    assert_eq!(push(&url, &paid(&ours, 10_000)).await, 503);
+    assert!(
+        transfers(&stark).len() == 1,
+        "no second transfer without the balance"
+    );
+    credited_invoice(&stark, "r-13", 10_000).await;
+    assert_eq!(deliver(&stark, &url, &paid(&ours, 10_000)).await, 200);
+    assert_eq!(push(&url, &paid(&ours, 10_000)).await, 200);
+    let transfers = transfers(&stark);
+    let made: Vec<_> = transfers
+        .iter()
+        .map(|t| (t.external_id.clone().unwrap_or_default(), t.status))
+        .collect();
+    assert_eq!(
+        made,
+        [
+            (format!("payout-{}", ours.id), TransferStatus::Failed),
+            (format!("payout-{}-2", ours.id), TransferStatus::Success)
+        ],
+        "{transfers:?}"
+    );
 }
 
 #[tokio::test]
 async fn stark_faults_answer_503_and_nothing_is_paid() {
     let (stark, url) = setup().await;
-    stark
-        .sandbox
-        .set_faults(FaultConfig {
+    let invoice = credited_invoice(&stark, "r-15", 1_000).await;
+    for faults in [
+        FaultConfig {
             seed: 1,
             server_error_rate: 1.0,
             ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(push(&url, &paid("1000000000000006", 1_000, 0)).await, 503);
-    assert!(stark.sandbox.state().transfers.is_empty());
+        },
+        FaultConfig {
+            seed: 2,
+            rate_limit_rate: 1.0,
+            ..Default::default()
+        },
+        FaultConfig {
+            seed: 3,
+            timeout_rate: 1.0,
+            ..Default::default()
+        },
+    ] {
+        stark.sandbox.set_faults(faults).unwrap();
+        assert_eq!(push(&url, &paid(&invoice, 1_000)).await, 503);
+        assert!(transfers(&stark).is_empty());
+    }
     // Once Stark recovers, the redelivery pays once.
     stark.sandbox.set_faults(FaultConfig::default()).unwrap();
-    assert_eq!(push(&url, &paid("1000000000000006", 1_000, 0)).await, 200);
-    assert_eq!(stark.sandbox.state().transfers.len(), 1);
+    assert_eq!(deliver(&stark, &url, &paid(&invoice, 1_000)).await, 200);
+    assert_eq!(transfers(&stark).len(), 1);
 }
 
 #[tokio::test]
-async fn stark_refusal_is_422_for_the_dead_letter_topic() {
+async fn nothing_left_after_the_fees_is_acked_without_a_transfer() {
     let (stark, url) = setup().await;
-    // Stark refuses amounts of 1e15 cents and more (invalidAmount).
-    assert_eq!(
-        push(&url, &paid("1000000000000007", 1_000_000_000_000_000, 0)).await,
-        422
-    );
-    assert!(stark.sandbox.state().transfers.is_empty());
+    let tiny = credited_invoice(&stark, "r-16", INVOICE_FEE + TRANSFER_FEE).await;
+    assert_eq!(push(&url, &paid(&tiny, 100)).await, 200);
+    assert!(transfers(&stark).is_empty());
 }
 
 #[tokio::test]
 async fn malformed_messages_are_400() {
     let (stark, url) = setup().await;
-    let mut message = paid("1000000000000008", 1_000, 0).to_message();
+    let invoice = credited_invoice(&stark, "r-17", 1_000).await;
+    let mut message = paid(&invoice, 1_000).to_message();
     // A payload trying to smuggle a receiver is refused, not half-read.
     let mut value: serde_json::Value = serde_json::from_slice(&message.data).unwrap();
     value["accountNumber"] = serde_json::json!("666");
@@ -174,33 +420,10 @@ async fn malformed_messages_are_400() {
         pipeline_testkit::post_json(&url, b"{\"message\": 1}".to_vec()).await,
         400
     );
-    assert_eq!(push(&url, &paid("../etc", 1_000, 0)).await, 400);
-    assert!(stark.sandbox.state().transfers.is_empty());
-}
-
-#[tokio::test]
-async fn a_transfer_that_failed_at_stark_is_not_acked_as_paid() {
-    // No balance: Stark accepts the transfer, then fails it.
-    let stark = stark(SandboxConfig {
-        speed: 600.0,
-        ..Default::default()
-    })
-    .await;
-    let url = format!("{}/push", money_sender_at(&stark).await);
-    let message = paid("1000000000000009", 1_000, 0);
-    assert_eq!(push(&url, &message).await, 200);
-    stark
-        .sandbox
-        .wait_for(Duration::from_secs(10), |s| {
-            s.transfers
-                .iter()
-                .any(|t| t.status == stark_client::TransferStatus::Failed)
-        })
-        .await
-        .unwrap();
-    // A redelivery finds the failed transfer and parks the message for an operator.
-    assert_eq!(push(&url, &message).await, 422);
-    assert_eq!(stark.sandbox.state().transfers.len(), 1);
+    let mut traversal = paid(&invoice, 1_000);
+    traversal.invoice_id = "../etc".into();
+    assert_eq!(push(&url, &traversal).await, 400);
+    assert!(transfers(&stark).is_empty());
 }
 
 #[test]
@@ -219,6 +442,12 @@ fn receiver_config_is_validated_and_names_the_variable() {
     let err = money_sender::receiver_from_env(&Env::from_pairs([("PAYOUT_ACCOUNT_TYPE", "gold")]))
         .unwrap_err();
     assert_eq!(err.variable, "PAYOUT_ACCOUNT_TYPE");
+    let err = money_sender::transfer_fee_from_env(&Env::from_pairs([(
+        "PAYOUT_TRANSFER_FEE_CENTS",
+        "-1",
+    )]))
+    .unwrap_err();
+    assert_eq!(err.variable, "PAYOUT_TRANSFER_FEE_CENTS");
 }
 
 #[test]

@@ -10,7 +10,8 @@
 //! - [`one_invoice_per_request`]: no request has two live (not canceled) invoices.
 //! - [`every_request_issued`]: every requested invoice exists (when the requests are known).
 //! - [`paid_out_exactly_once`]: every credited invoice with something due has exactly one live
-//!   payout transfer, of Stark's `amount − fee`, to the configured account.
+//!   payout transfer, of [`payout_due`] (Stark's `amount − fee`, less the transfer fee), to the
+//!   configured account.
 //! - [`no_payout_without_credit`]: no transfer pays an invoice that Stark did not credit.
 //!
 //! Choices where the earlier audits disagreed, and why:
@@ -30,7 +31,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::receiver::{Account, Receiver};
+use crate::receiver::{Account, Receiver, payout_due};
 use crate::vocab::{PayoutKey, RequestTag};
 
 /// An invoice as Stark shows it, reduced to what the audit needs.
@@ -56,18 +57,19 @@ pub struct InvoiceRecord {
 }
 
 impl InvoiceRecord {
-    /// What a payout owes today: `amount − fee` of a credited invoice, else 0.
-    pub fn due(&self) -> i64 {
+    /// What a payout owes today ([`payout_due`] of today's amount) for a credited invoice, else
+    /// 0.
+    pub fn due(&self, transfer_fee: i64) -> i64 {
         match self.credited_amount {
-            Some(_) => self.amount.saturating_sub(self.fee).max(0),
+            Some(_) => payout_due(self.amount, self.fee, transfer_fee),
             None => 0,
         }
     }
 
-    /// The most a payout could rightly have been: `amount − fee` when it was credited.
-    fn due_at_credit(&self) -> i64 {
+    /// The most a payout could rightly have been: [`payout_due`] of the credited amount.
+    fn due_at_credit(&self, transfer_fee: i64) -> i64 {
         self.credited_amount
-            .map_or(0, |amount| amount.saturating_sub(self.fee).max(0))
+            .map_or(0, |amount| payout_due(amount, self.fee, transfer_fee))
     }
 }
 
@@ -135,6 +137,8 @@ pub struct AuditInput<'a> {
     pub transfers: &'a [TransferRecord],
     /// The configured payout account.
     pub receiver: &'a Receiver,
+    /// The configured transfer fee, cents (see [`payout_due`]).
+    pub transfer_fee: i64,
 }
 
 /// Which rule a finding belongs to.
@@ -546,7 +550,7 @@ pub fn paid_out_exactly_once(input: AuditInput<'_>) -> (Vec<Finding>, Summary) {
         let (live, dead): (Vec<&TransferRecord>, Vec<&TransferRecord>) =
             transfers.into_iter().partition(|t| t.state.is_live());
         let id = || invoice.id.clone();
-        let due = invoice.due();
+        let due = invoice.due(input.transfer_fee);
         match live.as_slice() {
             [] if due == 0 => summary.nothing_due += 1,
             [] if dead.is_empty() => findings.push(Finding::NotPaidOut { invoice: id(), due }),
@@ -562,7 +566,9 @@ pub fn paid_out_exactly_once(input: AuditInput<'_>) -> (Vec<Finding>, Summary) {
                         state: failed.state,
                     });
                 }
-                if one.amount != due && !(one.amount > due && one.amount <= invoice.due_at_credit())
+                if one.amount != due
+                    && !(one.amount > due
+                        && one.amount <= invoice.due_at_credit(input.transfer_fee))
                 {
                     findings.push(Finding::WrongAmount {
                         invoice: id(),
@@ -665,6 +671,7 @@ mod tests {
             invoices,
             transfers,
             receiver: &Receiver::default(),
+            transfer_fee: 0,
         })
     }
 
@@ -686,6 +693,23 @@ mod tests {
         let s = audit.summary;
         assert_eq!((s.requests, s.issued, s.credited), (2, 2, 2));
         assert_eq!((s.paid_out, s.nothing_due, s.in_flight), (1, 1, 0));
+    }
+
+    #[test]
+    fn the_transfer_fee_comes_out_of_the_payout() {
+        let invoices = [invoice("1", "r", 1000, true)];
+        let audit_with = |amount, transfer_fee| {
+            audit(AuditInput {
+                requested: None,
+                invoices: &invoices,
+                transfers: &[transfer("t1", "payout-1", amount, TransferState::Success)],
+                receiver: &Receiver::default(),
+                transfer_fee,
+            })
+        };
+        assert!(audit_with(900, 50).ok(), "1000 − 50 fee − 50 transfer fee");
+        assert_eq!(kinds(&audit_with(950, 50)), ["wrong_amount"]);
+        assert_eq!(kinds(&audit_with(900, 0)), ["wrong_amount"]);
     }
 
     #[test]

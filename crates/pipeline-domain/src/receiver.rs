@@ -1,4 +1,5 @@
-//! The one account every payout goes to, and how a transfer is checked against it.
+//! The one account every payout goes to, how a transfer is checked against it, and how much a
+//! credited invoice pays out.
 
 use crate::taxid::TaxId;
 
@@ -87,6 +88,21 @@ impl Receiver {
     }
 }
 
+/// What a credited invoice pays out, in cents: Stark's `amount − fee` of the invoice, less the
+/// fee Stark charges for the transfer itself, never below 0.
+///
+/// The payout and its transfer fee together are exactly what Stark credited, so the pipeline
+/// never spends money Stark did not credit to it: with a balance that starts at 0, paying
+/// `amount − fee` and the transfer fee on top would leave the balance short by one transfer fee
+/// per payout, and the last payouts could never be made. `amount` is Stark's current amount,
+/// which a partial reversal lowers.
+pub fn payout_due(amount: i64, invoice_fee: i64, transfer_fee: i64) -> i64 {
+    amount
+        .saturating_sub(invoice_fee)
+        .saturating_sub(transfer_fee)
+        .max(0)
+}
+
 /// Where a transfer went, as Stark reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Account {
@@ -125,6 +141,14 @@ mod tests {
         assert!(receiver.matches(&account));
         account.account_number = "1".into();
         assert!(!receiver.matches(&account));
+    }
+
+    #[test]
+    fn the_payout_and_its_fee_are_what_was_credited() {
+        assert_eq!(payout_due(10_000, 50, 0), 9_950);
+        assert_eq!(payout_due(10_000, 50, 50), 9_900);
+        assert_eq!(payout_due(90, 50, 50), 0, "never negative");
+        assert_eq!(payout_due(0, 50, 50), 0, "fully reversed");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - [`records`]: Stark's records turned into the domain's (messages, audit records).
 //! - [`locks`]: per-key async locks against concurrent duplicate deliveries.
 //! - [`logging`]: Cloud Logging JSON lines with trace ids, or text in a terminal.
-//! - [`serve`]: bind, `/healthz`, request tracing, graceful shutdown.
+//! - [`serve`]: bind, `/healthz`, request tracing, graceful shutdown; [`ready`]: `/readyz`, the
+//!   startup probe that reaches Stark.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -19,5 +20,6 @@ pub mod envelope;
 pub mod locks;
 pub mod logging;
 pub mod publisher;
+pub mod ready;
 pub mod records;
 pub mod serve;

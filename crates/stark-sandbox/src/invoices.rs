@@ -112,7 +112,7 @@ fn check(item: &mut Item<'_>, now: OffsetDateTime) -> Option<Checked> {
     let splits = splits(item);
     Some(Checked {
         amount: amount?,
-        tax_id: tax_id?.formatted(),
+        tax_id: tax_id?.to_string(),
         name: name?,
         due,
         expiration,

@@ -38,7 +38,8 @@
 //!   transfers, events and webhooks, ids, signing keys, the job queue), with private fields.
 //! - `engine`: the scheduler task and webhook delivery.
 //! - [`clock`]: sandbox time; `auth`: request signatures; `conn`: connections a fault can cut;
-//!   [`taxid`], [`money`]: CPF/CNPJ and integer-cent percentages; `table`, `query`, `validate`:
+//!   [`money`]: integer-cent percentages (tax ids are `pipeline_domain::taxid`, the one rule
+//!   the pipeline applies too); `table`, `query`, `validate`:
 //!   storage, list parameters and item checks.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -58,7 +59,6 @@ mod query;
 pub mod sandbox;
 pub mod state;
 mod table;
-pub mod taxid;
 mod transfers;
 mod validate;
 mod world;

@@ -272,6 +272,22 @@ impl SandboxHandle {
             .map(|ws| world.balance_in(ws))
     }
 
+    /// Deposits `cents` into workspace `workspace_id` (an account holder funding the account,
+    /// e.g. to cover a reversal that came after the money was paid out); the new balance.
+    pub fn deposit(&self, workspace_id: &str, cents: i64) -> Result<i64, SandboxError> {
+        let now = self.shared.clock.now();
+        let mut world = self.shared.lock();
+        let ws = world
+            .find_workspace(workspace_id)
+            .ok_or_else(|| SandboxError::Refused(format!("unknown workspace {workspace_id}")))?;
+        let balance = world
+            .deposit(ws, cents, now)
+            .map_err(SandboxError::Refused)?;
+        drop(world);
+        self.shared.wake.notify_one();
+        Ok(balance)
+    }
+
     /// Cents available for transfers in the default workspace.
     pub fn balance(&self) -> i64 {
         self.shared.lock().balance()

@@ -200,8 +200,8 @@ fn check(item: &mut Item<'_>, earliest: OffsetDateTime) -> Option<Checked> {
     Some(Checked {
         amount: amount?,
         name: name?,
-        tax_id: tax_id.formatted(),
-        tax_digits: tax_id.digits,
+        tax_id: tax_id.to_string(),
+        tax_digits: tax_id.digits().to_owned(),
         bank_code: bank_code?,
         branch_code: branch_code?,
         account_number: account_number?,

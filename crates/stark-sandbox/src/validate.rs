@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use stark_client::{Rule, StarkError};
 
 use crate::error::ApiError;
-use crate::taxid::TaxId;
+use pipeline_domain::taxid::TaxId;
 
 /// Stark's maximum batch size and page size.
 pub const MAX_ITEMS: usize = 100;
@@ -168,7 +168,7 @@ impl<'a> Item<'a> {
                 None
             }
             Some(Value::String(s)) => {
-                let parsed = TaxId::parse(s);
+                let parsed = TaxId::parse(s).ok();
                 if parsed.is_none() {
                     self.err(
                         "invalidTaxId",

@@ -130,6 +130,7 @@ struct AppState {
 
 /// `POST /webhook`.
 pub fn router(config: &Config, deps: Deps) -> Router {
+    let stark = deps.stark.clone();
     let state = Arc::new(AppState {
         stark: deps.stark,
         publisher: deps.publisher,
@@ -140,6 +141,7 @@ pub fn router(config: &Config, deps: Deps) -> Router {
         .route("/webhook", post(handle))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)
+        .merge(pipeline_service::ready::routes(stark))
 }
 
 /// Binds `config.listen` and returns the server, ready to run until a shutdown signal. Warns

@@ -147,6 +147,16 @@ impl World {
         workspace.balance_updated = now;
     }
 
+    /// Adds `cents` to workspace `ws`'s balance from outside Stark's lifecycles: what an
+    /// account holder's deposit does. Refuses a non-positive amount.
+    pub fn deposit(&mut self, ws: Ws, cents: i64, now: OffsetDateTime) -> Result<i64, String> {
+        if cents <= 0 {
+            return Err(format!("a deposit must be positive, got {cents} cents"));
+        }
+        self.move_balance(ws, cents, now);
+        Ok(self.balance_in(ws))
+    }
+
     /// `GET /v2/balance`'s one object for workspace `ws`, in Stark's shape.
     pub fn balance_object(&self, ws: Ws) -> serde_json::Value {
         let workspace = self.workspaces.get(ws);

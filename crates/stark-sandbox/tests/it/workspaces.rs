@@ -146,6 +146,12 @@ async fn a_project_sees_only_its_own_workspace() {
     assert_eq!(env.sandbox.balance_of(&other_ws), Some(0));
     assert_eq!(state.balances[&other_ws], 0);
     assert_eq!(env.sandbox.balance_of("0000000000000000"), None);
+    // A deposit funds only the workspace it names.
+    assert_eq!(env.sandbox.deposit(&other_ws, 700).unwrap(), 700);
+    assert_eq!(env.sandbox.balance_of(&other_ws), Some(700));
+    assert_eq!(env.sandbox.balance(), 100_000 - 500 - fee);
+    assert!(env.sandbox.deposit(&other_ws, 0).is_err());
+    assert!(env.sandbox.deposit("0000000000000000", 1).is_err());
 }
 
 #[tokio::test]
