@@ -141,6 +141,8 @@ impl RunArgs {
             reversal_rate: self.reversal_rate,
             foreign_invoices_per_slot: self.foreign_invoices_per_slot,
             ingester_checks_workspace: true,
+            instances: 1,
+            listing_lag: None,
             faults: FaultConfig {
                 seed: self.fault_seed,
                 server_error_rate: self.server_error_rate,

@@ -32,6 +32,10 @@ pub struct DeliverySettings {
     pub min_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// Message ordering on the push subscriptions even on the emulator, where it breaks
+    /// dead-lettering (see gcp-pubsub's README): for runs that need two deliveries of one key
+    /// never to be outstanding at once (several instances) and dead-letter nothing.
+    pub ordering: bool,
 }
 
 /// A running bus.
@@ -161,6 +165,9 @@ impl Bus {
                 declared.delivery.min_backoff = settings.min_backoff;
                 declared.delivery.max_backoff = settings.max_backoff;
                 declared.delivery.ack_deadline = Duration::from_secs(30);
+                if settings.ordering {
+                    declared.delivery.message_ordering = gcp_pubsub::MessageOrdering::Always;
+                }
                 gcp_pubsub::apply(&declared, &bus.target)
                     .await
                     .context("provisioning the emulator")?;

@@ -47,6 +47,13 @@ pub struct StackOptions {
     /// Whether the ingester refuses other workspaces' events (`STARK_WORKSPACE_ID` set). Off,
     /// they reach money-sender, which must refuse them from Stark's own record.
     pub ingester_checks_workspace: bool,
+    /// Instances of invoice-sender and of money-sender, behind a round-robin proxy as Cloud Run
+    /// spreads pushes; with more than one, the push subscriptions enable message ordering even
+    /// on the emulator (which then cannot dead-letter: use only where nothing should).
+    pub instances: u32,
+    /// How long (sandbox time) a new object takes to show in Stark's lists; `None`: the
+    /// sandbox's default.
+    pub listing_lag: Option<Duration>,
     /// Faults the sandbox injects.
     pub faults: FaultConfig,
     /// Seed of the sandbox's behaviour.
@@ -73,6 +80,8 @@ impl Default for StackOptions {
             reversal_rate: 0.05,
             foreign_invoices_per_slot: 1,
             ingester_checks_workspace: true,
+            instances: 1,
+            listing_lag: None,
             faults: FaultConfig::default(),
             seed: 1,
             max_delivery_attempts: 20,
@@ -109,12 +118,14 @@ pub struct Stack {
     pub foreign: Client,
     /// The bus.
     pub bus: Bus,
-    /// invoice-sender.
+    /// invoice-sender (the proxy in front of its instances when there are several).
     pub sender: Service,
     /// webhook-ingester.
     pub ingester: Service,
-    /// money-sender.
+    /// money-sender (the proxy in front of its instances when there are several).
     pub money: Service,
+    /// The instances behind `sender` and `money` when [`StackOptions::instances`] > 1.
+    pub replicas: Vec<Service>,
     /// The spammer's configuration (campaign start = sandbox time at start-up).
     pub spammer: SpammerConfig,
     /// The options it was started with.
@@ -144,6 +155,9 @@ impl Stack {
             // Up to an hour after the credit: the payout comes within minutes, so some
             // reversals land before it and most after.
             reversal_delay: Duration::from_secs(3600),
+            listing_lag: options
+                .listing_lag
+                .unwrap_or(SandboxConfig::default().listing_lag),
             retry_schedule: options
                 .webhook_retries
                 .clone()
@@ -169,34 +183,35 @@ impl Stack {
         let mut bus = Bus::start(options.bus).await?;
         let publisher = bus.publisher();
 
-        let sender = {
+        let instances = options.instances.max(1);
+        let (sender, sender_replicas) = {
             let deps = invoice_sender::Deps {
                 stark: stark.clone(),
             };
-            Service::start(
-                "invoice-sender",
+            replicated("invoice-sender", instances, move || {
+                let deps = deps.clone();
                 Box::new(move |port| {
                     let mut config = invoice_sender::Config::local();
                     config.listen.set_port(port);
                     Box::pin(invoice_sender::build(config, deps.clone()))
-                }),
-            )
+                })
+            })
             .await?
         };
-        let money = {
+        let (money, money_replicas) = {
             let deps = money_sender::Deps {
                 stark: stark.clone(),
             };
             let transfer_fee = options.transfer_fee;
-            Service::start(
-                "money-sender",
+            replicated("money-sender", instances, move || {
+                let deps = deps.clone();
                 Box::new(move |port| {
                     let mut config = money_sender::Config::local();
                     config.listen.set_port(port);
                     config.transfer_fee = transfer_fee;
                     Box::pin(money_sender::build(config, deps.clone()))
-                }),
-            )
+                })
+            })
             .await?
         };
         let ingester = {
@@ -224,6 +239,7 @@ impl Stack {
             max_delivery_attempts: options.max_delivery_attempts,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(5),
+            ordering: instances > 1,
         };
         bus.wire(&sender.url("/push"), &money.url("/push"), &settings)
             .await?;
@@ -250,6 +266,7 @@ impl Stack {
             sender,
             ingester,
             money,
+            replicas: sender_replicas.into_iter().chain(money_replicas).collect(),
             spammer,
             options,
             treasury: std::sync::atomic::AtomicI64::new(0),
@@ -474,9 +491,42 @@ impl Stack {
         self.sender.shutdown().await;
         self.ingester.shutdown().await;
         self.money.shutdown().await;
+        for replica in &self.replicas {
+            replica.shutdown().await;
+        }
         self.sandbox.shutdown().await;
         self.bus.stop();
     }
+}
+
+/// Starts `instances` of a service, each through `factory()`; with more than one, a round-robin
+/// proxy in front of them is the service the subscription pushes to. Returns the front and the
+/// instances behind it (none when there is one).
+async fn replicated(
+    name: &'static str,
+    instances: u32,
+    factory: impl Fn() -> services::ServerFactory,
+) -> anyhow::Result<(Service, Vec<Service>)> {
+    if instances <= 1 {
+        return Ok((Service::start(name, factory()).await?, Vec::new()));
+    }
+    let mut replicas = Vec::new();
+    for _ in 0..instances {
+        replicas.push(Service::start(name, factory()).await?);
+    }
+    let backends: Vec<String> = replicas.iter().map(|r| r.url("")).collect();
+    let front = Service::start(
+        name,
+        Box::new(move |port| {
+            let router = services::round_robin(backends.clone());
+            Box::pin(pipeline_service::serve::Server::bind(
+                pipeline_service::serve::loopback(port),
+                router,
+            ))
+        }),
+    )
+    .await?;
+    Ok((front, replicas))
 }
 
 /// Shared handle type used by the CLI's Ctrl-C handling.

@@ -126,3 +126,53 @@ async fn stop(running: Running) {
     let _ = running.stop.send(());
     let _ = running.task.await;
 }
+
+/// A round-robin reverse proxy in front of `backends` (base URLs): what Cloud Run's load
+/// balancer does with pushes when a service runs several instances, none of which shares a
+/// lock with another.
+pub fn round_robin(backends: Vec<String>) -> axum::Router {
+    let proxy = Arc::new(Proxy {
+        backends,
+        next: AtomicU64::new(0),
+        client: reqwest::Client::new(),
+    });
+    axum::Router::new().fallback(forward).with_state(proxy)
+}
+
+#[derive(Debug)]
+struct Proxy {
+    backends: Vec<String>,
+    next: AtomicU64,
+    client: reqwest::Client,
+}
+
+/// Sends the request to the next backend and passes its answer back; 502 when it is down.
+async fn forward(
+    axum::extract::State(proxy): axum::extract::State<Arc<Proxy>>,
+    request: Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let n = proxy.next.fetch_add(1, Ordering::SeqCst) as usize % proxy.backends.len();
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut outgoing = proxy
+        .client
+        .request(parts.method, format!("{}{path}", proxy.backends[n]))
+        .body(body);
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    match outgoing.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let bytes = answer.bytes().await.unwrap_or_default();
+            (status, bytes).into_response()
+        }
+        Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
