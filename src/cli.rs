@@ -7,9 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use stark_sandbox::FaultConfig;
 
+use crate::env_file;
 use crate::local::bus::BusChoice;
 use crate::local::report::Progress;
 use crate::local::{Stack, StackOptions};
+use crate::ops::exit::Exit;
 use crate::ops::{self, Context};
 use crate::provision::{self, ProvisionArgs};
 use pipeline_service::publisher::Publisher;
@@ -88,8 +90,9 @@ pub struct RunArgs {
     /// Seed of the sandbox's behaviour.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Push attempts before a message goes to the dead-letter subscription.
-    #[arg(long, default_value_t = 20)]
+    /// Push attempts before a message goes to the dead-letter subscription (100, Pub/Sub's
+    /// maximum and production's setting).
+    #[arg(long, default_value_t = 100)]
     pub max_delivery_attempts: u32,
     /// Sandbox fault: rate of 500 answers.
     #[arg(long, default_value_t = 0.0)]
@@ -164,36 +167,49 @@ impl RunArgs {
     }
 }
 
-/// Parses the command line and runs it.
+/// Loads `.env`, parses the command line and runs it; the exit code follows
+/// [`ops::exit`]'s contract (0 good, 1 problems, 2 usage or configuration, 3 unreachable).
 pub fn main() -> ExitCode {
+    // Before anything else, and before any thread exists: dotenvy sets process variables, and
+    // clap reads some flags' defaults (`CAMPAIGN_ID`, `INGESTER_URL`) from them.
+    let dotenv = match env_file::load_dotenv(std::path::Path::new(".")) {
+        Ok(path) => path,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Exit::Usage.into();
+        }
+    };
     let cli = Cli::parse();
+    let (env, warnings) = env_file::operator_env();
+    for warning in warnings {
+        eprintln!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
+            return Exit::Problems.into();
         }
     };
     let result = runtime.block_on(async {
         match cli.command {
-            None => run_local(&cli.run).await,
-            Some(Command::Run(args)) => run_local(&args).await,
+            None => run_local(&cli.run).await.map(Exit::healthy),
+            Some(Command::Run(args)) => run_local(&args).await.map(Exit::healthy),
             Some(Command::Provision(args)) => {
                 init_logs("warn");
-                provision::run(&args).await.map(|()| true)
+                provision::run(&args).await.map(|()| Exit::Ok)
             }
             Some(command) => {
                 init_logs("warn");
-                run_operator(command).await
+                run_operator(command, Context::from_env(env), dotenv).await
             }
         }
     });
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(exit) => exit.into(),
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            ops::exit::classify(&err).into()
         }
     }
 }
@@ -211,37 +227,39 @@ fn init_logs(default_filter: &str) {
 
 /// The payout account and transfer fee from `PAYOUT_*`, as money-sender reads them: the audit
 /// checks payouts against the same terms the service pays by.
-fn payout_terms() -> anyhow::Result<(pipeline_domain::receiver::Receiver, i64)> {
-    let env = pipeline_service::config::Env::from_process();
+fn payout_terms(
+    env: &pipeline_service::config::Env,
+) -> anyhow::Result<(pipeline_domain::receiver::Receiver, i64)> {
     Ok((
-        money_sender::receiver_from_env(&env)?,
-        money_sender::transfer_fee_from_env(&env)?,
+        money_sender::receiver_from_env(env)?,
+        money_sender::transfer_fee_from_env(env)?,
     ))
 }
 
 /// Runs one operator command against the configured Stark project and Pub/Sub.
-async fn run_operator(command: Command) -> anyhow::Result<bool> {
-    let context = Context::from_env();
+async fn run_operator(
+    command: Command,
+    context: Context,
+    _dotenv: Option<std::path::PathBuf>,
+) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout();
     let now = time::OffsetDateTime::now_utc();
     // Connects to Pub/Sub only for the commands that publish (`--repair`, `--republish`).
-    let pubsub = context.pubsub.clone();
-    let publisher = |needed: bool| async move {
-        if !needed {
-            return anyhow::Ok(None);
+    let publisher = |needed: bool| {
+        let target = needed.then(|| context.pubsub().cloned());
+        async move {
+            match target {
+                None => anyhow::Ok(None),
+                Some(target) => Ok(Some(gcp_pubsub::GcpPublisher::connect(target?).await?)),
+            }
         }
-        let target = match pubsub {
-            Some(target) => target,
-            None => Context::default().pubsub()?.clone(),
-        };
-        Ok(Some(gcp_pubsub::GcpPublisher::connect(target).await?))
     };
-    match command {
+    let healthy = match command {
         Command::Keygen(args) => ops::keygen::run(&args, &mut out),
         Command::Webhook(command) => ops::webhook::run(&command, context.stark()?, &mut out).await,
         Command::Replay(args) => ops::replay::run(&args, context.pubsub()?, now, &mut out).await,
         Command::Reconcile(args) => {
-            let (receiver, transfer_fee) = payout_terms()?;
+            let (receiver, transfer_fee) = payout_terms(&context.env)?;
             let publisher = publisher(args.repair).await?;
             let publisher = publisher.as_ref().map(|p| p as &dyn Publisher);
             ops::reconcile::run(
@@ -262,7 +280,7 @@ async fn run_operator(command: Command) -> anyhow::Result<bool> {
             ops::events::run(&command, context.stark()?, publisher, &mut out).await
         }
         Command::Status(args) => {
-            let (receiver, transfer_fee) = payout_terms()?;
+            let (receiver, transfer_fee) = payout_terms(&context.env)?;
             ops::status::run(
                 &args,
                 context.stark()?,
@@ -274,7 +292,8 @@ async fn run_operator(command: Command) -> anyhow::Result<bool> {
             .await
         }
         Command::Run(_) | Command::Provision(_) => unreachable!("handled by main"),
-    }
+    }?;
+    Ok(Exit::healthy(healthy))
 }
 
 /// Runs the local stack; `Ok(true)` when every check holds.

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`cli`]: argument parsing and the subcommands.
+//! - [`env_file`]: `.env` loading and the checks of variable names.
 //! - [`local`]: the whole pipeline on one machine (sandbox, bus, services, spammer) and the
 //!   end-of-campaign report; the end-to-end tests in `tests/` drive it.
 //! - [`ops`]: the operator commands (keygen, webhook, replay, reconcile, events, status).
@@ -9,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod env_file;
 pub mod local;
 pub mod ops;
 pub mod provision;

@@ -433,17 +433,68 @@ fn keygen_writes_stark_formats_and_refuses_to_overwrite() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A fresh directory for one CLI run (its `.env`, if any, is the only configuration).
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stark-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the built `stark-pipeline` in `dir` with only `vars` set.
+fn cli(dir: &std::path::Path, args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stark-pipeline"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn cli_reports_missing_configuration_by_name() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stark-pipeline"))
-        .args(["webhook", "list"])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
+    let dir = temp_dir("missing");
+    let output = cli(&dir, &["webhook", "list"], &[]);
+    assert_eq!(output.status.code(), Some(2), "a configuration error");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("STARK_ACCESS_ID"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn dotenv_is_loaded_without_overriding_and_checked() {
+    let dir = temp_dir("dotenv");
+    std::fs::write(
+        dir.join(".env"),
+        "STARK_ACCESS_ID=project/1\nBASE_URL=http://127.0.0.1:9/v2\nSTARK_ACESS_ID=project/2\n",
+    )
+    .unwrap();
+    // The process's own value wins over the file's.
+    let output = cli(&dir, &["webhook", "list"], &[("STARK_ACCESS_ID", "nope")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("\"nope\""), "{stderr}");
+    assert!(
+        stderr.contains("STARK_ACESS_ID") && stderr.contains("did you mean STARK_ACCESS_ID?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("reading BASE_URL as STARK_ENVIRONMENT"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        dir.join(".env"),
+        "STARK_ACCESS_ID=project/1\n# Stark\nPAYOUT_NAME=Stark Bank S.A.\n",
+    )
+    .unwrap();
+    let output = cli(&dir, &["webhook", "list"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 3 (PAYOUT_NAME)"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
 }

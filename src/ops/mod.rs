@@ -3,22 +3,26 @@
 //! returns whether all was well, which becomes the exit code.
 
 pub mod events;
+pub mod exit;
 pub mod keygen;
 pub mod reconcile;
 pub mod replay;
 pub mod status;
 pub mod webhook;
 
-use anyhow::Context as _;
 use gcp_pubsub::PubSubTarget;
 use pipeline_service::config::{Env, parse_duration};
 use stark_client::Client;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use exit::UsageError;
+
 /// What the commands talk to, built from the environment (or given by tests).
 #[derive(Debug, Clone, Default)]
 pub struct Context {
+    /// The variables it was built from ([`crate::env_file::operator_env`]).
+    pub env: Env,
     /// Stark Bank, from the `STARK_*` variables.
     pub stark: Option<Client>,
     /// Pub/Sub, from `PUBSUB_PROJECT_ID`/`GOOGLE_CLOUD_PROJECT` and `PUBSUB_EMULATOR_HOST`.
@@ -27,40 +31,50 @@ pub struct Context {
 
 impl Context {
     /// Reads whatever is configured; commands complain about what they need and is missing.
-    pub fn from_env() -> Self {
-        let env = Env::from_process();
+    pub fn from_env(env: Env) -> Self {
         Context {
             stark: pipeline_service::config::stark_client(&env).ok(),
-            pubsub: PubSubTarget::from_env().ok(),
+            pubsub: pubsub_target(&env).ok(),
+            env,
         }
     }
 
-    /// The Stark client, or an error naming the variables to set.
+    /// The Stark client, or a usage error naming the variable to set.
     pub fn stark(&self) -> anyhow::Result<&Client> {
         match &self.stark {
             Some(client) => Ok(client),
             None => {
-                // Re-read to report exactly which variable is wrong.
-                let err = pipeline_service::config::stark_client(&Env::from_process())
+                // Built again to report exactly which variable is wrong.
+                let err = pipeline_service::config::stark_client(&self.env)
                     .err()
                     .map(|e| e.to_string())
                     .unwrap_or_else(|| "Stark credentials are not configured".into());
-                anyhow::bail!("{err} (see .env.example)")
+                Err(UsageError(format!("{err} (see .env.example)")).into())
             }
         }
     }
 
-    /// The Pub/Sub target, or an error naming the variables to set.
+    /// The Pub/Sub target, or a usage error naming the variables to set.
     pub fn pubsub(&self) -> anyhow::Result<&PubSubTarget> {
         match &self.pubsub {
             Some(target) => Ok(target),
-            None => Err(PubSubTarget::from_env()
-                .err()
-                .map(anyhow::Error::new)
-                .unwrap_or_else(|| anyhow::anyhow!("Pub/Sub is not configured")))
-            .context("set PUBSUB_PROJECT_ID (and PUBSUB_EMULATOR_HOST for the emulator)"),
+            None => {
+                let err = pubsub_target(&self.env)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "Pub/Sub is not configured".into());
+                Err(UsageError(format!(
+                    "{err}: set PUBSUB_PROJECT_ID (and PUBSUB_EMULATOR_HOST for the emulator)"
+                ))
+                .into())
+            }
         }
     }
+}
+
+/// The Pub/Sub target the variables of `env` describe.
+pub fn pubsub_target(env: &Env) -> Result<PubSubTarget, gcp_pubsub::TargetError> {
+    PubSubTarget::from_lookup(|name| env.optional(name).map(str::to_owned))
 }
 
 /// Parses `--since`: an RFC 3339 instant (`2026-11-27T10:00:00Z`) or a duration back from
@@ -71,9 +85,9 @@ pub fn parse_since(text: &str, now: OffsetDateTime) -> anyhow::Result<OffsetDate
         return Ok(instant);
     }
     let back = parse_duration(text).map_err(|e| {
-        anyhow::anyhow!(
+        UsageError(format!(
             "invalid --since {text:?}: expected RFC 3339 (2026-11-27T10:00:00Z) or a duration like 90m, 6h, 2d ({e})"
-        )
+        ))
     })?;
     Ok(now - back)
 }

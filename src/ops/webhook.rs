@@ -4,6 +4,8 @@ use std::io::Write;
 
 use stark_client::Client;
 
+use super::exit::UsageError;
+
 /// `stark-pipeline webhook …`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum WebhookCommand {
@@ -33,12 +35,15 @@ pub async fn run(
 ) -> anyhow::Result<bool> {
     match command {
         WebhookCommand::Register { url, subscriptions } => {
-            anyhow::ensure!(
-                url.starts_with("https://")
-                    || url.starts_with("http://127.0.0.1")
-                    || url.starts_with("http://localhost"),
-                "Stark delivers webhooks over HTTPS only: {url:?} is not an https:// URL"
-            );
+            if !(url.starts_with("https://")
+                || url.starts_with("http://127.0.0.1")
+                || url.starts_with("http://localhost"))
+            {
+                return Err(UsageError(format!(
+                    "Stark delivers webhooks over HTTPS only: {url:?} is not an https:// URL"
+                ))
+                .into());
+            }
             let existing = stark.list_webhooks().await?;
             if let Some(found) = existing.iter().find(|w| &w.url == url) {
                 let missing: Vec<&String> = subscriptions
