@@ -94,6 +94,10 @@ pub struct RunArgs {
     /// maximum and production's setting).
     #[arg(long, default_value_t = 100)]
     pub max_delivery_attempts: u32,
+    /// A Stark outage in campaign time, START:DURATION (e.g. `5h:2h`): every API request is
+    /// answered 503 and webhooks wait until it ends.
+    #[arg(long, value_name = "START:DURATION", value_parser = parse_outage)]
+    pub stark_outage: Option<(std::time::Duration, std::time::Duration)>,
     /// Sandbox fault: rate of 500 answers.
     #[arg(long, default_value_t = 0.0)]
     pub server_error_rate: f64,
@@ -130,6 +134,15 @@ pub struct RunArgs {
     pub rate_multiplier: u32,
 }
 
+/// `START:DURATION`, both durations (`5h:2h`).
+fn parse_outage(text: &str) -> Result<(std::time::Duration, std::time::Duration), String> {
+    let (start, duration) = text
+        .split_once(':')
+        .ok_or_else(|| format!("invalid outage {text:?}: expected START:DURATION, e.g. 5h:2h"))?;
+    let parse = pipeline_service::config::parse_duration;
+    Ok((parse(start)?, parse(duration)?))
+}
+
 impl RunArgs {
     /// The stack options these flags describe.
     pub fn options(&self) -> StackOptions {
@@ -146,6 +159,7 @@ impl RunArgs {
             ingester_checks_workspace: true,
             instances: 1,
             listing_lag: None,
+            stark_outage: self.stark_outage,
             faults: FaultConfig {
                 seed: self.fault_seed,
                 server_error_rate: self.server_error_rate,

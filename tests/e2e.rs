@@ -74,9 +74,9 @@ async fn chaos_still_pays_exactly_once() {
         out_of_order_delay_secs: 600,
         ..Default::default()
     };
-    // The stack's default 20 attempts: with 20 % of Stark calls failing, and a payout acked
-    // only once its transfer succeeded, fewer could meet an unlucky streak; the checks below
-    // still require nothing dead-lettered.
+    // The stack's default 100 attempts, as in production: with 20 % of Stark calls failing,
+    // and a payout acked only once its transfer succeeded, a few could meet an unlucky streak;
+    // the checks below require nothing dead-lettered.
     let stack = Stack::start(opts).await.unwrap();
     for slot in 0..stack.spammer.hours {
         stack.run_slot(slot).await.unwrap();
@@ -141,7 +141,14 @@ async fn replaying_paid_invoices_adds_no_transfer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_message_is_dead_lettered_and_nothing_else_is_affected() {
-    let stack = Stack::start(options("e2e-poison", 3)).await.unwrap();
+    // Five attempts, so that the poison is parked soon (the stack's default is 100, as in
+    // production).
+    let stack = Stack::start(stark_pipeline::local::StackOptions {
+        max_delivery_attempts: 5,
+        ..options("e2e-poison", 3)
+    })
+    .await
+    .unwrap();
     let poison = OutgoingMessage {
         data: b"this is not a paid invoice".to_vec(),
         attributes: [("kind".to_owned(), "poison".to_owned())].into(),
@@ -220,6 +227,9 @@ async fn foreign_events_and_forged_numbers_move_no_money() {
     let mut opts = options("e2e-hostile", 4);
     opts.ingester_checks_workspace = false;
     opts.foreign_invoices_per_slot = 2;
+    // Refusals are parked after ten attempts (the default 100 would take minutes here); our
+    // own payouts need two or three successful deliveries of those ten.
+    opts.max_delivery_attempts = 10;
     opts.faults = FaultConfig {
         seed: 5,
         rate_limit_rate: 0.2,
@@ -353,5 +363,22 @@ async fn two_instances_of_each_consumer_with_listing_lag_issue_and_pay_once() {
     for replica in &stack.replicas {
         assert!(replica.posts() > 0, "{} got no push", replica.name);
     }
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stark_outage_of_hours_heals_by_itself() {
+    // Stark answers 503 to everything from hour 2 to hour 4 and holds its webhooks meanwhile:
+    // pushes are retried (100 attempts, as in production) and nothing is dead-lettered.
+    let mut opts = options("e2e-outage", 6);
+    opts.stark_outage = Some((Duration::from_secs(2 * 3600), Duration::from_secs(2 * 3600)));
+    let stack = Stack::start(opts).await.unwrap();
+    stack.play(|_, _| {}).await.unwrap();
+    let (state, report) = finish(&stack).await;
+    assert!(report.ok(), "{report}");
+    assert!(
+        state.faults.iter().filter(|f| f.kind == "outage").count() > 10,
+        "the outage refused requests"
+    );
     stack.shutdown().await;
 }

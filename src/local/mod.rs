@@ -54,6 +54,9 @@ pub struct StackOptions {
     /// How long (sandbox time) a new object takes to show in Stark's lists; `None`: the
     /// sandbox's default.
     pub listing_lag: Option<Duration>,
+    /// A scripted Stark outage, `(start, duration)` in campaign time from the campaign's start:
+    /// every API request is answered 503 and webhooks wait until it ends.
+    pub stark_outage: Option<(Duration, Duration)>,
     /// Faults the sandbox injects.
     pub faults: FaultConfig,
     /// Seed of the sandbox's behaviour.
@@ -82,9 +85,10 @@ impl Default for StackOptions {
             ingester_checks_workspace: true,
             instances: 1,
             listing_lag: None,
+            stark_outage: None,
             faults: FaultConfig::default(),
             seed: 1,
-            max_delivery_attempts: 20,
+            max_delivery_attempts: 100,
             rate_multiplier: 1,
             webhook_retries: None,
         }
@@ -256,6 +260,9 @@ impl Stack {
             .set_faults(options.faults.clone())
             .map_err(|e| anyhow::anyhow!("invalid fault settings: {e}"))?;
         let mut spammer = SpammerConfig::new(options.campaign.clone(), sandbox.now());
+        if let Some((start, duration)) = options.stark_outage {
+            sandbox.schedule_outage(spammer.start + start, duration);
+        }
         spammer.hours = options.hours;
         spammer.rate_multiplier = options.rate_multiplier;
         Ok(Stack {
@@ -340,18 +347,23 @@ impl Stack {
         if invoices.is_empty() {
             return Ok(());
         }
-        // The foreign workspace is not under test: its calls see faults too, so retry them.
-        let mut attempt = 0;
-        loop {
+        // The foreign workspace is not under test: its calls see faults (and outages) too, so
+        // retry a few times, then let that slot go without its foreign invoices.
+        for _ in 0..10 {
             match self.foreign.create_invoices(&invoices).await {
                 Ok(_) => return Ok(()),
-                Err(err) if attempt < 10 && err.is_transient() => attempt += 1,
-                Err(err) => {
-                    return Err(err).context("the foreign workspace's invoices");
+                Err(err) if err.is_transient() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                Err(err) => return Err(err).context("the foreign workspace's invoices"),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        tracing::warn!(
+            event = "foreign_invoices_skipped",
+            slot,
+            "Stark kept failing the foreign workspace's invoices"
+        );
+        Ok(())
     }
 
     /// How many invoices the campaign requests in total (deterministic).

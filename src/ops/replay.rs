@@ -10,8 +10,9 @@ use time::format_description::well_known::Rfc3339;
 
 use super::parse_since;
 
-/// Pub/Sub keeps messages (acked ones too, with our topology) for 7 days; a seek further back
-/// silently replays less than asked, so it is refused instead.
+/// The replay window the topology declares: acked messages are kept for 7 days on the push
+/// subscriptions. `replay` reads what the subscription really keeps instead of trusting this:
+/// a seek further back than that silently replays less than asked, so it is refused.
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `stark-pipeline replay` arguments.
@@ -28,6 +29,17 @@ pub struct ReplayArgs {
     pub dry_run: bool,
 }
 
+/// A retention for people: `7 days`, `36 hours`, `0 minutes` (a subscription that keeps no
+/// acked messages cannot replay anything).
+fn retained(window: Duration) -> String {
+    let seconds = window.as_secs();
+    match seconds {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s >= 3_600 => format!("{} hours", s / 3_600),
+        s => format!("{} minutes", s / 60),
+    }
+}
+
 /// Runs `replay`.
 pub async fn run(
     args: &ReplayArgs,
@@ -37,10 +49,15 @@ pub async fn run(
 ) -> anyhow::Result<bool> {
     let since = parse_since(&args.since, now)?;
     anyhow::ensure!(since <= now, "--since {} is in the future", args.since);
+    let window = gcp_pubsub::ops::subscription_retention(target, &args.subscription)
+        .await?
+        .replay_window();
     anyhow::ensure!(
-        now - since <= RETENTION,
-        "--since {} is more than 7 days ago: Pub/Sub retains messages for 7 days, so older ones cannot be replayed (reconcile can still repair missing payouts from Stark's own records)",
-        args.since
+        now - since <= window,
+        "--since {} is further back than {} retains ({}): older messages cannot be replayed (reconcile can still repair missing payouts from Stark's own records)",
+        args.since,
+        args.subscription,
+        retained(window)
     );
     let when = since.format(&Rfc3339)?;
     if args.dry_run {

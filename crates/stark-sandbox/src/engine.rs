@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
@@ -31,6 +32,17 @@ pub struct Shared {
     pub delivery_timeout: Duration,
     /// Allowed `Access-Time` skew (real time).
     pub skew: Duration,
+    /// A scripted outage, `[start, end)` in sandbox time: every `/v2` request is answered 503
+    /// and webhooks wait for the end, as when Stark is down.
+    pub outage: Mutex<Option<(OffsetDateTime, OffsetDateTime)>>,
+}
+
+impl Shared {
+    /// The end of the outage `now` falls in, if any.
+    pub fn outage_until(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let outage = *self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        outage.and_then(|(start, end)| (start <= now && now < end).then_some(end))
+    }
 }
 
 impl Shared {
@@ -67,6 +79,13 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 async fn deliver(shared: Arc<Shared>, out: Outgoing) {
     let mut next = Some(out);
     while let Some(out) = next.take() {
+        // Down: the webhook waits in Stark's queue until the outage is over (checked often,
+        // since a test may move the clock past it).
+        while let Some(end) = shared.outage_until(shared.clock.now()) {
+            let wait = shared.clock.real_until(end);
+            tokio::time::sleep(wait.clamp(Duration::from_millis(10), Duration::from_millis(200)))
+                .await;
+        }
         let outcome = post(&shared, &out).await;
         tracing::info!(
             event_id = %out.event_id,

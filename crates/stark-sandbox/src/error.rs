@@ -76,6 +76,18 @@ impl ApiError {
         }
     }
 
+    /// 503: Stark is down (a scripted outage); nothing was done.
+    pub fn unavailable() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            errors: vec![StarkError {
+                code: "serviceUnavailable".into(),
+                message: "The service is unavailable; nothing was processed. Try again later."
+                    .into(),
+            }],
+        }
+    }
+
     /// 408: the request timed out before it was handled (an injected fault; nothing was done).
     pub fn request_timeout() -> Self {
         Self {

@@ -89,6 +89,10 @@ async fn v2(
         return ApiError::not_found(uri.path()).into_response();
     }
     let line = format!("{method} {}", uri.path());
+    if shared.outage_until(shared.clock.now()).is_some() {
+        shared.lock().record_request_fault("outage", line);
+        return tagged(ApiError::unavailable().into_response(), "outage");
+    }
     let (faults, slow_delay, retry_after) = {
         let mut world = shared.lock();
         let faults = world.receive_request(&line);

@@ -69,6 +69,7 @@ impl Sandbox {
             http,
             delivery_timeout: config.delivery_timeout,
             skew: config.access_time_skew,
+            outage: std::sync::Mutex::new(None),
         });
         let (stop, stopped) = watch::channel(false);
         let engine = tokio::spawn(engine::run(shared.clone(), stopped.clone()));
@@ -286,6 +287,15 @@ impl SandboxHandle {
         drop(world);
         self.shared.wake.notify_one();
         Ok(balance)
+    }
+
+    /// Scripts an outage from `start` for `duration` (sandbox time): every `/v2` request is
+    /// answered 503 `serviceUnavailable` and webhooks are held back until it ends, then
+    /// delivered. Replaces an earlier one.
+    pub fn schedule_outage(&self, start: OffsetDateTime, duration: Duration) {
+        let end = start + duration;
+        *self.shared.outage.lock().unwrap_or_else(|e| e.into_inner()) = Some((start, end));
+        self.shared.wake.notify_one();
     }
 
     /// Cents available for transfers in the default workspace.

@@ -217,7 +217,7 @@ impl World {
     }
 
     /// Records a fault injected into the current request.
-    fn record_request_fault(&mut self, kind: &str, detail: String) {
+    pub fn record_request_fault(&mut self, kind: &str, detail: String) {
         self.record_fault(self.requests, kind, detail);
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use stark_sandbox::{FaultConfig, SandboxState};
+use stark_sandbox::{FaultConfig, SandboxConfig, SandboxState};
 
 use crate::common::*;
 
@@ -435,4 +435,71 @@ async fn timeouts_and_rate_limits_repeat_for_a_seed_and_do_nothing() {
         .unwrap();
     assert_eq!(set.status(), 200);
     assert_eq!(env.sandbox.faults().retry_after_secs, 3);
+}
+
+#[tokio::test]
+async fn an_outage_answers_503_and_holds_webhooks_until_it_ends() {
+    let env = start(SandboxConfig {
+        pay_probability: 1.0,
+        ..fast()
+    })
+    .await;
+    let hook = receiver(None).await;
+    env.client
+        .create_webhook(&hook.url, &["invoice".to_owned()])
+        .await
+        .unwrap();
+    let created = env
+        .client
+        .create_invoices(&[invoice(10_000, "outage")])
+        .await
+        .unwrap();
+    // The `created` event arrives; then Stark goes down for an hour of sandbox time.
+    env.sandbox
+        .wait_for(Duration::from_secs(10), |s| !s.deliveries.is_empty())
+        .await
+        .unwrap();
+    let before = hook.received().len();
+    env.sandbox
+        .schedule_outage(env.sandbox.now(), Duration::from_secs(3600));
+    let answer = raw(&env, "GET", "/v2/invoice?limit=1", "", None).await;
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.first_code(), "serviceUnavailable");
+    // The invoice is paid meanwhile, but no webhook goes out while Stark is down …
+    env.sandbox.advance(Duration::from_secs(600));
+    let id = created[0].id.clone();
+    env.sandbox
+        .wait_for(Duration::from_secs(10), move |s| {
+            s.invoice_log_types(&id).contains(&"credited")
+        })
+        .await
+        .unwrap();
+    assert_eq!(hook.received().len(), before, "held back during the outage");
+    // … and every one is delivered once it is over.
+    env.sandbox.advance(Duration::from_secs(3600));
+    env.sandbox
+        .wait_for(Duration::from_secs(10), |s| {
+            s.deliveries
+                .iter()
+                .filter(|d| d.outcome == stark_sandbox::DeliveryOutcome::Delivered)
+                .count()
+                >= 3
+        })
+        .await
+        .unwrap();
+    assert!(hook.received().len() >= 3, "created, paid, credited");
+    assert_eq!(
+        raw(&env, "GET", "/v2/invoice?limit=1", "", None)
+            .await
+            .status(),
+        200
+    );
+    let outages = env
+        .sandbox
+        .state()
+        .faults
+        .iter()
+        .filter(|f| f.kind == "outage")
+        .count();
+    assert_eq!(outages, 1);
 }
