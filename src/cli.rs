@@ -288,10 +288,13 @@ async fn run_operator(
             .await
         }
         Command::Events(command) => {
-            let ops::events::EventsCommand::Undelivered { republish, .. } = &command;
-            let publisher = publisher(*republish).await?;
+            let needs_pubsub = match &command {
+                ops::events::EventsCommand::Undelivered { republish, .. } => *republish,
+                ops::events::EventsCommand::Resend { .. } => true,
+            };
+            let publisher = publisher(needs_pubsub).await?;
             let publisher = publisher.as_ref().map(|p| p as &dyn Publisher);
-            ops::events::run(&command, context.stark()?, publisher, &mut out).await
+            ops::events::run(&command, context.stark()?, publisher, now, &mut out).await
         }
         Command::Status(args) => {
             let (receiver, transfer_fee) = payout_terms(&context.env)?;

@@ -109,6 +109,7 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
     let args = ops::reconcile::ReconcileArgs {
         since: "1d".into(),
         repair: false,
+        output: table(),
     };
     let mut out = Vec::new();
     let ok = ops::reconcile::run(
@@ -130,11 +131,29 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
         lost,
         "{report}"
     );
+    let json = reconcile_json(&stack, &receiver, now).await;
+    assert_eq!(json["ok"], false, "{json}");
+    let findings = json["findings"].as_array().unwrap();
+    let unpaid: Vec<_> = findings
+        .iter()
+        .filter(|f| f["kind"] == "not_paid_out")
+        .collect();
+    assert_eq!(unpaid.len(), lost, "{json}");
+    assert!(
+        unpaid.iter().all(|f| f["problem"] == true
+            && f["due"].as_i64().unwrap() > 0
+            && f["invoice_id"].is_string()),
+        "{json}"
+    );
+    assert_eq!(json["summary"]["problems"], lost, "{json}");
+    assert_eq!(json["summary"]["credited"], lost, "{json}");
+    assert!(rfc3339(&json["since"]), "{json}");
 
     let publisher = stack.bus.publisher();
     let repair = ops::reconcile::ReconcileArgs {
         since: "1d".into(),
         repair: true,
+        output: table(),
     };
     let mut out = Vec::new();
     ops::reconcile::run(
@@ -175,42 +194,174 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
             && summary.contains(" 0 problem(s)"),
         "{summary}"
     );
+    let json = reconcile_json(&stack, &receiver, now).await;
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["summary"]["paid_out"], lost, "{json}");
+    assert_eq!(json["summary"]["problems"], 0, "{json}");
     assert_eq!(stack.sandbox.state().transfers.len(), lost);
     stack.shutdown().await;
+}
+
+fn table() -> ops::output::FormatArg {
+    ops::output::FormatArg::default()
+}
+
+fn json_format() -> ops::output::FormatArg {
+    ops::output::FormatArg {
+        format: ops::output::Format::Json,
+    }
+}
+
+/// Whether a JSON value is an RFC 3339 instant.
+fn rfc3339(value: &serde_json::Value) -> bool {
+    value.as_str().is_some_and(|t| {
+        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
+    })
+}
+
+fn parse_json(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+/// `reconcile --since 1d --format json`, parsed.
+async fn reconcile_json(
+    stack: &Stack,
+    receiver: &Receiver,
+    now: OffsetDateTime,
+) -> serde_json::Value {
+    let args = ops::reconcile::ReconcileArgs {
+        since: "1d".into(),
+        repair: false,
+        output: json_format(),
+    };
+    let mut out = Vec::new();
+    ops::reconcile::run(
+        &args,
+        &stack.stark,
+        None,
+        receiver,
+        stack.options.transfer_fee,
+        now,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    parse_json(&out)
+}
+
+/// `events undelivered`, with `format` and optionally `--since`.
+fn undelivered(
+    republish: bool,
+    since: Option<&str>,
+    output: ops::output::FormatArg,
+) -> ops::events::EventsCommand {
+    ops::events::EventsCommand::Undelivered {
+        republish,
+        after: None,
+        since: since.map(str::to_owned),
+        output,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_events_are_republished_and_marked_delivered() {
     let stack = campaign_with_lost_webhooks("ops-events").await;
     let lost = credited(&stack.sandbox.state());
-    let list = ops::events::EventsCommand::Undelivered {
-        republish: false,
-        after: None,
-    };
+    let now = stack.sandbox.now();
     let mut out = Vec::new();
     assert!(
-        !ops::events::run(&list, &stack.stark, None, &mut out)
-            .await
-            .unwrap()
+        !ops::events::run(
+            &undelivered(false, None, table()),
+            &stack.stark,
+            None,
+            now,
+            &mut out
+        )
+        .await
+        .unwrap()
     );
     assert!(
         text(&out).contains(&format!("{lost} credited invoice(s) waiting")),
         "{}",
         text(&out)
     );
-
-    let publisher = stack.bus.publisher();
-    let republish = ops::events::EventsCommand::Undelivered {
-        republish: true,
-        after: None,
-    };
     let mut out = Vec::new();
-    ops::events::run(&republish, &stack.stark, Some(publisher.as_ref()), &mut out)
-        .await
-        .unwrap();
+    ops::events::run(
+        &undelivered(false, Some("1d"), json_format()),
+        &stack.stark,
+        None,
+        now,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let json = parse_json(&out);
+    assert_eq!(json["summary"]["credited_waiting"], lost, "{json}");
+    let credited_events: Vec<&serde_json::Value> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["credited"] == true)
+        .collect();
+    assert_eq!(credited_events.len(), lost, "{json}");
+    assert!(
+        credited_events.iter().all(|e| rfc3339(&e["created"])
+            && e["subscription"] == "invoice"
+            && e["log_type"] == "credited"
+            && e["republished_message_id"].is_null()),
+        "{json}"
+    );
+    // `--since` is an instant: nothing was created after now.
+    let mut out = Vec::new();
+    ops::events::run(
+        &undelivered(false, Some("0s"), json_format()),
+        &stack.stark,
+        None,
+        now,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        parse_json(&out)["summary"]["undelivered"],
+        0,
+        "{}",
+        text(&out)
+    );
+
+    // `events resend` handles one event; `--republish` the rest.
+    let publisher = stack.bus.publisher();
+    let first = credited_events[0]["id"].as_str().unwrap().to_owned();
+    let mut out = Vec::new();
+    ops::events::run(
+        &ops::events::EventsCommand::Resend {
+            event_id: first.clone(),
+        },
+        &stack.stark,
+        Some(publisher.as_ref()),
+        now,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert!(text(&out).contains("marked delivered"), "{}", text(&out));
+    assert_eq!(
+        stack.stark.get_event(&first).await.unwrap().is_delivered,
+        Some(true)
+    );
+    let mut out = Vec::new();
+    ops::events::run(
+        &undelivered(true, None, table()),
+        &stack.stark,
+        Some(publisher.as_ref()),
+        now,
+        &mut out,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         text(&out).matches("marked delivered").count(),
-        lost,
+        lost - 1,
         "{}",
         text(&out)
     );
@@ -218,9 +369,15 @@ async fn undelivered_events_are_republished_and_marked_delivered() {
     assert_eq!(state.transfers.len(), lost);
     let mut out = Vec::new();
     assert!(
-        ops::events::run(&list, &stack.stark, None, &mut out)
-            .await
-            .unwrap(),
+        ops::events::run(
+            &undelivered(false, None, table()),
+            &stack.stark,
+            None,
+            now,
+            &mut out
+        )
+        .await
+        .unwrap(),
         "{}",
         text(&out)
     );
@@ -229,26 +386,8 @@ async fn undelivered_events_are_republished_and_marked_delivered() {
         "{}",
         text(&out)
     );
-    let mut out = Vec::new();
-    let args = ops::reconcile::ReconcileArgs {
-        since: "1d".into(),
-        repair: false,
-    };
-    assert!(
-        ops::reconcile::run(
-            &args,
-            &stack.stark,
-            None,
-            &Receiver::default(),
-            stack.options.transfer_fee,
-            stack.sandbox.now(),
-            &mut out
-        )
-        .await
-        .unwrap(),
-        "{}",
-        text(&out)
-    );
+    let json = reconcile_json(&stack, &Receiver::default(), stack.sandbox.now()).await;
+    assert_eq!(json["ok"], true, "{json}");
     stack.shutdown().await;
 }
 
@@ -269,6 +408,7 @@ async fn replay_and_status_after_a_campaign() {
     let healthy = ops::status::run(
         &ops::status::StatusArgs {
             campaign: "ops-replay".into(),
+            output: table(),
         },
         &stack.stark,
         stack.bus.target(),
@@ -279,17 +419,39 @@ async fn replay_and_status_after_a_campaign() {
     .await
     .unwrap();
     let status = text(&out);
-    assert!(status.contains("audit: 0 problem(s)"), "{status}");
     assert!(healthy, "{status}");
-    assert!(status.contains("slots run: 2 (hours 0..=1)"), "{status}");
-    assert!(
-        status.contains(&format!("invoices: {} issued", issued(&state))),
-        "{status}"
-    );
-    assert!(
-        status.contains(&format!("transfers: {transfers} ({transfers} success")),
-        "{status}"
-    );
+    assert!(status.contains("0 problem(s)"), "{status}");
+    assert!(status.contains("2 (hours 0..=1)"), "{status}");
+    let mut out = Vec::new();
+    ops::status::run(
+        &ops::status::StatusArgs {
+            campaign: "ops-replay".into(),
+            output: json_format(),
+        },
+        &stack.stark,
+        stack.bus.target(),
+        &Receiver::default(),
+        stack.options.transfer_fee,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let json = parse_json(&out);
+    assert_eq!(json["healthy"], true, "{json}");
+    assert_eq!(json["slots"]["run"], 2, "{json}");
+    assert_eq!(json["slots"]["first"], 0, "{json}");
+    assert_eq!(json["slots"]["last"], 1, "{json}");
+    assert_eq!(json["invoices"]["issued"], issued(&state), "{json}");
+    assert_eq!(json["transfers"]["total"], transfers, "{json}");
+    assert_eq!(json["transfers"]["success"], transfers, "{json}");
+    let paid_out: i64 = state.transfers.iter().map(|t| t.amount).sum();
+    assert_eq!(json["transfers"]["paid_out_amount"], paid_out, "{json}");
+    assert_eq!(json["problems"].as_array().unwrap().len(), 0, "{json}");
+    if stack.bus.target().is_some() {
+        let dead = json["dead_letters"].as_array().unwrap();
+        assert_eq!(dead.len(), 2, "{json}");
+        assert!(dead.iter().all(|d| d["waiting"] == 0), "{json}");
+    }
 
     // replay: refused beyond 7 days, dry run changes nothing, a real replay pays nothing twice.
     let Some(target) = stack.bus.target() else {
@@ -370,10 +532,40 @@ async fn webhook_register_is_idempotent_and_list_delete_work() {
     let webhooks = client.list_webhooks().await.unwrap();
     assert_eq!(webhooks.len(), 1);
     let mut out = Vec::new();
-    ops::webhook::run(&ops::webhook::WebhookCommand::List, &client, &mut out)
-        .await
-        .unwrap();
-    assert!(text(&out).contains("https://ingester.example.com/webhook"));
+    ops::webhook::run(
+        &ops::webhook::WebhookCommand::List { output: table() },
+        &client,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let listed = text(&out);
+    assert!(
+        listed.contains("https://ingester.example.com/webhook"),
+        "{listed}"
+    );
+    assert!(!listed.contains("[\""), "no Debug output: {listed}");
+    let mut out = Vec::new();
+    ops::webhook::run(
+        &ops::webhook::WebhookCommand::List {
+            output: json_format(),
+        },
+        &client,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let json = parse_json(&out);
+    assert_eq!(
+        json["webhooks"][0]["url"], "https://ingester.example.com/webhook",
+        "{json}"
+    );
+    assert_eq!(
+        json["webhooks"][0]["subscriptions"],
+        serde_json::json!(["invoice"]),
+        "{json}"
+    );
+    assert_eq!(json["webhooks"][0]["id"], webhooks[0].id.as_str(), "{json}");
     ops::webhook::run(
         &ops::webhook::WebhookCommand::Delete {
             id: webhooks[0].id.clone(),
@@ -462,6 +654,20 @@ fn cli_reports_missing_configuration_by_name() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn status_reads_campaign_id_when_the_flag_is_absent() {
+    let dir = temp_dir("campaign");
+    let output = cli(&dir, &["status"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--campaign"));
+    // With CAMPAIGN_ID the arguments parse, and the next thing missing is Stark's configuration.
+    let output = cli(&dir, &["status"], &[("CAMPAIGN_ID", "black-friday")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("STARK_ACCESS_ID"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod exit;
 pub mod keygen;
+pub mod output;
 pub mod reconcile;
 pub mod replay;
 pub mod status;

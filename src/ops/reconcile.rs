@@ -11,13 +11,18 @@ use pipeline_domain::messages::{PAID_INVOICES, TopicMessage as _};
 use pipeline_domain::receiver::Receiver;
 use pipeline_service::publisher::Publisher;
 use pipeline_service::records::{invoice_record, paid_invoice, transfer_record};
+use serde::Serialize;
 use stark_client::{Client, InvoiceLog, InvoiceLogQuery, InvoiceLogType, TransferQuery};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::exit::UsageError;
+use super::output::{FindingJson, Format, FormatArg, instant, table, write_json, write_table};
 use super::{date_of, parse_since};
 
 /// `stark-pipeline reconcile` arguments.
+///
+/// Example: `stark-pipeline reconcile --since 24h --format json | jq '.findings[] | select(.problem)'`
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReconcileArgs {
     /// Check invoices credited since then: RFC 3339 or a duration back (`6h`, `2d`).
@@ -26,6 +31,37 @@ pub struct ReconcileArgs {
     /// Republish the missing payouts to `paid_invoices`.
     #[arg(long)]
     pub repair: bool,
+    #[command(flatten)]
+    pub output: FormatArg,
+}
+
+/// `reconcile --format json`.
+#[derive(Debug, Serialize)]
+struct ReconcileJson {
+    since: String,
+    ok: bool,
+    findings: Vec<FindingJson>,
+    repaired: Vec<RepairJson>,
+    summary: SummaryJson,
+}
+
+/// One payout republished by `--repair`.
+#[derive(Debug, Serialize)]
+struct RepairJson {
+    invoice_id: String,
+    message_id: String,
+    /// What the message claims is due, cents (money-sender pays Stark's figure).
+    amount: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct SummaryJson {
+    credited: usize,
+    paid_out: usize,
+    in_flight: usize,
+    nothing_due: usize,
+    problems: usize,
+    repaired: usize,
 }
 
 /// What reconcile found: the one audit over Stark's records, and the credited logs of the
@@ -126,47 +162,80 @@ pub async fn run(
 ) -> anyhow::Result<bool> {
     let since = parse_since(&args.since, now)?;
     let findings = examine(stark, receiver, transfer_fee, since).await?;
-    for finding in &findings.audit.findings {
-        let label = if finding.is_problem() {
-            "PROBLEM"
-        } else {
-            "NOTE"
-        };
-        writeln!(out, "{label} {finding}")?;
-    }
-    let mut repaired = 0;
+    let mut repaired = Vec::new();
     if args.repair && !findings.missing.is_empty() {
         let publisher = publisher
-            .ok_or_else(|| anyhow::anyhow!("--repair needs Pub/Sub: set PUBSUB_PROJECT_ID"))?;
+            .ok_or_else(|| UsageError("--repair needs Pub/Sub: set PUBSUB_PROJECT_ID".into()))?;
         for log in &findings.missing {
             let message = paid_invoice(log, &format!("reconcile-{}", log.id));
-            let id = publisher
+            let message_id = publisher
                 .publish(PAID_INVOICES, message.to_message())
                 .await?;
-            writeln!(
-                out,
-                "REPAIR invoice {}: republished to {PAID_INVOICES} as message {id} ({} cents)",
-                log.invoice.id,
-                message.claimed_payout()
-            )?;
-            repaired += 1;
+            repaired.push(RepairJson {
+                invoice_id: log.invoice.id.clone(),
+                message_id,
+                amount: message.claimed_payout(),
+            });
         }
     }
     let summary = findings.audit.summary;
     let problems = findings.audit.problems().count();
-    writeln!(
-        out,
-        "summary: {} credited since {}, {} paid out correctly, {} in flight, {} with nothing due, {problems} problem(s){}",
-        summary.credited,
-        since.format(&Rfc3339).unwrap_or_else(|_| date_of(since)),
-        summary.paid_out,
-        summary.in_flight,
-        summary.nothing_due,
-        if args.repair {
-            format!(", {repaired} republished (run reconcile again to confirm)")
-        } else {
-            String::new()
+    match args.output.format {
+        Format::Json => write_json(
+            out,
+            &ReconcileJson {
+                since: instant(since),
+                ok: problems == 0,
+                findings: findings.audit.findings.iter().map(Into::into).collect(),
+                summary: SummaryJson {
+                    credited: summary.credited,
+                    paid_out: summary.paid_out,
+                    in_flight: summary.in_flight,
+                    nothing_due: summary.nothing_due,
+                    problems,
+                    repaired: repaired.len(),
+                },
+                repaired,
+            },
+        )?,
+        Format::Table => {
+            if !findings.audit.findings.is_empty() {
+                let mut rows = table(["level", "kind", "finding"]);
+                for finding in &findings.audit.findings {
+                    let level = if finding.is_problem() {
+                        "PROBLEM"
+                    } else {
+                        "NOTE"
+                    };
+                    rows.add_row([level, finding.kind(), &finding.to_string()]);
+                }
+                write_table(out, &mut rows)?;
+            }
+            for repair in &repaired {
+                writeln!(
+                    out,
+                    "REPAIR invoice {}: republished to {PAID_INVOICES} as message {} ({} cents)",
+                    repair.invoice_id, repair.message_id, repair.amount
+                )?;
+            }
+            writeln!(
+                out,
+                "summary: {} credited since {}, {} paid out correctly, {} in flight, {} with nothing due, {problems} problem(s){}",
+                summary.credited,
+                instant(since),
+                summary.paid_out,
+                summary.in_flight,
+                summary.nothing_due,
+                if args.repair {
+                    format!(
+                        ", {} republished (run reconcile again to confirm)",
+                        repaired.len()
+                    )
+                } else {
+                    String::new()
+                }
+            )?;
         }
-    )?;
+    }
     Ok(problems == 0)
 }

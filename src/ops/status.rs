@@ -8,16 +8,69 @@ use pipeline_domain::audit::{AuditInput, InvoiceRecord, TransferRecord, Transfer
 use pipeline_domain::receiver::Receiver;
 use pipeline_domain::vocab::CampaignTag;
 use pipeline_service::records::{invoice_record, transfer_record};
+use serde::Serialize;
 use stark_client::{
     Client, InvoiceLogQuery, InvoiceLogType, InvoiceQuery, InvoiceStatus, TransferQuery,
 };
 
+use super::output::{FindingJson, Format, FormatArg, brl, table, write_json, write_table};
+
 /// `stark-pipeline status` arguments.
+///
+/// Example: `stark-pipeline status --campaign black-friday --format json | jq .transfers`
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusArgs {
-    /// Campaign id (the spammer's `CAMPAIGN_ID`).
-    #[arg(long)]
+    /// Campaign id (the spammer's `CAMPAIGN_ID`, which is read when the flag is absent).
+    #[arg(long, env = "CAMPAIGN_ID")]
     pub campaign: String,
+    #[command(flatten)]
+    pub output: FormatArg,
+}
+
+/// `status --format json`.
+#[derive(Debug, Serialize)]
+struct StatusJson {
+    campaign: String,
+    healthy: bool,
+    slots: SlotsJson,
+    invoices: InvoicesJson,
+    transfers: TransfersJson,
+    problems: Vec<FindingJson>,
+    /// `null` when Pub/Sub is not configured.
+    dead_letters: Option<Vec<DeadLettersJson>>,
+}
+
+#[derive(Debug, Serialize)]
+struct SlotsJson {
+    run: usize,
+    first: Option<u32>,
+    last: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct InvoicesJson {
+    issued: usize,
+    paid: usize,
+    credited: usize,
+    /// Cents Stark credited, before its fees.
+    credited_amount: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct TransfersJson {
+    total: usize,
+    success: usize,
+    in_flight: usize,
+    failed: usize,
+    /// Cents of the transfers that reached `success`.
+    paid_out_amount: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct DeadLettersJson {
+    subscription: String,
+    /// Messages seen by a peek (Cloud Monitoring's `num_undelivered_messages` is authoritative).
+    waiting: usize,
 }
 
 /// Runs `status`; `Ok(true)` when the audit finds no problem and nothing waits in a
@@ -91,53 +144,115 @@ pub async fn run(
         .iter()
         .filter(|i| i.status == InvoiceStatus::Paid)
         .count();
-    let count = |state: TransferState| transfers.iter().filter(|t| t.state == state).count();
+    let count = |states: &[TransferState]| {
+        transfers
+            .iter()
+            .filter(|t| states.contains(&t.state))
+            .count()
+    };
     let summary = audit.summary;
-    writeln!(out, "campaign {}", args.campaign)?;
-    writeln!(
-        out,
-        "  slots run: {}{}",
-        slots.len(),
-        match (slots.first(), slots.last()) {
-            (Some(a), Some(b)) => format!(" (hours {a}..={b})"),
-            _ => String::new(),
-        }
-    )?;
-    writeln!(
-        out,
-        "  invoices: {} issued, {paid} paid, {} credited",
-        summary.issued, summary.credited
-    )?;
-    writeln!(
-        out,
-        "  transfers: {} ({} success, {} in flight, {} failed)",
-        transfers.len(),
-        count(TransferState::Success),
-        count(TransferState::Created) + count(TransferState::Processing),
-        count(TransferState::Failed) + count(TransferState::Canceled)
-    )?;
-    let problems: Vec<String> = audit.problems().map(ToString::to_string).collect();
-    writeln!(out, "  audit: {} problem(s)", problems.len())?;
-    for problem in &problems {
-        writeln!(out, "    {problem}")?;
-    }
+    let problems: Vec<FindingJson> = audit.problems().map(Into::into).collect();
     let mut healthy = problems.is_empty();
-    match pubsub {
-        None => writeln!(
-            out,
-            "  dead letters: unknown (set PUBSUB_PROJECT_ID to check)"
-        )?,
+    let dead_letters = match pubsub {
+        None => None,
         Some(target) => {
+            let mut counts = Vec::new();
             for flow in Topology::pipeline("", "").flows {
-                let name = flow.dead_letter_subscription();
-                let waiting = gcp_pubsub::ops::count_undelivered(target, &name, 1000).await?;
+                let subscription = flow.dead_letter_subscription();
+                let waiting =
+                    gcp_pubsub::ops::count_undelivered(target, &subscription, 1000).await?;
                 healthy &= waiting == 0;
-                writeln!(
-                    out,
-                    "  dead letters in {name}: {waiting} (a peek; Cloud Monitoring's num_undelivered_messages is authoritative)"
-                )?;
+                counts.push(DeadLettersJson {
+                    subscription,
+                    waiting,
+                });
+            }
+            Some(counts)
+        }
+    };
+    let report = StatusJson {
+        campaign: args.campaign.clone(),
+        healthy,
+        slots: SlotsJson {
+            run: slots.len(),
+            first: slots.first().copied(),
+            last: slots.last().copied(),
+        },
+        invoices: InvoicesJson {
+            issued: summary.issued,
+            paid,
+            credited: summary.credited,
+            credited_amount: credited.values().sum(),
+        },
+        transfers: TransfersJson {
+            total: transfers.len(),
+            success: count(&[TransferState::Success]),
+            in_flight: count(&[TransferState::Created, TransferState::Processing]),
+            failed: count(&[TransferState::Failed, TransferState::Canceled]),
+            paid_out_amount: transfers
+                .iter()
+                .filter(|t| t.state == TransferState::Success)
+                .map(|t| t.amount)
+                .sum(),
+        },
+        problems,
+        dead_letters,
+    };
+    match args.output.format {
+        Format::Json => write_json(out, &report)?,
+        Format::Table => write_status_table(&report, out)?,
+    }
+    Ok(healthy)
+}
+
+/// `status` for people: one row per measure, then the problems.
+fn write_status_table(report: &StatusJson, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut rows = table(["campaign", &report.campaign]);
+    let slots = match (report.slots.first, report.slots.last) {
+        (Some(a), Some(b)) => format!("{} (hours {a}..={b})", report.slots.run),
+        _ => "0".to_owned(),
+    };
+    let i = &report.invoices;
+    let t = &report.transfers;
+    rows.add_row(["slots run", &slots]);
+    rows.add_row([
+        "invoices",
+        &format!(
+            "{} issued, {} paid, {} credited ({})",
+            i.issued,
+            i.paid,
+            i.credited,
+            brl(i.credited_amount)
+        ),
+    ]);
+    rows.add_row([
+        "transfers",
+        &format!(
+            "{} ({} success, {} in flight, {} failed; {} paid out)",
+            t.total,
+            t.success,
+            t.in_flight,
+            t.failed,
+            brl(t.paid_out_amount)
+        ),
+    ]);
+    rows.add_row(["audit", &format!("{} problem(s)", report.problems.len())]);
+    match &report.dead_letters {
+        None => {
+            rows.add_row(["dead letters", "unknown (set PUBSUB_PROJECT_ID to check)"]);
+        }
+        Some(counts) => {
+            for count in counts {
+                rows.add_row([
+                    format!("dead letters in {}", count.subscription),
+                    format!("{} (a peek)", count.waiting),
+                ]);
             }
         }
     }
-    Ok(healthy)
+    write_table(out, &mut rows)?;
+    for problem in &report.problems {
+        writeln!(out, "PROBLEM {}", problem.message)?;
+    }
+    Ok(())
 }

@@ -2,14 +2,18 @@
 
 use std::io::Write;
 
-use stark_client::Client;
+use serde::Serialize;
+use stark_client::{Client, Webhook};
 
 use super::exit::UsageError;
+use super::output::{Format, FormatArg, table, write_json, write_table};
 
 /// `stark-pipeline webhook …`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum WebhookCommand {
     /// Subscribe the ingester's URL to Stark events (does nothing if it already is).
+    ///
+    /// Example: `stark-pipeline webhook register --url https://ingester-abc-rj.a.run.app/webhook`
     Register {
         /// The ingester's public URL, including `/webhook`.
         #[arg(long)]
@@ -19,8 +23,15 @@ pub enum WebhookCommand {
         subscriptions: Vec<String>,
     },
     /// List the webhooks registered at Stark.
-    List,
+    ///
+    /// Example: `stark-pipeline webhook list --format json | jq -r '.webhooks[].url'`
+    List {
+        #[command(flatten)]
+        output: FormatArg,
+    },
     /// Delete a webhook by id.
+    ///
+    /// Example: `stark-pipeline webhook delete 5656565656565656`
     Delete {
         /// Webhook id.
         id: String,
@@ -53,35 +64,60 @@ pub async fn run(
                 if missing.is_empty() {
                     writeln!(
                         out,
-                        "webhook {} already sends {:?} to {url}; nothing to do",
-                        found.id, found.subscriptions
+                        "webhook {} already sends {} to {url}; nothing to do",
+                        found.id,
+                        found.subscriptions.join(", ")
                     )?;
                     return Ok(true);
                 }
-                anyhow::bail!(
-                    "webhook {} already points at {url} without {missing:?}; delete it (webhook delete {}) and register again",
+                return Err(UsageError(format!(
+                    "webhook {} already points at {url} without {}; delete it (webhook delete {}) and register again",
                     found.id,
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     found.id
-                );
+                ))
+                .into());
             }
             let created = stark.create_webhook(url, subscriptions).await?;
             writeln!(
                 out,
-                "registered webhook {}: {:?} → {}",
-                created.id, created.subscriptions, created.url
+                "registered webhook {}: {} → {}",
+                created.id,
+                created.subscriptions.join(", "),
+                created.url
             )?;
         }
-        WebhookCommand::List => {
+        WebhookCommand::List { output } => {
             let webhooks = stark.list_webhooks().await?;
-            if webhooks.is_empty() {
-                writeln!(out, "no webhooks registered")?;
-            }
-            for webhook in webhooks {
-                writeln!(
-                    out,
-                    "{}  {:?}  {}",
-                    webhook.id, webhook.subscriptions, webhook.url
-                )?;
+            match output.format {
+                Format::Json => {
+                    #[derive(Serialize)]
+                    struct List<'a> {
+                        webhooks: &'a [Webhook],
+                    }
+                    write_json(
+                        out,
+                        &List {
+                            webhooks: &webhooks,
+                        },
+                    )?;
+                }
+                Format::Table if webhooks.is_empty() => writeln!(out, "no webhooks registered")?,
+                Format::Table => {
+                    let mut rows = table(["id", "subscriptions", "url"]);
+                    for webhook in &webhooks {
+                        rows.add_row([
+                            webhook.id.as_str(),
+                            &webhook.subscriptions.join(", "),
+                            webhook.url.as_str(),
+                        ]);
+                    }
+                    write_table(out, &mut rows)?;
+                }
             }
         }
         WebhookCommand::Delete { id } => {
