@@ -89,21 +89,8 @@ impl Config {
     }
 }
 
-/// What the service talks to.
-#[derive(Debug, Clone)]
-pub struct Deps {
-    /// Stark Bank, with the pipeline's credentials.
-    pub stark: Client,
-}
-
-impl Deps {
-    /// The Stark client from `STARK_*`.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            stark: pipeline_service::config::stark_client(env)?,
-        })
-    }
-}
+/// What the service talks to: Stark, with the pipeline's credentials.
+pub type Deps = pipeline_service::config::StarkDeps;
 
 #[derive(Debug)]
 struct AppState {

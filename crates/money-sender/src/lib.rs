@@ -151,21 +151,8 @@ impl Config {
     }
 }
 
-/// What the service talks to.
-#[derive(Debug, Clone)]
-pub struct Deps {
-    /// Stark Bank, with the pipeline's credentials.
-    pub stark: Client,
-}
-
-impl Deps {
-    /// The Stark client from `STARK_*`.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            stark: pipeline_service::config::stark_client(env)?,
-        })
-    }
-}
+/// What the service talks to: Stark, with the pipeline's credentials.
+pub type Deps = pipeline_service::config::StarkDeps;
 
 #[derive(Debug)]
 struct AppState {
@@ -457,15 +444,8 @@ async fn payouts_of(
 
 /// The transfer made under `key`, if Stark lists it.
 async fn find(state: &AppState, key: &PayoutKey) -> Result<Option<TransferRecord>, PayoutError> {
-    let query = TransferQuery {
-        tags: vec![key.to_string()],
-        ..Default::default()
-    };
-    Ok(state
-        .stark
-        .query_transfers(&query)
+    Ok(payouts_of(state, key.invoice_id())
         .await?
-        .iter()
-        .map(transfer_record)
+        .into_iter()
         .find(|t| t.key.as_ref() == Some(key)))
 }

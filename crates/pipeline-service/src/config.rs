@@ -151,6 +151,24 @@ impl Env {
     }
 }
 
+/// What a service that talks only to Stark is given besides its settings: the client, built
+/// from `STARK_*` (see [`stark_client`]). invoice-sender and money-sender take it as their
+/// `Deps`; tests and the local stack build it around a sandbox client.
+#[derive(Debug, Clone)]
+pub struct StarkDeps {
+    /// Stark Bank, with the pipeline's credentials.
+    pub stark: Client,
+}
+
+impl StarkDeps {
+    /// The Stark client from `STARK_*`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            stark: stark_client(env)?,
+        })
+    }
+}
+
 /// Parses a duration as people type it: `500ms`, `90s`, `90m`, `6h`, `2d`, `1h 30m`
 /// (`humantime`'s units). The one duration syntax of every flag and variable, so that `6h`
 /// means the same in `replay`, `reconcile` and the benchmarks.
