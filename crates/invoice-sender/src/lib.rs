@@ -137,6 +137,11 @@ impl IntoResponse for SendError {
             SendError::Invalid(_) | SendError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             SendError::Transient(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
+        if let SendError::Transient(err) = &self
+            && err.kind() == stark_client::ErrorKind::Configuration
+        {
+            tracing::error!(event = "stark_unauthorized", error = %err, "Stark refused our credentials: fix STARK_ACCESS_ID, the key or the project's permissions; deliveries are retried meanwhile");
+        }
         let stark = match &self {
             SendError::Refused(e) => Some(e),
             _ => None,
@@ -197,12 +202,7 @@ async fn handle(
             }
             None => Err(SendError::Transient(err)),
         },
-        Err(err) => {
-            if err.kind() == stark_client::ErrorKind::Configuration {
-                tracing::error!(event = "stark_unauthorized", error = %err, "Stark refused our credentials: fix STARK_ACCESS_ID, the key or the project's permissions; deliveries are retried meanwhile");
-            }
-            Err(SendError::Transient(err))
-        }
+        Err(err) => Err(SendError::Transient(err)),
     }
 }
 

@@ -157,3 +157,29 @@ fn binary_refuses_to_start_naming_the_missing_variable() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("STARK_PRIVATE_KEY_FILE"));
 }
+
+#[tokio::test]
+async fn refused_credentials_are_a_configuration_error_retried_until_fixed() {
+    for status in [401u16, 403] {
+        let app = axum::Router::new().fallback(move || async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                axum::Json(serde_json::json!({"errors": [{"code": "forbidden", "message": "no"}]})),
+            )
+        });
+        let base = pipeline_testkit::spawn(app).await;
+        let mut config = stark_client::ClientConfig::new(
+            stark_client::AccessId::parse("project/1").unwrap(),
+            stark_client::PrivateKey::generate(),
+            stark_client::Environment::parse(&format!("{base}/v2")).unwrap(),
+        );
+        config.retry_backoff = std::time::Duration::from_millis(1);
+        let deps = Deps {
+            stark: stark_client::Client::new(config).unwrap(),
+        };
+        let url = format!("{}/push", run(build(Config::local(), deps).await.unwrap()));
+        let (logs, _guard) = pipeline_testkit::LogCapture::start();
+        assert_eq!(push(&url, &request("test-9-9")).await, 503, "HTTP {status}");
+        assert_eq!(logs.events("stark_unauthorized").len(), 1, "HTTP {status}");
+    }
+}

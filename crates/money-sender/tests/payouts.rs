@@ -467,3 +467,42 @@ fn binary_refuses_to_start_naming_the_missing_variable() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("PORT"));
 }
+
+#[tokio::test]
+async fn refused_credentials_are_a_configuration_error_retried_until_fixed() {
+    // A Stark (or something in front of it) answering 403: no money moves, the delivery is
+    // retried (503), and the log says it is our configuration.
+    for status in [401u16, 403] {
+        let app = axum::Router::new().fallback(move || async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                axum::Json(serde_json::json!({"errors": [{"code": "forbidden", "message": "no"}]})),
+            )
+        });
+        let base = pipeline_testkit::spawn(app).await;
+        let mut config = stark_client::ClientConfig::new(
+            stark_client::AccessId::parse("project/1").unwrap(),
+            stark_client::PrivateKey::generate(),
+            stark_client::Environment::parse(&format!("{base}/v2")).unwrap(),
+        );
+        config.retry_backoff = Duration::from_millis(1);
+        let deps = Deps {
+            stark: Client::new(config).unwrap(),
+        };
+        let url = format!("{}/push", run(build(Config::local(), deps).await.unwrap()));
+        let message = PaidInvoice {
+            schema_version: SCHEMA_VERSION,
+            event_id: "e".into(),
+            invoice_id: "5166945473134592".into(),
+            amount: 1_000,
+            fee: 0,
+            payer_name: "Ana".into(),
+            payer_tax_id: "012.345.678-90".into(),
+            credited_at: "2026-11-27T10:00:00.000000+00:00".into(),
+            tags: vec![],
+        };
+        let (logs, _guard) = LogCapture::start();
+        assert_eq!(push(&url, &message).await, 503, "HTTP {status}");
+        assert_eq!(logs.events("stark_unauthorized").len(), 1, "HTTP {status}");
+    }
+}
