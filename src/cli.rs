@@ -55,6 +55,9 @@ enum Command {
     Events(ops::events::EventsCommand),
     /// A campaign at a glance: slots, invoices, transfers, dead letters.
     Status(ops::status::StatusArgs),
+    /// Show the resolved configuration and check it: Stark credentials, Pub/Sub topology,
+    /// the webhook, the workspace check.
+    Doctor(ops::doctor::DoctorArgs),
 }
 
 /// Options of the local run.
@@ -254,7 +257,7 @@ fn payout_terms(
 async fn run_operator(
     command: Command,
     context: Context,
-    _dotenv: Option<std::path::PathBuf>,
+    dotenv: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout();
     let now = time::OffsetDateTime::now_utc();
@@ -268,6 +271,9 @@ async fn run_operator(
             }
         }
     };
+    if let Command::Doctor(args) = &command {
+        return ops::doctor::run(args, &context, dotenv.as_deref(), &mut out).await;
+    }
     let healthy = match command {
         Command::Keygen(args) => ops::keygen::run(&args, &mut out),
         Command::Webhook(command) => ops::webhook::run(&command, context.stark()?, &mut out).await,
@@ -308,7 +314,9 @@ async fn run_operator(
             )
             .await
         }
-        Command::Run(_) | Command::Provision(_) => unreachable!("handled by main"),
+        Command::Run(_) | Command::Provision(_) | Command::Doctor(_) => {
+            unreachable!("handled above")
+        }
     }?;
     Ok(Exit::healthy(healthy))
 }

@@ -453,6 +453,82 @@ async fn replay_and_status_after_a_campaign() {
         assert!(dead.iter().all(|d| d["waiting"] == 0), "{json}");
     }
 
+    // doctor: every check passes against the local stack.
+    let context = ops::Context {
+        env: pipeline_service::config::Env::from_pairs([(
+            "STARK_WORKSPACE_ID",
+            state.workspace_id.as_str(),
+        )]),
+        stark: Some(stack.stark.clone()),
+        pubsub: stack.bus.target().cloned(),
+    };
+    let doctor = ops::doctor::DoctorArgs {
+        ingester_url: Some(stack.ingester.url("/webhook")),
+        output: json_format(),
+    };
+    let mut out = Vec::new();
+    let exit = ops::doctor::run(&doctor, &context, None, &mut out)
+        .await
+        .unwrap();
+    let json = parse_json(&out);
+    let checks = json["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "stark_credentials",
+            "pubsub_topology",
+            "stark_webhook",
+            "workspace_id"
+        ]
+    );
+    let expected_failures = usize::from(stack.bus.target().is_none());
+    let failing: Vec<_> = checks.iter().filter(|c| c["status"] == "fail").collect();
+    assert_eq!(failing.len(), expected_failures, "{json}");
+    if expected_failures == 0 {
+        assert_eq!(exit, ops::exit::Exit::Ok, "{json}");
+        assert_eq!(json["ok"], true, "{json}");
+    }
+    assert_eq!(
+        json["configuration"]["workspace_id"],
+        state.workspace_id.as_str()
+    );
+    assert!(
+        json["configuration"]["public_key_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{json}"
+    );
+    // With no ingester URL and no workspace id, those two checks fail with their fix.
+    let bare = ops::Context {
+        env: Default::default(),
+        ..context
+    };
+    let mut out = Vec::new();
+    let exit = ops::doctor::run(
+        &ops::doctor::DoctorArgs {
+            ingester_url: Some("https://elsewhere.example.com/webhook".into()),
+            output: table(),
+        },
+        &bare,
+        None,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let report = text(&out);
+    assert_eq!(exit, ops::exit::Exit::Problems, "{report}");
+    assert!(report.contains("PASS stark_credentials"), "{report}");
+    assert!(report.contains("FAIL stark_webhook"), "{report}");
+    assert!(
+        report.contains(
+            "fix: stark-pipeline webhook register --url https://elsewhere.example.com/webhook"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("FAIL workspace_id"), "{report}");
+
     // replay: refused beyond 7 days, dry run changes nothing, a real replay pays nothing twice.
     let Some(target) = stack.bus.target() else {
         eprintln!("NOTICE: replay needs the emulator; skipped on the in-process bus");
@@ -668,6 +744,59 @@ fn status_reads_campaign_id_when_the_flag_is_absent() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("STARK_ACCESS_ID"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn doctor_shows_the_dotenv_settings_and_exits_3_when_stark_is_unreachable() {
+    let dir = temp_dir("doctor");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let key = stark_client::PrivateKey::generate();
+    let pem = key.to_pem();
+    let secret_line = pem.lines().nth(1).unwrap().to_owned();
+    let fingerprint = ops::doctor::fingerprint(&key.public_key());
+    std::fs::write(
+        dir.join(".env"),
+        format!(
+            "STARK_ACCESS_ID=project/5656565656565656\nSTARK_ENVIRONMENT=http://127.0.0.1:{port}/v2\nSTARK_PRIVATE_KEY_PEM=\"{}\"\nSTARK_WORKSPACE_ID=6010044957065216\nPAYOUT_NAME=\"Ana Souza Ltda\"\nINGESTER_URL=https://ingester.example.com/webhook\n",
+            pem.trim_end().replace('\n', "\\n")
+        ),
+    )
+    .unwrap();
+    let output = cli(&dir, &["doctor"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stdout}{stderr}");
+    for shown in [
+        "project/5656565656565656",
+        &format!("http://127.0.0.1:{port}/v2 (custom)"),
+        "from STARK_PRIVATE_KEY_PEM",
+        &fingerprint,
+        "6010044957065216",
+        "Ana Souza Ltda",
+        "https://ingester.example.com/webhook",
+        "FAIL stark_credentials: Stark is unreachable",
+        "PUBSUB_PROJECT_ID",
+    ] {
+        assert!(stdout.contains(shown), "{shown} missing from:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains(&secret_line) && !stderr.contains(&secret_line),
+        "the key leaked"
+    );
+
+    let output = cli(&dir, &["doctor", "--format", "json"], &[]);
+    assert_eq!(output.status.code(), Some(3));
+    let json = parse_json(&output.stdout);
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["checks"][0]["name"], "stark_credentials");
+    assert_eq!(json["checks"][0]["status"], "fail");
+    assert_eq!(
+        json["configuration"]["public_key_fingerprint"],
+        fingerprint.as_str()
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
