@@ -109,6 +109,7 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
     let args = ops::reconcile::ReconcileArgs {
         since: "1d".into(),
         repair: false,
+        grace: Duration::from_secs(600),
         output: table(),
     };
     let mut out = Vec::new();
@@ -150,9 +151,31 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
     assert!(rfc3339(&json["since"]), "{json}");
 
     let publisher = stack.bus.publisher();
+    // Within the grace period (here: a day, longer than the campaign) nothing is republished:
+    // the pipeline may still be paying those.
+    let patient = ops::reconcile::ReconcileArgs {
+        since: "1d".into(),
+        repair: true,
+        grace: Duration::from_secs(86_400),
+        output: table(),
+    };
+    let mut out = Vec::new();
+    ops::reconcile::run(
+        &patient,
+        &stack.stark,
+        Some(publisher.as_ref()),
+        &receiver,
+        stack.options.transfer_fee,
+        now,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&out).matches("REPAIR").count(), 0, "{}", text(&out));
     let repair = ops::reconcile::ReconcileArgs {
         since: "1d".into(),
         repair: true,
+        grace: Duration::from_secs(600),
         output: table(),
     };
     let mut out = Vec::new();
@@ -232,6 +255,7 @@ async fn reconcile_json(
     let args = ops::reconcile::ReconcileArgs {
         since: "1d".into(),
         repair: false,
+        grace: Duration::from_secs(600),
         output: json_format(),
     };
     let mut out = Vec::new();

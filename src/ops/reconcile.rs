@@ -31,6 +31,10 @@ pub struct ReconcileArgs {
     /// Republish the missing payouts to `paid_invoices`.
     #[arg(long)]
     pub repair: bool,
+    /// With `--repair`, leave invoices credited less than this long ago: their webhook and
+    /// payout may still be on their way (`10m`, `1h`).
+    #[arg(long, default_value = "10m", value_parser = pipeline_service::config::parse_duration)]
+    pub grace: std::time::Duration,
     #[command(flatten)]
     pub output: FormatArg,
 }
@@ -163,10 +167,20 @@ pub async fn run(
     let since = parse_since(&args.since, now)?;
     let findings = examine(stark, receiver, transfer_fee, since).await?;
     let mut repaired = Vec::new();
-    if args.repair && !findings.missing.is_empty() {
+    // Credited moments ago: the pipeline is probably still paying it; a repair would only add
+    // a redundant (harmless) message.
+    let settled_before = now - args.grace;
+    let due_for_repair: Vec<&InvoiceLog> = findings
+        .missing
+        .iter()
+        .filter(|log| {
+            OffsetDateTime::parse(&log.created, &Rfc3339).is_ok_and(|at| at <= settled_before)
+        })
+        .collect();
+    if args.repair && !due_for_repair.is_empty() {
         let publisher = publisher
             .ok_or_else(|| UsageError("--repair needs Pub/Sub: set PUBSUB_PROJECT_ID".into()))?;
-        for log in &findings.missing {
+        for log in due_for_repair {
             let message = paid_invoice(log, &format!("reconcile-{}", log.id));
             let message_id = publisher
                 .publish(PAID_INVOICES, message.to_message())
@@ -180,6 +194,19 @@ pub async fn run(
     }
     let summary = findings.audit.summary;
     let problems = findings.audit.problems().count();
+    // One line per run, for a log-based metric and an alert on repeated problems.
+    tracing::info!(
+        event = "reconcile_summary",
+        since = %instant(since),
+        credited = summary.credited,
+        paid_out = summary.paid_out,
+        in_flight = summary.in_flight,
+        nothing_due = summary.nothing_due,
+        problems,
+        repaired = repaired.len(),
+        repair = args.repair,
+        "reconcile finished"
+    );
     match args.output.format {
         Format::Json => write_json(
             out,
