@@ -278,8 +278,12 @@ async fn run_operator(
         Command::Keygen(args) => ops::keygen::run(&args, &mut out),
         Command::Webhook(command) => ops::webhook::run(&command, context.stark()?, &mut out).await,
         Command::Replay(args) => ops::replay::run(&args, context.pubsub()?, now, &mut out).await,
-        Command::Reconcile(args) => {
+        Command::Reconcile(mut args) => {
             let (receiver, transfer_fee) = payout_terms(&context.env)?;
+            // With the campaign configured, its invoice requests are reconciled too.
+            if context.env.optional("CAMPAIGN_ID").is_some() {
+                args.campaign = Some(invoice_spammer::SpammerConfig::from_env(&context.env)?);
+            }
             let publisher = publisher(args.repair).await?;
             let publisher = publisher.as_ref().map(|p| p as &dyn Publisher);
             ops::reconcile::run(

@@ -110,6 +110,7 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
         since: "1d".into(),
         repair: false,
         grace: Duration::from_secs(600),
+        campaign: None,
         output: table(),
     };
     let mut out = Vec::new();
@@ -157,6 +158,7 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
         since: "1d".into(),
         repair: true,
         grace: Duration::from_secs(86_400),
+        campaign: None,
         output: table(),
     };
     let mut out = Vec::new();
@@ -176,6 +178,7 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
         since: "1d".into(),
         repair: true,
         grace: Duration::from_secs(600),
+        campaign: None,
         output: table(),
     };
     let mut out = Vec::new();
@@ -256,6 +259,7 @@ async fn reconcile_json(
         since: "1d".into(),
         repair: false,
         grace: Duration::from_secs(600),
+        campaign: None,
         output: json_format(),
     };
     let mut out = Vec::new();
@@ -856,4 +860,103 @@ fn dotenv_is_loaded_without_overriding_and_checked() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("line 3 (PAYOUT_NAME)"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reissues_lost_requests_and_cancels_later_duplicates() {
+    // invoice-sender is down for the first slot and its requests are dead-lettered after five
+    // attempts: nothing but the reconciler, which knows the spammer's batches, brings them back.
+    let stack = Stack::start(StackOptions {
+        max_delivery_attempts: 5,
+        ..options("ops-reissue", 1)
+    })
+    .await
+    .unwrap();
+    stack.sender.shutdown().await;
+    stack.run_slot(0).await.unwrap();
+    let batch = invoice_spammer::batch(&stack.spammer, 0).len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let parked = stack.bus.dead_letters().await.unwrap();
+        if parked
+            .iter()
+            .any(|(name, n)| name.starts_with("pending_invoices") && *n >= batch)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not parked: {parked:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stack.sender.restart().await.unwrap();
+    // A duplicate of one request, as a bug or a race could make: still `created`.
+    let (_, first) = (0, invoice_spammer::batch(&stack.spammer, 0).remove(0));
+    let publisher = stack.bus.publisher();
+    let repair = |grace: u64| ops::reconcile::ReconcileArgs {
+        since: "1d".into(),
+        repair: true,
+        grace: Duration::from_secs(grace),
+        campaign: Some(stack.spammer.clone()),
+        output: table(),
+    };
+    let now = stack.sandbox.now() + time::Duration::hours(1);
+    let mut out = Vec::new();
+    ops::reconcile::run(
+        &repair(600),
+        &stack.stark,
+        Some(publisher.as_ref()),
+        &Receiver::default(),
+        stack.options.transfer_fee,
+        now,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let report = text(&out);
+    assert_eq!(report.matches("REPAIR request").count(), batch, "{report}");
+    assert!(report.contains("not_issued"), "{report}");
+    stack
+        .sandbox
+        .wait_for(Duration::from_secs(60), |s| issued(s) == batch)
+        .await
+        .unwrap();
+    let duplicate = stark_client::NewInvoice {
+        amount: first.amount,
+        tax_id: first.tax_id.clone(),
+        name: first.name.clone(),
+        tags: first.tags.clone(),
+        ..Default::default()
+    };
+    let made = stack.stark.create_invoices(&[duplicate]).await.unwrap();
+    stack.sandbox.advance(Duration::from_secs(60));
+    let mut out = Vec::new();
+    ops::reconcile::run(
+        &repair(600),
+        &stack.stark,
+        Some(publisher.as_ref()),
+        &Receiver::default(),
+        stack.options.transfer_fee,
+        now,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let report = text(&out);
+    assert_eq!(
+        report.matches("REPAIR request").count(),
+        0,
+        "all issued now: {report}"
+    );
+    assert!(
+        report.contains(&format!("REPAIR invoice {}: canceled", made[0].id)),
+        "{report}"
+    );
+    let state = stack.sandbox.state();
+    assert_eq!(
+        state.invoice(&made[0].id).unwrap().status,
+        stark_client::InvoiceStatus::Canceled
+    );
+    stack.shutdown().await;
 }

@@ -6,13 +6,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-use pipeline_domain::audit::{Audit, AuditInput, InvoiceRecord, TransferRecord, audit};
-use pipeline_domain::messages::{PAID_INVOICES, TopicMessage as _};
+use invoice_spammer::SpammerConfig;
+use pipeline_domain::audit::{Audit, AuditInput, Finding, InvoiceRecord, TransferRecord, audit};
+use pipeline_domain::messages::{
+    PAID_INVOICES, PENDING_INVOICES, PendingInvoice, TopicMessage as _,
+};
 use pipeline_domain::receiver::Receiver;
+use pipeline_domain::vocab::CampaignTag;
 use pipeline_service::publisher::Publisher;
 use pipeline_service::records::{invoice_record, paid_invoice, transfer_record};
 use serde::Serialize;
-use stark_client::{Client, InvoiceLog, InvoiceLogQuery, InvoiceLogType, TransferQuery};
+use stark_client::{
+    Client, Invoice, InvoiceLog, InvoiceLogQuery, InvoiceLogType, InvoiceQuery, InvoiceStatus,
+    TransferQuery,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -35,6 +42,11 @@ pub struct ReconcileArgs {
     /// payout may still be on their way (`10m`, `1h`).
     #[arg(long, default_value = "10m", value_parser = pipeline_service::config::parse_duration)]
     pub grace: std::time::Duration,
+    /// The campaign (`CAMPAIGN_*` in the environment, when set): its requests of past slots are
+    /// checked too, and a repair republishes the unissued ones and cancels later duplicates
+    /// still `created`.
+    #[arg(skip)]
+    pub campaign: Option<SpammerConfig>,
     #[command(flatten)]
     pub output: FormatArg,
 }
@@ -46,7 +58,18 @@ struct ReconcileJson {
     ok: bool,
     findings: Vec<FindingJson>,
     repaired: Vec<RepairJson>,
+    /// Requests republished to `pending_invoices` by `--repair`.
+    reissued: Vec<ReissueJson>,
+    /// Later duplicate invoices canceled by `--repair`.
+    canceled: Vec<String>,
     summary: SummaryJson,
+}
+
+/// One invoice request republished by `--repair`.
+#[derive(Debug, Serialize)]
+struct ReissueJson {
+    request_id: String,
+    message_id: String,
 }
 
 /// One payout republished by `--repair`.
@@ -68,14 +91,29 @@ struct SummaryJson {
     repaired: usize,
 }
 
-/// What reconcile found: the one audit over Stark's records, and the credited logs of the
-/// invoices a repair republishes.
+/// What reconcile found: the one audit over Stark's records, and what a repair acts on.
 #[derive(Debug, Clone, Default)]
 pub struct Findings {
     /// The audit.
     pub audit: Audit,
     /// The credited logs of the invoices with nothing paid and nothing in flight.
     pub missing: Vec<InvoiceLog>,
+    /// The campaign's requests of past slots without an invoice (republished by a repair).
+    pub unissued: Vec<PendingInvoice>,
+    /// Later invoices of a request that has two, still `created` (canceled by a repair; a
+    /// paid duplicate stays reported for an operator).
+    pub cancelable: Vec<String>,
+}
+
+/// The campaign whose invoice requests reconcile also checks: the spammer's batches are a pure
+/// function of its configuration, so every request of a slot that began before `until` must
+/// have exactly one invoice.
+#[derive(Debug, Clone, Copy)]
+pub struct CampaignCheck<'a> {
+    /// The spammer's configuration (`CAMPAIGN_*`).
+    pub config: &'a SpammerConfig,
+    /// Slots that began before this are checked.
+    pub until: OffsetDateTime,
 }
 
 /// Reads Stark's records of invoices credited since `since` and of their payouts, and audits
@@ -86,6 +124,7 @@ pub async fn examine(
     receiver: &Receiver,
     transfer_fee: i64,
     since: OffsetDateTime,
+    campaign: Option<CampaignCheck<'_>>,
 ) -> anyhow::Result<Findings> {
     let after = Some(date_of(since));
     let logs = stark
@@ -133,13 +172,49 @@ pub async fn examine(
             earlier.entry(log.invoice.id.clone()).or_insert(log);
         }
     }
-    let invoices: Vec<InvoiceRecord> = credited
-        .values()
-        .chain(earlier.values())
-        .map(|log| invoice_record(&log.invoice, Some(log.invoice.amount)))
+    // The campaign's invoices as Stark shows them now (every one, credited or not), and its
+    // requests of past slots.
+    let (requests, issued) = match campaign {
+        None => (Vec::new(), Vec::new()),
+        Some(check) => {
+            let config = check.config;
+            let requests: Vec<PendingInvoice> = (0..config.hours)
+                .filter(|slot| {
+                    config.start + time::Duration::hours(i64::from(*slot)) <= check.until
+                })
+                .flat_map(|slot| invoice_spammer::batch(config, slot))
+                .collect();
+            let issued = stark
+                .query_invoices(&InvoiceQuery {
+                    tags: vec![CampaignTag::for_campaign(&config.campaign).to_string()],
+                    ..Default::default()
+                })
+                .await?;
+            (requests, issued)
+        }
+    };
+    let credited_amount = |id: &str| {
+        credited
+            .get(id)
+            .or_else(|| earlier.get(id))
+            .map(|log| log.invoice.amount)
+    };
+    let mut invoices: Vec<InvoiceRecord> = issued
+        .iter()
+        .map(|i| invoice_record(i, credited_amount(&i.id)))
         .collect();
+    let listed: BTreeSet<String> = issued.iter().map(|i| i.id.clone()).collect();
+    invoices.extend(
+        credited
+            .values()
+            .chain(earlier.values())
+            .filter(|log| !listed.contains(&log.invoice.id))
+            .map(|log| invoice_record(&log.invoice, Some(log.invoice.amount))),
+    );
+    let requested: Option<Vec<String>> =
+        campaign.map(|_| requests.iter().map(|r| r.request_id.clone()).collect());
     let audit = audit(AuditInput {
-        requested: None,
+        requested: requested.as_deref(),
         invoices: &invoices,
         transfers: &transfers,
         receiver,
@@ -151,7 +226,43 @@ pub async fn examine(
         .filter(|log| unpaid.contains(log.invoice.id.as_str()))
         .cloned()
         .collect();
-    Ok(Findings { audit, missing })
+    let unissued_ids: BTreeSet<&str> = audit.unissued_requests().collect();
+    let unissued = requests
+        .into_iter()
+        .filter(|r| unissued_ids.contains(r.request_tag().request_id()))
+        .collect();
+    let cancelable = later_duplicates(&audit, &issued);
+    Ok(Findings {
+        audit,
+        missing,
+        unissued,
+        cancelable,
+    })
+}
+
+/// For each request with several live invoices, the ones after the first created that are still
+/// `created` (nobody paid them yet, so cancelling them loses nothing).
+fn later_duplicates(audit: &Audit, issued: &[Invoice]) -> Vec<String> {
+    let by_id: BTreeMap<&str, &Invoice> = issued.iter().map(|i| (i.id.as_str(), i)).collect();
+    let mut cancelable = Vec::new();
+    for finding in &audit.findings {
+        let Finding::DuplicateInvoice { invoices, .. } = finding else {
+            continue;
+        };
+        let mut found: Vec<&Invoice> = invoices
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .collect();
+        found.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        cancelable.extend(
+            found
+                .iter()
+                .skip(1)
+                .filter(|i| i.status == InvoiceStatus::Created)
+                .map(|i| i.id.clone()),
+        );
+    }
+    cancelable
 }
 
 /// Runs `reconcile`; `Ok(true)` when all was well.
@@ -165,11 +276,15 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     let since = parse_since(&args.since, now)?;
-    let findings = examine(stark, receiver, transfer_fee, since).await?;
-    let mut repaired = Vec::new();
-    // Credited moments ago: the pipeline is probably still paying it; a repair would only add
-    // a redundant (harmless) message.
+    // Credited moments ago, or a slot that just began: the pipeline is probably still at it;
+    // a repair would only add a redundant (harmless) message.
     let settled_before = now - args.grace;
+    let campaign = args.campaign.as_ref().map(|config| CampaignCheck {
+        config,
+        until: settled_before,
+    });
+    let findings = examine(stark, receiver, transfer_fee, since, campaign).await?;
+    let mut repaired = Vec::new();
     let due_for_repair: Vec<&InvoiceLog> = findings
         .missing
         .iter()
@@ -192,6 +307,26 @@ pub async fn run(
             });
         }
     }
+    let mut reissued = Vec::new();
+    let mut canceled = Vec::new();
+    if args.repair {
+        if !findings.unissued.is_empty() {
+            let publisher = publisher.ok_or_else(|| {
+                UsageError("--repair needs Pub/Sub: set PUBSUB_PROJECT_ID".into())
+            })?;
+            // invoice-sender looks each request's tag up before creating: never a second one.
+            for request in &findings.unissued {
+                let message_id = publisher
+                    .publish(PENDING_INVOICES, request.to_message())
+                    .await?;
+                reissued.push((request.request_id.clone(), message_id));
+            }
+        }
+        for id in &findings.cancelable {
+            stark.cancel_invoice(id).await?;
+            canceled.push(id.clone());
+        }
+    }
     let summary = findings.audit.summary;
     let problems = findings.audit.problems().count();
     // One line per run, for a log-based metric and an alert on repeated problems.
@@ -204,6 +339,8 @@ pub async fn run(
         nothing_due = summary.nothing_due,
         problems,
         repaired = repaired.len(),
+        reissued = reissued.len(),
+        canceled = canceled.len(),
         repair = args.repair,
         "reconcile finished"
     );
@@ -223,6 +360,14 @@ pub async fn run(
                     repaired: repaired.len(),
                 },
                 repaired,
+                reissued: reissued
+                    .iter()
+                    .map(|(request_id, message_id)| ReissueJson {
+                        request_id: request_id.clone(),
+                        message_id: message_id.clone(),
+                    })
+                    .collect(),
+                canceled: canceled.clone(),
             },
         )?,
         Format::Table => {
@@ -243,6 +388,18 @@ pub async fn run(
                     out,
                     "REPAIR invoice {}: republished to {PAID_INVOICES} as message {} ({} cents)",
                     repair.invoice_id, repair.message_id, repair.amount
+                )?;
+            }
+            for (request, message_id) in &reissued {
+                writeln!(
+                    out,
+                    "REPAIR request {request}: republished to {PENDING_INVOICES} as message {message_id}"
+                )?;
+            }
+            for id in &canceled {
+                writeln!(
+                    out,
+                    "REPAIR invoice {id}: canceled, a later duplicate still created"
                 )?;
             }
             writeln!(
