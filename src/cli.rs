@@ -40,24 +40,46 @@ enum Command {
     /// Run the whole pipeline locally (the default).
     Run(RunArgs),
     /// Apply the Pub/Sub topology to a Google Cloud project (or the emulator), idempotently.
+    #[command(
+        after_help = "Example: stark-pipeline provision --invoice-sender-url https://invoice-sender-abc-rj.a.run.app/push --money-sender-url https://money-sender-abc-rj.a.run.app/push --dry-run"
+    )]
     Provision(ProvisionArgs),
     /// Write a new Stark Bank key pair (private-key.pem, public-key.pem).
+    #[command(after_help = "Example: stark-pipeline keygen --dir keys")]
     Keygen(ops::keygen::KeygenArgs),
     /// Manage the Stark Bank webhook that points at the ingester (uses STARK_*).
     #[command(subcommand)]
     Webhook(ops::webhook::WebhookCommand),
     /// Seek a subscription back in time so its messages are delivered again (within 7 days).
+    #[command(
+        after_help = "Example: stark-pipeline replay --subscription paid_invoices-money-sender --since 6h --dry-run"
+    )]
     Replay(ops::replay::ReplayArgs),
     /// Compare Stark's credited invoices with our payouts; --repair republishes missing ones.
+    #[command(
+        after_help = "Example: stark-pipeline reconcile --since 24h --repair\n         stark-pipeline reconcile --since 24h --format json | jq '.findings[] | select(.problem)'"
+    )]
     Reconcile(ops::reconcile::ReconcileArgs),
     /// Events Stark could not deliver; --republish feeds credited ones to paid_invoices.
     #[command(subcommand)]
     Events(ops::events::EventsCommand),
     /// A campaign at a glance: slots, invoices, transfers, dead letters.
+    #[command(
+        after_help = "Example: stark-pipeline status --campaign black-friday --format json | jq .transfers"
+    )]
     Status(ops::status::StatusArgs),
     /// Show the resolved configuration and check it: Stark credentials, Pub/Sub topology,
     /// the webhook, the workspace check.
+    #[command(
+        after_help = "Example: stark-pipeline doctor --ingester-url https://webhook-ingester-abc-rj.a.run.app/webhook"
+    )]
     Doctor(ops::doctor::DoctorArgs),
+    /// One invoice's way through the pipeline (by invoice or request id), with a verdict and
+    /// the next command to run.
+    #[command(
+        after_help = "Example: stark-pipeline trace black-friday-3-7\n         stark-pipeline trace 5155165527080960 --format json | jq -r .verdict"
+    )]
+    Trace(ops::trace::TraceArgs),
 }
 
 /// Options of the local run.
@@ -317,6 +339,10 @@ async fn run_operator(
                 &mut out,
             )
             .await
+        }
+        Command::Trace(args) => {
+            let (_, transfer_fee) = payout_terms(&context.env)?;
+            ops::trace::run(&args, context.stark()?, transfer_fee, &mut out).await
         }
         Command::Run(_) | Command::Provision(_) | Command::Doctor(_) => {
             unreachable!("handled above")

@@ -228,6 +228,23 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
     stack.shutdown().await;
 }
 
+/// `trace ID --format json`, parsed.
+async fn trace_json(stack: &Stack, id: &str) -> serde_json::Value {
+    let mut out = Vec::new();
+    ops::trace::run(
+        &ops::trace::TraceArgs {
+            id: id.to_owned(),
+            output: json_format(),
+        },
+        &stack.stark,
+        stack.options.transfer_fee,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    parse_json(&out)
+}
+
 fn table() -> ops::output::FormatArg {
     ops::output::FormatArg::default()
 }
@@ -357,9 +374,26 @@ async fn undelivered_events_are_republished_and_marked_delivered() {
         text(&out)
     );
 
+    // trace names the way out: resend the undelivered credited event.
+    let first = credited_events[0]["id"].as_str().unwrap().to_owned();
+    let invoice = credited_events[0]["resource_id"].as_str().unwrap();
+    let json = trace_json(&stack, invoice).await;
+    assert_eq!(json["verdict"], "credited, payout pending", "{json}");
+    assert!(
+        json["next"].as_str().unwrap().contains("events resend"),
+        "{json}"
+    );
+    assert!(
+        json["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["source"] == "attempt"),
+        "every failed delivery attempt is shown: {json}"
+    );
+
     // `events resend` handles one event; `--republish` the rest.
     let publisher = stack.bus.publisher();
-    let first = credited_events[0]["id"].as_str().unwrap().to_owned();
     let mut out = Vec::new();
     ops::events::run(
         &ops::events::EventsCommand::Resend {
@@ -556,6 +590,79 @@ async fn replay_and_status_after_a_campaign() {
         "{report}"
     );
     assert!(report.contains("FAIL workspace_id"), "{report}");
+
+    // trace: a paid-out invoice by its request id, an unpaid one, and another workspace's.
+    let paid = state
+        .transfers
+        .iter()
+        .find(|t| t.status == stark_client::TransferStatus::Success)
+        .and_then(|t| t.external_id.as_deref())
+        .and_then(pipeline_domain::vocab::PayoutKey::parse)
+        .unwrap();
+    let paid_invoice = state
+        .invoices
+        .iter()
+        .find(|i| i.id == paid.invoice_id())
+        .unwrap();
+    let request = pipeline_domain::vocab::RequestTag::find(&paid_invoice.tags).unwrap();
+    let json = trace_json(&stack, request.request_id()).await;
+    assert_eq!(json["verdict"], "paid out", "{json}");
+    assert_eq!(json["invoice_id"], paid_invoice.id.as_str(), "{json}");
+    assert_eq!(json["request_id"], request.request_id(), "{json}");
+    assert_eq!(json["transfers"][0]["status"], "success", "{json}");
+    assert_eq!(json["transfers"][0]["generation"], 1, "{json}");
+    assert!(
+        json["credit_to_payout_seconds"].as_f64().unwrap() >= 0.0,
+        "{json}"
+    );
+    let timeline = json["timeline"].as_array().unwrap();
+    let has = |source: &str, what: &str| {
+        timeline
+            .iter()
+            .any(|e| e["source"] == source && e["what"] == what && rfc3339(&e["at"]))
+    };
+    assert!(
+        has("invoice", "credited") && has("event", "credited") && has("transfer", "success"),
+        "{json}"
+    );
+    assert!(
+        json["logging_filter"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("jsonPayload.invoice_id=\"{}\"", paid_invoice.id)),
+        "{json}"
+    );
+    if let Some(unpaid) = state
+        .invoices_in(&state.workspace_id)
+        .find(|i| i.status == stark_client::InvoiceStatus::Created)
+    {
+        let json = trace_json(&stack, &unpaid.id).await;
+        assert_eq!(json["verdict"], "waiting for payment", "{json}");
+    }
+    let foreign = state
+        .invoices
+        .iter()
+        .find(|i| state.invoice_workspace(&i.id) != Some(state.workspace_id.as_str()))
+        .unwrap();
+    let json = trace_json(&stack, &foreign.id).await;
+    assert_eq!(json["verdict"], "refused: not ours", "{json}");
+    let mut out = Vec::new();
+    ops::trace::run(
+        &ops::trace::TraceArgs {
+            id: paid_invoice.id.clone(),
+            output: table(),
+        },
+        &stack.stark,
+        stack.options.transfer_fee,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let report = text(&out);
+    assert!(
+        report.contains("verdict: paid out") && report.contains("credit → payout: "),
+        "{report}"
+    );
 
     // replay: refused beyond 7 days, dry run changes nothing, a real replay pays nothing twice.
     let Some(target) = stack.bus.target() else {

@@ -10,6 +10,7 @@ pub mod output;
 pub mod reconcile;
 pub mod replay;
 pub mod status;
+pub mod trace;
 pub mod webhook;
 
 use gcp_pubsub::PubSubTarget;
