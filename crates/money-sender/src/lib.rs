@@ -226,6 +226,12 @@ impl From<stark_client::Error> for PayoutError {
 
 impl IntoResponse for PayoutError {
     fn into_response(self) -> Response {
+        if let PayoutError::InFlight { id, status } = &self {
+            // The normal path of every payout, not a failure: logged at info, so that warnings
+            // stay for what needs a look.
+            tracing::info!(event = "payout_in_flight", transfer_id = %id, status, "waiting for Stark to complete the payout; the delivery comes back");
+            return (StatusCode::SERVICE_UNAVAILABLE, self.to_string()).into_response();
+        }
         let status = match &self {
             PayoutError::Malformed(_) => StatusCode::BAD_REQUEST,
             PayoutError::NotOurs(_)
