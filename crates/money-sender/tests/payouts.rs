@@ -455,10 +455,15 @@ fn binary_refuses_to_start_naming_the_missing_variable() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_money-sender"))
         .env_clear()
         .env("STARK_ENVIRONMENT", "sandbox")
+        .env("LOG_FORMAT", "text")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("STARK_ACCESS_ID"));
+    // Text logs into a pipe carry no colour codes.
+    let logged = String::from_utf8_lossy(&output.stdout);
+    assert!(logged.contains("config_invalid"), "{logged}");
+    assert!(!logged.contains('\u{1b}'), "{logged:?}");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_money-sender"))
         .env_clear()
         .env("PORT", "eighty")

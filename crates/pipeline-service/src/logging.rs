@@ -78,11 +78,23 @@ pub fn init_with(format: LogFormat, default_filter: &str, to_stderr: bool) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_target(false)
+                    .with_ansi(colour(to_stderr))
                     .with_writer(writer),
             )
             .try_init(),
     };
     let _ = result;
+}
+
+/// Colour only on a terminal, and never with `NO_COLOR` set (no-color.org): escape codes in a
+/// file or a pipe are noise, and they tear a progress line.
+fn colour(to_stderr: bool) -> bool {
+    let terminal = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The fields recorded on a span, kept so that every event inside it can repeat them.
