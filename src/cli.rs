@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// Seed of the sandbox's faults.
     #[arg(long, default_value_t = 7)]
     pub fault_seed: u64,
+    /// After the report, keep everything running and write `target/local.env` for drills with
+    /// the operator commands; SIGINT or SIGTERM stops it all, the emulator included.
+    #[arg(long)]
+    pub keep_running: bool,
     /// Invoices per hourly slot = the drawn 8 to 12 × this (scale runs; see BENCHMARKS.md).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rate_multiplier: u32,
@@ -396,7 +400,9 @@ async fn run_local(args: &RunArgs) -> anyhow::Result<bool> {
     };
     let campaign = async {
         stack.play(&mut show).await?;
-        let budget = stack.hour() * 4 + Duration::from_secs(60);
+        // Long enough for a Stark outage's backlog or a high error rate to drain through the
+        // retries.
+        let budget = stack.hour() * 4 + Duration::from_secs(240);
         let state = stack.settle(budget, &mut show).await?;
         stack.report(&state).await
     };
@@ -407,8 +413,23 @@ async fn run_local(args: &RunArgs) -> anyhow::Result<bool> {
     if interactive {
         eprintln!();
     }
-    stack.shutdown().await;
-    let report = outcome?;
+    let report = match outcome {
+        Ok(report) => report,
+        Err(err) => {
+            stack.shutdown().await;
+            return Err(err);
+        }
+    };
     println!("{report}");
+    if args.keep_running {
+        let path = stack.write_env(std::path::Path::new("target"))?;
+        eprintln!(
+            "kept running for drills: `set -a; . {}; set +a`, then e.g. `stark-pipeline status --format json`, `stark-pipeline trace <invoice-id>`, `stark-pipeline reconcile --since 2d --repair`; Ctrl-C (or SIGTERM) stops everything",
+            path.display()
+        );
+        pipeline_service::serve::shutdown_signal().await;
+        eprintln!("stopping the local stack…");
+    }
+    stack.shutdown().await;
     Ok(report.ok())
 }

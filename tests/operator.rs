@@ -1067,3 +1067,127 @@ async fn reconcile_reissues_lost_requests_and_cancels_later_duplicates() {
     );
     stack.shutdown().await;
 }
+
+#[test]
+fn keep_running_serves_drills_from_local_env_until_sigint() {
+    // The whole stack, its own emulator included, kept up after a one-hour campaign.
+    let dir = temp_dir("keep");
+    let path = std::env::var("PATH").unwrap_or_default();
+    let home = std::env::var("HOME").unwrap_or_default();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stark-pipeline"))
+        .args([
+            "run",
+            "--keep-running",
+            "--hours",
+            "1",
+            "--speed",
+            "3600",
+            "--campaign",
+            "drill",
+        ])
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", &path)
+        .env("HOME", &home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let env_file = dir.join("target/local.env");
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while !env_file.exists() {
+        assert!(std::time::Instant::now() < deadline, "no target/local.env");
+        assert!(child.try_wait().unwrap().is_none(), "the stack exited");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let vars: Vec<(String, String)> = std::fs::read_to_string(&env_file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.split_once('=').unwrap();
+            (name.to_owned(), value.trim_matches('"').to_owned())
+        })
+        .collect();
+    let var = |name: &str| vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let mut env: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    env.push(("PATH", &path));
+    let status = cli(&dir, &["status", "--format", "json"], &env);
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["campaign"], "drill", "{json}");
+    assert!(json["invoices"]["issued"].as_u64().unwrap() >= 8, "{json}");
+    // One of its invoices, traced.
+    let root = var("STARK_ENVIRONMENT")
+        .unwrap()
+        .trim_end_matches("/v2")
+        .to_owned();
+    let state: serde_json::Value = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            reqwest::get(format!("{root}/_sandbox/state"))
+                .await?
+                .json()
+                .await
+        })
+        .unwrap();
+    let workspace = var("STARK_WORKSPACE_ID").unwrap();
+    let invoice = state["invoices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .find(|id| state["invoiceWorkspaces"][id] == workspace.as_str())
+        .expect("an invoice of ours");
+    let trace = cli(&dir, &["trace", &invoice, "--format", "json"], &env);
+    let json: serde_json::Value = serde_json::from_slice(&trace.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&trace.stderr)));
+    assert!(
+        json["verdict"].is_string() || json["verdict"].is_object(),
+        "{json}"
+    );
+    // SIGINT stops everything, the emulator included.
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit}");
+    let closed = |address: &str| std::net::TcpStream::connect(address).is_err();
+    let sandbox = root.trim_start_matches("http://").to_owned();
+    assert!(closed(&sandbox), "the sandbox still answers");
+    match var("PUBSUB_EMULATOR_HOST") {
+        Some(host) => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !closed(&host) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the emulator still answers"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        None => assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but the stack ran without the emulator"
+        ),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -118,6 +118,8 @@ pub struct Stack {
     pub sandbox: SandboxHandle,
     /// A client of the pipeline's project at the sandbox.
     pub stark: Client,
+    /// That project's id and key, for the operator commands of a drill ([`Stack::write_env`]).
+    project: (String, stark_client::PrivateKey),
     /// A client of another workspace's project, whose webhook also points at our ingester.
     pub foreign: Client,
     /// The bus.
@@ -172,7 +174,7 @@ impl Stack {
         .await
         .context("starting stark-sandbox")?;
         let (project, key) = sandbox.new_project();
-        let mut client_config = sandbox.client_config(&project, key);
+        let mut client_config = sandbox.client_config(&project, key.clone());
         client_config.timeout = Duration::from_secs(5);
         client_config.retry_backoff = Duration::from_millis(50);
         let stark = Client::new(client_config).context("building the Stark client")?;
@@ -268,6 +270,7 @@ impl Stack {
         Ok(Stack {
             sandbox,
             stark,
+            project: (project, key),
             foreign,
             bus,
             sender,
@@ -278,6 +281,54 @@ impl Stack {
             options,
             treasury: std::sync::atomic::AtomicI64::new(0),
         })
+    }
+
+    /// Writes `dir/local.env` (and the project's key, mode 0600, beside it) so that, after
+    /// `set -a; . target/local.env; set +a` (or with the file as `.env`), every operator
+    /// command works against this stack: the Stark settings with the sandbox's base URL, the
+    /// Pub/Sub emulator, the campaign and the workspace. Returns the env file's path.
+    pub fn write_env(&self, dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", dir.display()))?;
+        let key_path = dir.join("local-key.pem");
+        write_private(&key_path, &self.project.1.to_pem())?;
+        let start = self
+            .spammer
+            .start
+            .format(&time::format_description::well_known::Rfc3339)
+            .context("formatting the campaign start")?;
+        let mut vars = vec![
+            ("STARK_ACCESS_ID", format!("project/{}", self.project.0)),
+            ("STARK_ENVIRONMENT", self.sandbox.base_url()),
+            ("STARK_PRIVATE_KEY_FILE", key_path.display().to_string()),
+            ("STARK_WORKSPACE_ID", self.sandbox.workspace_id()),
+            ("CAMPAIGN_ID", self.spammer.campaign.clone()),
+            ("CAMPAIGN_START", start),
+            ("CAMPAIGN_HOURS", self.spammer.hours.to_string()),
+            (
+                "PAYOUT_TRANSFER_FEE_CENTS",
+                self.options.transfer_fee.to_string(),
+            ),
+            ("INGESTER_URL", self.ingester.url("/webhook")),
+        ];
+        if let Some(target) = self.bus.target() {
+            vars.push(("PUBSUB_PROJECT_ID", target.project.clone()));
+            if let Some(host) = &target.emulator_host {
+                vars.push(("PUBSUB_EMULATOR_HOST", host.clone()));
+            }
+        }
+        let mut text = String::from(
+            "# Written by `stark-pipeline run --keep-running` for drills against the local stack.\n",
+        );
+        for (name, value) in vars {
+            // Double quotes: read alike by bash (`set -a; . file`) and dotenvy.
+            text.push_str(&format!("{name}=\"{value}\"\n"));
+        }
+        let path = dir.join("local.env");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
     }
 
     /// Deposits what reversals took (see [`report::clawbacks`]) and was not covered yet.
@@ -509,6 +560,20 @@ impl Stack {
         self.sandbox.shutdown().await;
         self.bus.stop();
     }
+}
+
+/// Writes a file only its owner may read (a private key).
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Starts `instances` of a service, each through `factory()`; with more than one, a round-robin
