@@ -1020,7 +1020,7 @@ class Configuration(unittest.TestCase):
 
     def test_the_example_configuration_is_valid(self):
         text = (DEPLOY / "config.env.example").read_text()
-        text = text.replace("STARK_PRIVATE_KEY_FILE=./private-key.pem", f"STARK_PRIVATE_KEY_FILE={self.sb.key}")
+        text = text.replace("STARK_PRIVATE_KEY_FILE=./keys/private-key.pem", f"STARK_PRIVATE_KEY_FILE={self.sb.key}")
         text += f"IMAGE_TAG=example\nSTARK_PIPELINE_BIN={self.sb.bin / 'stark-pipeline'}\n"
         self.sb.config.write_text(text)
         plan = self.sb.run("up.sh", "--dry-run").stdout
