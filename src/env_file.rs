@@ -12,8 +12,6 @@
 //! `STARK_*`, `PAYOUT_*` and `PUBSUB_*` names the pipeline reads; a test holds it to
 //! `.env.example` and to the names the crates' sources spell.
 
-use std::path::{Path, PathBuf};
-
 use pipeline_service::config::Env;
 
 /// Every `STARK_*`, `PAYOUT_*` and `PUBSUB_*` variable that the services or the operator CLI
@@ -48,107 +46,7 @@ const OTHER_TOOLS_PREFIXES: [&str; 2] = ["STARK_SANDBOX_", "STARK_PIPELINE_"];
 /// The name older setups used for the Stark environment (a base URL); read as an alias.
 pub const BASE_URL_ALIAS: &str = "BASE_URL";
 
-/// The file [`load_dotenv`] reads, relative to the working directory.
-pub const DOTENV_FILE: &str = ".env";
-
-/// Why `.env` could not be used. Never carries a value from the file: it may hold the key.
-#[derive(Debug, thiserror::Error)]
-pub enum DotenvError {
-    /// A line `dotenvy` cannot parse.
-    #[error(
-        "{path} line {line}{}: cannot parse it as NAME=value; quote a value that has spaces, `#`, quotes or `$` in it (NAME=\"two words\")",
-        .variable.as_deref().map(|v| format!(" ({v})")).unwrap_or_default()
-    )]
-    Malformed {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line number.
-        line: usize,
-        /// The variable the line sets, when its name could be read.
-        variable: Option<String>,
-    },
-    /// The file exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Loads `dir/.env` into the process environment, keeping every variable already set, and
-/// returns the file's path, or `None` when there is no such file (which is fine).
-///
-/// The whole file is parsed first, so that a malformed line sets nothing. Setting variables is
-/// left to `dotenvy` (this crate forbids `unsafe`); call this before any thread is started,
-/// as `cli::main` does before building the runtime.
-pub fn load_dotenv(dir: &Path) -> Result<Option<PathBuf>, DotenvError> {
-    let path = dir.join(DOTENV_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(DotenvError::Unreadable { path, source }),
-    };
-    parse_names(&path, &text)?;
-    dotenvy::from_path(&path).map_err(|err| match err {
-        dotenvy::Error::Io(source) => DotenvError::Unreadable {
-            path: path.clone(),
-            source,
-        },
-        other => malformed(&path, &text, &other),
-    })?;
-    Ok(Some(path))
-}
-
-/// The names a `.env` text sets, or the first malformed line.
-fn parse_names(path: &Path, text: &str) -> Result<Vec<String>, DotenvError> {
-    let mut names = Vec::new();
-    for item in dotenvy::from_read_iter(text.as_bytes()) {
-        match item {
-            Ok((name, _value)) => names.push(name),
-            Err(err) => return Err(malformed(path, text, &err)),
-        }
-    }
-    Ok(names)
-}
-
-/// Locates `dotenvy`'s parse error in the file. `dotenvy` reports the text it failed on (the
-/// rest of the line, or of a multi-line value) but no line number, so the first line that is
-/// not a comment and holds that text's first line is the one.
-fn malformed(path: &Path, text: &str, err: &dotenvy::Error) -> DotenvError {
-    let failing = match err {
-        dotenvy::Error::LineParse(failing, _) => failing.lines().next().unwrap_or("").trim(),
-        _ => "",
-    };
-    let found = text.lines().enumerate().find(|(_, line)| {
-        let line = line.trim();
-        !line.is_empty() && !line.starts_with('#') && line.contains(failing)
-    });
-    let (line, variable) = match found {
-        Some((index, line)) => (index + 1, variable_of(line)),
-        None => (1, None),
-    };
-    DotenvError::Malformed {
-        path: path.to_owned(),
-        line,
-        variable,
-    }
-}
-
-/// The variable name a `NAME=value` (or `export NAME=value`) line sets, if it has a valid one.
-fn variable_of(line: &str) -> Option<String> {
-    let line = line.trim();
-    let line = line.strip_prefix("export ").unwrap_or(line);
-    let (name, _) = line.split_once('=')?;
-    let name = name.trim();
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
-    valid.then(|| name.to_owned())
-}
+pub use pipeline_service::dotenv::{DOTENV_FILE, DotenvError, load_dotenv};
 
 /// Warnings about names under the pipeline's prefixes that nothing reads: most likely typos,
 /// with the closest known name when there is one.
@@ -216,6 +114,8 @@ pub fn resolve(mut vars: Vec<(String, String)>) -> (Env, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pipeline_service::dotenv::parse_names;
+    use std::path::{Path, PathBuf};
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("env-file-{name}-{}", std::process::id()));

@@ -8,8 +8,18 @@ use pipeline_service::serve::run_service;
 
 const SERVICE: &str = "invoice-sender";
 
-#[tokio::main]
-async fn main() {
+/// Loads `./.env` first (before the async runtime starts threads: it sets process variables),
+/// then runs.
+fn main() {
+    pipeline_service::dotenv::load_or_exit("invoice-sender");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+        .block_on(run())
+}
+
+async fn run() {
     logging::init(LogFormat::from_env());
     let env = Env::from_process();
     let config = or_exit(SERVICE, Config::from_env(&env));

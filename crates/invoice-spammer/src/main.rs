@@ -45,8 +45,18 @@ fn parse_rfc3339(text: &str) -> Result<OffsetDateTime, String> {
 const EXIT_RUN_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Loads `./.env` first (before the async runtime starts threads: it sets process variables),
+/// then runs.
+fn main() -> ExitCode {
+    pipeline_service::dotenv::load_or_exit("invoice-spammer");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+        .block_on(run())
+}
+
+async fn run() -> ExitCode {
     // clap exits with 2 on bad flags, the same code as a bad configuration.
     let args = Args::parse();
     let env = Env::from_process();

@@ -511,3 +511,41 @@ async fn refused_credentials_are_a_configuration_error_retried_until_fixed() {
         assert_eq!(logs.events("stark_unauthorized").len(), 1, "HTTP {status}");
     }
 }
+
+#[test]
+fn binary_reads_dotenv_without_overriding_and_names_a_malformed_line() {
+    let dir = std::env::temp_dir().join(format!("money-sender-dotenv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |vars: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_money-sender"))
+            .current_dir(&dir)
+            .env_clear()
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap()
+    };
+    // The file is read: its bad PORT stops the service, naming the variable.
+    std::fs::write(dir.join(".env"), "PORT=eighty\n").unwrap();
+    let output = run(&[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("PORT"));
+    // A variable already set wins over the file.
+    let output = run(&[("PORT", "8080"), ("STARK_ENVIRONMENT", "sandbox")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("STARK_ACCESS_ID") && !stderr.contains("eighty"),
+        "{stderr}"
+    );
+    // A malformed line is named, its value never shown.
+    std::fs::write(dir.join(".env"), "PORT=8080\nPAYOUT_NAME=Stark Bank S.A.\n").unwrap();
+    let output = run(&[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("PAYOUT_NAME"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Bank S.A."), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`config`]: environment variables, read once, errors that name the variable; the Stark
 //!   client built from `STARK_*`.
+//! - [`dotenv`]: `./.env`, loaded first by every binary.
 //! - [`envelope`]: the Pub/Sub push envelope as an axum extractor, and the nack rules.
 //! - [`publisher`]: the `Publisher` trait (Pub/Sub in `gcp-pubsub`, in-process in the testkit).
 //! - [`records`]: Stark's records turned into the domain's (messages, audit records).
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dotenv;
 pub mod envelope;
 pub mod locks;
 pub mod logging;

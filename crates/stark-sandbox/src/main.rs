@@ -290,8 +290,18 @@ fn config(args: &Args) -> anyhow::Result<SandboxConfig> {
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Loads `./.env` first (before the async runtime starts threads: it sets process variables),
+/// then runs.
+fn main() -> anyhow::Result<()> {
+    pipeline_service::dotenv::load_or_exit("stark-sandbox");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());

@@ -12,8 +12,18 @@ use webhook_ingester::{Config, Deps, build};
 
 const SERVICE: &str = "webhook-ingester";
 
-#[tokio::main]
-async fn main() {
+/// Loads `./.env` first (before the async runtime starts threads: it sets process variables),
+/// then runs.
+fn main() {
+    pipeline_service::dotenv::load_or_exit("webhook-ingester");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+        .block_on(run())
+}
+
+async fn run() {
     logging::init(LogFormat::from_env());
     let env = Env::from_process();
     let config = or_exit(SERVICE, Config::from_env(&env));
