@@ -8,15 +8,9 @@ use pipeline_service::serve::run_service;
 
 const SERVICE: &str = "invoice-sender";
 
-/// Loads `./.env` first (before the async runtime starts threads: it sets process variables),
-/// then runs.
+/// Loads `./.env` first, then runs on the async runtime.
 fn main() {
-    pipeline_service::dotenv::load_or_exit("invoice-sender");
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the async runtime starts")
-        .block_on(run())
+    pipeline_service::dotenv::main("invoice-sender", run)
 }
 
 async fn run() {

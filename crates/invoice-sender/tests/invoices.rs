@@ -161,21 +161,8 @@ fn binary_refuses_to_start_naming_the_missing_variable() {
 #[tokio::test]
 async fn refused_credentials_are_a_configuration_error_retried_until_fixed() {
     for status in [401u16, 403] {
-        let app = axum::Router::new().fallback(move || async move {
-            (
-                axum::http::StatusCode::from_u16(status).unwrap(),
-                axum::Json(serde_json::json!({"errors": [{"code": "forbidden", "message": "no"}]})),
-            )
-        });
-        let base = pipeline_testkit::spawn(app).await;
-        let mut config = stark_client::ClientConfig::new(
-            stark_client::AccessId::parse("project/1").unwrap(),
-            stark_client::PrivateKey::generate(),
-            stark_client::Environment::parse(&format!("{base}/v2")).unwrap(),
-        );
-        config.retry_backoff = std::time::Duration::from_millis(1);
         let deps = Deps {
-            stark: stark_client::Client::new(config).unwrap(),
+            stark: pipeline_testkit::refusing_stark(status).await,
         };
         let url = format!("{}/push", run(build(Config::local(), deps).await.unwrap()));
         let (logs, _guard) = pipeline_testkit::LogCapture::start();

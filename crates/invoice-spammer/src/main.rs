@@ -45,15 +45,9 @@ fn parse_rfc3339(text: &str) -> Result<OffsetDateTime, String> {
 const EXIT_RUN_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
-/// Loads `./.env` first (before the async runtime starts threads: it sets process variables),
-/// then runs.
+/// Loads `./.env` first, then runs on the async runtime.
 fn main() -> ExitCode {
-    pipeline_service::dotenv::load_or_exit("invoice-spammer");
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the async runtime starts")
-        .block_on(run())
+    pipeline_service::dotenv::main("invoice-spammer", run)
 }
 
 async fn run() -> ExitCode {

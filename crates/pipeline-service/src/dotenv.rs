@@ -108,6 +108,17 @@ fn variable_of(line: &str) -> Option<String> {
     valid.then(|| name.to_owned())
 }
 
+/// What every binary's `main` does: loads `./.env` ([`load_or_exit`]) while the process has one
+/// thread, then starts the async runtime and runs `run` on it.
+pub fn main<F: std::future::Future>(service: &str, run: impl FnOnce() -> F) -> F::Output {
+    load_or_exit(service);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+        .block_on(run())
+}
+
 /// Loads `./.env` for the binary `service`, or stops it with exit code 2 and the reason on
 /// stderr. Call it first in `main`, before the async runtime starts any thread: `dotenvy` sets
 /// process variables.

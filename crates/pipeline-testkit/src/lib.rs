@@ -76,6 +76,25 @@ pub async fn public_key_server(pem: String) -> String {
     format!("{}/v2", spawn(app).await)
 }
 
+/// A client of a stand-in Stark (or of something in front of it) that answers every request
+/// with `status` and a Stark-shaped error list: how a service reacts to 401/403 and the like.
+pub async fn refusing_stark(status: u16) -> Client {
+    let app = axum::Router::new().fallback(move || async move {
+        (
+            axum::http::StatusCode::from_u16(status).expect("a valid HTTP status"),
+            axum::Json(serde_json::json!({"errors": [{"code": "refused", "message": "no"}]})),
+        )
+    });
+    let base = spawn(app).await;
+    let mut config = stark_client::ClientConfig::new(
+        stark_client::AccessId::parse("project/1").expect("a valid access id"),
+        stark_client::PrivateKey::generate(),
+        stark_client::Environment::parse(&format!("{base}/v2")).expect("a loopback base URL"),
+    );
+    config.retry_backoff = Duration::from_millis(1);
+    Client::new(config).expect("client builds")
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// POSTs `message` to `url` as a Pub/Sub push delivery and returns the status code.
@@ -116,6 +135,10 @@ pub async fn post_json(url: &str, body: Vec<u8>) -> u16 {
 /// The log lines (JSON, one object per line) written on this thread while the guard lives:
 /// a test asserts the stable event names a service logs. Tests on tokio's default
 /// current-thread runtime see their spawned servers' lines too.
+///
+/// One global subscriber, installed once, routes each line to the capture of the thread that
+/// wrote it. (Per-thread default subscribers, `tracing::subscriber::set_default`, share the
+/// callsites' cached interest across threads, and parallel tests then lose lines now and then.)
 #[derive(Clone, Default)]
 pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
@@ -125,17 +148,55 @@ impl std::fmt::Debug for LogCapture {
     }
 }
 
+thread_local! {
+    /// The capture of this thread's test, if it started one.
+    static CURRENT: std::cell::RefCell<Option<LogCapture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes a log line into the current thread's capture (or nowhere).
+struct ToCurrentCapture;
+
+impl std::io::Write for ToCurrentCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CURRENT.with(|current| {
+            if let Some(capture) = &*current.borrow() {
+                capture.0.lock().expect("log lock").extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ends the capture of its thread when dropped.
+#[derive(Debug)]
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.borrow_mut().take());
+    }
+}
+
 impl LogCapture {
     /// Starts capturing on this thread.
-    pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+    pub fn start() -> (Self, CaptureGuard) {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(|| ToCurrentCapture)
+                .finish();
+            // Fails only if the test binary installed its own: then nothing is captured and
+            // the test's assertions say so.
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        });
         let capture = LogCapture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || writer.clone())
-            .finish();
-        (capture, tracing::subscriber::set_default(subscriber))
+        CURRENT.with(|current| *current.borrow_mut() = Some(capture.clone()));
+        (capture, CaptureGuard(()))
     }
 
     /// Every captured line, parsed.
@@ -152,15 +213,5 @@ impl LogCapture {
             .into_iter()
             .filter(|l| l["fields"]["event"] == event)
             .collect()
-    }
-}
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

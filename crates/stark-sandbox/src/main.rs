@@ -290,15 +290,9 @@ fn config(args: &Args) -> anyhow::Result<SandboxConfig> {
     })
 }
 
-/// Loads `./.env` first (before the async runtime starts threads: it sets process variables),
-/// then runs.
+/// Loads `./.env` first, then runs on the async runtime.
 fn main() -> anyhow::Result<()> {
-    pipeline_service::dotenv::load_or_exit("stark-sandbox");
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the async runtime starts")
-        .block_on(run())
+    pipeline_service::dotenv::main("stark-sandbox", run)
 }
 
 async fn run() -> anyhow::Result<()> {

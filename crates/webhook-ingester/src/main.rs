@@ -12,15 +12,9 @@ use webhook_ingester::{Config, Deps, build};
 
 const SERVICE: &str = "webhook-ingester";
 
-/// Loads `./.env` first (before the async runtime starts threads: it sets process variables),
-/// then runs.
+/// Loads `./.env` first, then runs on the async runtime.
 fn main() {
-    pipeline_service::dotenv::load_or_exit("webhook-ingester");
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the async runtime starts")
-        .block_on(run())
+    pipeline_service::dotenv::main("webhook-ingester", run)
 }
 
 async fn run() {
