@@ -5,24 +5,34 @@
 #
 #   scripts/bench.sh                 # everything below
 #   scripts/bench.sh micro           # criterion micro-benchmarks only (cargo bench)
-#   scripts/bench.sh ingest startup  # any subset of: micro ingest startup stack
+#   scripts/bench.sh ingest startup  # any subset of: micro ingest startup stack seed
+#   scripts/bench.sh seed            # side by side with the seed's Python webhook (BENCHMARKS.md §5)
 #
 # Environment:
 #   BENCH_OUT=dir         where results go (default target/bench-results/<timestamp>)
 #   BENCH_EMULATOR=1      also run the local stack on the Pub/Sub emulator (needs gcloud + Java)
 #   BENCH_MULTIPLIERS     rate multipliers of the stack runs (default "1 10 100")
+#   BENCH_SEED_VENV       the seed's virtualenv (default target/seed-venv; built from
+#                         crates/bench/seed/requirements.txt when missing or out of date)
+#   BENCH_SEED_DURATION   length of each side-by-side wrk run (default 10s)
+#   BENCH_SEED_ROUNDS     side-by-side rounds (default 2)
+#   CARGO_TARGET_DIR      honoured: binaries are taken from $CARGO_TARGET_DIR/release
+#
+# The seed step needs python3 (3.11) with venv, PyPI, wrk (apt-get install -y wrk), taskset, two
+# cores, and the Pub/Sub emulator (gcloud + Java).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(micro ingest startup stack)
+[ ${#steps[@]} -eq 0 ] && steps=(micro ingest startup stack seed)
 for step in "${steps[@]}"; do
   case "$step" in
-    micro | ingest | startup | stack) ;;
-    *) echo "unknown step $step (expected micro, ingest, startup or stack)" >&2; exit 2 ;;
+    micro | ingest | startup | stack | seed) ;;
+    *) echo "unknown step $step (expected micro, ingest, startup, stack or seed)" >&2; exit 2 ;;
   esac
 done
 wants() { [[ " ${steps[*]} " == *" $1 "* ]]; }
+bin=${CARGO_TARGET_DIR:-target}/release
 
 out=${BENCH_OUT:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
@@ -36,6 +46,8 @@ echo "results in $out"
   grep MemTotal /proc/meminfo
   echo "uptime: $(uptime)"
   rustc --version
+  echo "uncommitted changes: $(git status --short --untracked-files=no 2>/dev/null | wc -l) files"
+  git status --short --untracked-files=no 2>/dev/null || true
 } | tee "$out/machine.txt"
 
 if wants micro; then
@@ -44,14 +56,19 @@ if wants micro; then
   cargo bench -p pipeline-service --bench envelope 2>&1 | tee "$out/micro-envelope.txt"
 fi
 
-if wants ingest || wants startup || wants stack; then
+packages=()
+wants ingest && packages+=(-p bench)
+wants startup && packages+=(-p invoice-sender -p webhook-ingester -p money-sender -p bench)
+wants stack && packages+=(-p stark-pipeline)
+wants seed && packages+=(-p webhook-ingester -p bench)
+if [ ${#packages[@]} -gt 0 ]; then
   echo "== release build (several minutes the first time)"
-  cargo build --release -p invoice-sender -p webhook-ingester -p money-sender -p bench -p stark-pipeline
+  cargo build --release "${packages[@]}"
 fi
 
 if wants ingest; then
   echo "== ingest load (webhook-ingester in a child process, single-threaded runtime)"
-  load=target/release/ingest-load
+  load=$bin/ingest-load
   {
     echo "--- default: in-memory bus, JSON logs to /dev/null, 8 connections"
     "$load" --duration 10s --max-requests 100000
@@ -66,7 +83,7 @@ fi
 
 if wants startup; then
   echo "== start-up (exec to first 200 on /healthz, idle RSS)"
-  target/release/startup --bin-dir target/release --runs 20 2>&1 | tee "$out/startup.txt"
+  "$bin/startup" --bin-dir "$bin" --runs 20 2>&1 | tee "$out/startup.txt"
 fi
 
 if wants stack; then
@@ -78,13 +95,40 @@ if wants stack; then
       log="$out/stack-$bus-x$multiplier"
       status=0
       /usr/bin/time -f "wall_s=%e user_s=%U sys_s=%S max_rss_kib=%M" -o "$log.time" \
-        target/release/stark-pipeline run --bus "$bus" --rate-multiplier "$multiplier" \
+        "$bin/stark-pipeline" run --bus "$bus" --rate-multiplier "$multiplier" \
         --campaign "bench-$bus-x$multiplier-$(date +%s)" >"$log.report" 2>"$log.progress" || status=$?
       echo "exit=$status" >>"$log.time"
       grep -E '^ all |^(PASS|FAIL)' "$log.report" || tail -5 "$log.progress"
       cat "$log.time"
     done
   done 2>&1 | tee "$out/stack.txt"
+fi
+
+if wants seed; then
+  echo "== side by side: webhook-ingester (publishing to the Pub/Sub emulator) vs the seed's Python webhook"
+  venv=${BENCH_SEED_VENV:-target/seed-venv}
+  requirements=crates/bench/seed/requirements.txt
+  # The copy of requirements.txt in the venv says what it was built from.
+  if ! cmp -s "$requirements" "$venv/requirements.txt"; then
+    echo "building $venv from $requirements"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/requirements.txt"
+  fi
+  "$venv/bin/python" --version
+  "$venv/bin/pip" freeze --disable-pip-version-check | grep -iE '^(starkbank|starkcore|starkbank-ecdsa|flask|gunicorn)=='
+  command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+  wrk --version 2>&1 | head -1 || true
+  {
+    echo "--- servers on CPU 1, this benchmark, wrk and the emulator on CPU 0"
+    "$bin/side-by-side" --venv "$venv" --duration "${BENCH_SEED_DURATION:-10s}" \
+      --rounds "${BENCH_SEED_ROUNDS:-2}" --work-dir "$out/side-by-side"
+    echo "--- ingest-load with the null publisher, against the raw libsecp256k1 verify rate"
+    "$bin/ingest-load" --duration 10s --max-requests 100000 --publisher null
+  } 2>&1 | tee "$out/side-by-side.txt"
+  echo "--- criterion: libsecp256k1 (PublicKey::verify) and k256 verifying the same high-S signature"
+  cargo bench -p stark-client --bench crypto -- 'verify_high_s|raw_ecdsa_high_s' 2>&1 | tee "$out/micro-verify-libraries.txt"
 fi
 
 echo "done: $out"
