@@ -13,7 +13,7 @@
 //! after the load), then the load: requests/s, client-side latency percentiles, the child's CPU
 //! time (so throughput per CPU-second, robust on a shared machine), and the child's RSS (idle,
 //! after load, peak `VmHWM`). The verdict compares ingest per CPU-second with raw verifies per
-//! CPU-second (target ≥ 60 %).
+//! CPU-second (target ≥ [`TARGET_RATIO`]).
 //!
 //! ```sh
 //! cargo run --release -p bench --bin ingest-load -- --duration 10s --max-requests 100000
@@ -37,6 +37,12 @@ use pipeline_service::publisher::{OutgoingMessage, PublishError, Publisher, Shar
 use pipeline_testkit::bus::MemoryBus;
 use stark_client::keys::parse_signature;
 use stark_client::{AccessId, Client, ClientConfig, Environment, PrivateKey, PublicKey};
+
+/// The goal for ingest per CPU-second ÷ raw verifies per CPU-second. 50 % since stark-client
+/// verifies with libsecp256k1: the raw verify got about three times faster than with k256 (for
+/// which the goal was 60 %), while the HTTP, JSON and logging work around it did not, so the
+/// same ingester is a smaller fraction of a much higher ceiling.
+const TARGET_RATIO: f64 = 0.50;
 
 /// Load benchmark of the webhook-ingester (see the crate's `BENCHMARKS.md`).
 #[derive(Debug, Parser)]
@@ -568,10 +574,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .per_cpu_second()
         .max(verify_after.per_cpu_second());
     let ratio = per_cpu / verify;
-    let met = ratio >= 0.60;
+    let met = ratio >= TARGET_RATIO;
     println!(
-        "ingest / raw verify, per CPU-second: {per_cpu:.0} / {verify:.0} = {:.0} % (target >= 60 %: {})",
+        "ingest / raw verify, per CPU-second: {per_cpu:.0} / {verify:.0} = {:.0} % (target >= {:.0} %: {})",
         ratio * 100.0,
+        TARGET_RATIO * 100.0,
         if met { "met" } else { "NOT met" }
     );
     println!("load average at end: {}", load_average());
