@@ -21,6 +21,8 @@
 //! - `publisher.rs`: [`GcpPublisher`], one connection, a cached publisher per topic.
 //! - `topology.rs`: [`Topology`], [`apply`], [`delete_all`], [`ApplyReport`].
 //! - `ops.rs`: seek, snapshots, pull/peek/count; `rest_pull.rs`: the emulator's unary pull.
+//! - `monitoring.rs`: [`monitoring::Monitoring`], a subscription's backlog as Cloud Monitoring
+//!   counts it (production; the emulator has no metrics).
 //! - `emulator.rs`: [`emulator::Emulator`], a child process group killed on drop.
 //! - `error.rs`: [`Error`], naming the resource and operation that failed.
 //!
@@ -31,6 +33,7 @@
 
 pub mod emulator;
 mod error;
+pub mod monitoring;
 pub mod ops;
 mod publisher;
 mod rest_pull;
