@@ -6,11 +6,12 @@
 //! |---|---|
 //! | 0 | all good |
 //! | 1 | problems found (reconcile findings, doctor failures, dead letters), or a failure not listed below |
-//! | 2 | usage or configuration error (a bad flag, a missing or invalid variable, credentials or input Stark refused) |
-//! | 3 | Stark Bank or Pub/Sub unreachable or failing (network, timeout, 5xx, throttled): retry later |
+//! | 2 | usage or configuration error (a bad flag, a missing or invalid variable, credentials or input Stark refused, a role Google Cloud found missing) |
+//! | 3 | Stark Bank, Pub/Sub or Cloud Monitoring unreachable or failing (network, timeout, 5xx, throttled): retry later |
 
 use std::process::ExitCode;
 
+use gcp_pubsub::monitoring::MonitoringError;
 use stark_client::ErrorKind;
 
 /// The outcome of a command, as its exit code.
@@ -67,6 +68,9 @@ pub fn classify(err: &anyhow::Error) -> Exit {
             }
             if let Some(pubsub) = cause.downcast_ref::<gcp_pubsub::Error>() {
                 return Some(pubsub_exit(pubsub));
+            }
+            if let Some(monitoring) = cause.downcast_ref::<MonitoringError>() {
+                return Some(monitoring_exit(monitoring));
             }
             if cause.is::<UsageError>()
                 || cause.is::<pipeline_service::config::ConfigError>()
@@ -137,6 +141,17 @@ pub fn pubsub_exit(err: &gcp_pubsub::Error) -> Exit {
     }
 }
 
+/// Cloud Monitoring errors (`status` in production): what may pass (transport, 5xx,
+/// throttling, a malformed answer) is "unreachable"; a refused permission (the missing
+/// `roles/monitoring.viewer`), missing credentials or a bad endpoint are ours to fix.
+pub fn monitoring_exit(err: &MonitoringError) -> Exit {
+    if err.is_transient() {
+        Exit::Unreachable
+    } else {
+        Exit::Usage
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +184,21 @@ mod tests {
             reason: "deadline exceeded".into(),
         });
         assert_eq!(classify(&publish), Exit::Unreachable);
+        let forbidden = anyhow::Error::new(MonitoringError::Refused {
+            status: 403,
+            metric: gcp_pubsub::monitoring::UNDELIVERED_METRIC,
+            subscription: "paid_invoices-dead-letter".into(),
+            project: "p".into(),
+            message: "denied".into(),
+            hint: "grant roles/monitoring.viewer",
+        })
+        .context("cannot count the messages in paid_invoices-dead-letter");
+        assert_eq!(classify(&forbidden), Exit::Usage);
+        let down = anyhow::Error::new(MonitoringError::Transport {
+            endpoint: "https://monitoring.googleapis.com".into(),
+            reason: "connection refused".into(),
+        });
+        assert_eq!(classify(&down), Exit::Unreachable);
         let codes: Vec<u8> = [Exit::Ok, Exit::Problems, Exit::Usage, Exit::Unreachable]
             .iter()
             .map(|e| e.code())
