@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use google_cloud_pubsub::subscriber::ShutdownBehavior;
+use google_cloud_pubsub::subscriber::handler::Handler;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
@@ -224,35 +225,118 @@ impl ReceivedMessage {
     }
 }
 
-/// Reads up to `options.max_messages` from `subscription` (short name).
+/// Reads up to `options.max_messages` from `subscription` (short name) and settles them all
+/// as `options.settle` says.
 pub async fn pull(
     target: &PubSubTarget,
     subscription: &str,
     options: PullOptions,
 ) -> Result<Vec<ReceivedMessage>> {
+    let lease = lease(target, subscription, options.max_messages, options.idle).await?;
+    let messages = lease.messages.clone();
+    lease.settle(|_| options.settle == Settle::Ack).await?;
+    Ok(messages)
+}
+
+/// Messages read from a subscription and held (not offered to anyone else) until
+/// [`Lease::settle`] acks or nacks each one. For a reader that must decide per message, and
+/// act on it, before the message leaves the subscription: the dead-letter drain republishes
+/// a message first and acks it only then, so a crash in between leaves it where it was.
+///
+/// Hold it briefly: the server takes a message back when its ack deadline passes (the
+/// streaming client extends it while the lease lives; the emulator's unary pull does not).
+#[derive(Debug)]
+pub struct Lease {
+    /// What was read, each message once.
+    pub messages: Vec<ReceivedMessage>,
+    held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// Unary pulls at the emulator: the ack ids, with the message id each belongs to (a
+    /// message redelivered during the read has several).
+    Rest {
+        subscription: crate::rest_pull::Owned,
+        ack_ids: Vec<(String, String)>,
+    },
+    /// A streaming pull at real Pub/Sub, kept open until settled.
+    Stream {
+        stream: Box<google_cloud_pubsub::subscriber::MessageStream>,
+        handlers: Vec<(String, Handler)>,
+    },
+}
+
+impl Lease {
+    /// Acks the messages for which `ack` says so (by message id) and nacks the others, and
+    /// waits until the server has them.
+    pub async fn settle(self, ack: impl Fn(&str) -> bool) -> Result<()> {
+        match self.held {
+            Held::Rest {
+                subscription,
+                ack_ids,
+            } => {
+                let (acked, nacked): (Vec<_>, Vec<_>) =
+                    ack_ids.into_iter().partition(|(id, _)| ack(id));
+                let ids = |v: Vec<(String, String)>| v.into_iter().map(|(_, a)| a).collect();
+                subscription.settle(Settle::Ack, ids(acked)).await?;
+                subscription.settle(Settle::Nack, ids(nacked)).await
+            }
+            Held::Stream { stream, handlers } => {
+                for (id, handler) in handlers {
+                    if ack(&id) {
+                        handler.ack();
+                    } else {
+                        handler.nack();
+                    }
+                }
+                // Waits until the acks/nacks above reached the server, so that a following
+                // peek sees the subscription's new state.
+                stream.shutdown_token().shutdown().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads up to `max` messages from `subscription` (short name), stopping early when no new
+/// one came for `idle`, and holds them (see [`Lease`]). On a read error everything read is
+/// given back and the error returned.
+pub async fn lease(
+    target: &PubSubTarget,
+    subscription: &str,
+    max: usize,
+    idle: Duration,
+) -> Result<Lease> {
     let name = target.subscription_path(subscription);
     if let Some(endpoint) = target.endpoint() {
         // The emulator leaves cancelled streaming pulls behind (see `rest_pull.rs`).
-        return crate::rest_pull::pull(&endpoint, &name, options).await;
+        let (messages, subscription, ack_ids) =
+            crate::rest_pull::lease(&endpoint, &name, max, idle).await?;
+        return Ok(Lease {
+            messages,
+            held: Held::Rest {
+                subscription,
+                ack_ids,
+            },
+        });
     }
     let client = target.subscriber().await?;
     let mut stream = client
         .subscribe(&name)
-        .set_max_outstanding_messages(
-            i64::try_from(options.max_messages.max(1)).unwrap_or(i64::MAX),
-        )
+        .set_max_outstanding_messages(i64::try_from(max.max(1)).unwrap_or(i64::MAX))
         // Whatever was delivered but not handed to us goes straight back.
         .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
         .build();
     let mut seen = HashSet::new();
     let mut messages = Vec::new();
-    // Nacks are sent only at the end: a message nacked at once would come straight back
+    // Nothing is nacked while reading: a message nacked at once would come straight back
     // (after the retry policy's minimum backoff) and keep the stream busy forever.
-    let mut held = Vec::new();
+    let mut handlers = Vec::new();
     let mut failure = None;
     // Measured from the last *new* message, so that redeliveries cannot extend it.
-    let mut idle_deadline = tokio::time::Instant::now() + options.idle;
-    while messages.len() < options.max_messages {
+    let mut idle_deadline = tokio::time::Instant::now() + idle;
+    while messages.len() < max {
         let next = match tokio::time::timeout_at(idle_deadline, stream.next()).await {
             Err(_) | Ok(None) => break,
             Ok(Some(next)) => next,
@@ -265,14 +349,11 @@ pub async fn pull(
             }
         };
         let delivery_attempt = handler.delivery_attempt();
-        match options.settle {
-            Settle::Ack => handler.ack(),
-            Settle::Nack => held.push(handler),
-        }
+        handlers.push((message.message_id.clone(), handler));
         if !seen.insert(message.message_id.clone()) {
             continue;
         }
-        idle_deadline = tokio::time::Instant::now() + options.idle;
+        idle_deadline = tokio::time::Instant::now() + idle;
         messages.push(ReceivedMessage {
             message_id: message.message_id,
             data: message.data.to_vec(),
@@ -283,18 +364,22 @@ pub async fn pull(
             delivery_attempt,
         });
     }
-    for handler in held {
-        handler.nack();
-    }
-    // Waits until the acks/nacks above reached the server, so that a following peek
-    // sees the subscription's new state.
-    stream.shutdown_token().shutdown().await;
+    let lease = Lease {
+        messages,
+        held: Held::Stream {
+            stream: Box::new(stream),
+            handlers,
+        },
+    };
     match failure {
-        Some(source) => Err(Error::Pull {
-            subscription: name,
-            source,
-        }),
-        None => Ok(messages),
+        Some(source) => {
+            lease.settle(|_| false).await?;
+            Err(Error::Pull {
+                subscription: name,
+                source,
+            })
+        }
+        None => Ok(lease),
     }
 }
 

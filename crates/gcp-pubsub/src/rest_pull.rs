@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
-use crate::ops::{PullOptions, ReceivedMessage, Settle};
+use crate::ops::{ReceivedMessage, Settle};
 
 /// Pause between two empty pulls while waiting out `idle`.
 const POLL: Duration = Duration::from_millis(200);
@@ -49,17 +49,18 @@ struct Message {
 }
 
 /// One emulator subscription, addressed over REST.
-struct Subscription<'a> {
+#[derive(Debug)]
+pub(crate) struct Owned {
     http: reqwest::Client,
-    endpoint: &'a str,
-    name: &'a str,
+    endpoint: String,
+    name: String,
 }
 
-impl Subscription<'_> {
+impl Owned {
     fn error(&self, action: &'static str, reason: impl Into<String>) -> Error {
         Error::EmulatorPull {
             action,
-            subscription: self.name.to_owned(),
+            subscription: self.name.clone(),
             reason: reason.into(),
         }
     }
@@ -105,7 +106,7 @@ impl Subscription<'_> {
         Ok(parsed.received_messages)
     }
 
-    async fn settle(&self, settle: Settle, ack_ids: Vec<String>) -> Result<()> {
+    pub(crate) async fn settle(&self, settle: Settle, ack_ids: Vec<String>) -> Result<()> {
         if ack_ids.is_empty() {
             return Ok(());
         }
@@ -144,15 +145,18 @@ fn decode(subscription: &str, received: Received) -> Result<ReceivedMessage> {
     })
 }
 
-/// Reads up to `options.max_messages` from the subscription `name` (full path) at the emulator
-/// `endpoint`, with the same contract as [`crate::ops::pull`]: stop at the maximum or when no
-/// new message came for `options.idle`; settle everything read at the end (held messages are
-/// not offered again meanwhile, so nothing is counted twice).
-pub(crate) async fn pull(
+/// Reads up to `max` messages from the subscription `name` (full path) at the emulator
+/// `endpoint`, with the same contract as [`crate::ops::lease`]: stop at the maximum or when no
+/// new message came for `idle`, and hold everything read (held messages are not offered again
+/// meanwhile, so nothing is counted twice). Returns the messages, the subscription to settle
+/// them on, and every ack id with its message id.
+#[allow(clippy::type_complexity)]
+pub(crate) async fn lease(
     endpoint: &str,
     name: &str,
-    options: PullOptions,
-) -> Result<Vec<ReceivedMessage>> {
+    max: usize,
+    idle: Duration,
+) -> Result<(Vec<ReceivedMessage>, Owned, Vec<(String, String)>)> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -161,21 +165,18 @@ pub(crate) async fn pull(
             subscription: name.to_owned(),
             reason: e.to_string(),
         })?;
-    let subscription = Subscription {
+    let subscription = Owned {
         http,
-        endpoint,
-        name,
+        endpoint: endpoint.to_owned(),
+        name: name.to_owned(),
     };
     let mut seen = HashSet::new();
     let mut messages = Vec::new();
     let mut ack_ids = Vec::new();
     let mut failure = None;
-    let mut idle_deadline = tokio::time::Instant::now() + options.idle;
-    while messages.len() < options.max_messages {
-        let batch = match subscription
-            .pull(options.max_messages - messages.len())
-            .await
-        {
+    let mut idle_deadline = tokio::time::Instant::now() + idle;
+    while messages.len() < max {
+        let batch = match subscription.pull(max - messages.len()).await {
             Ok(batch) => batch,
             Err(e) => {
                 failure = Some(e);
@@ -184,7 +185,7 @@ pub(crate) async fn pull(
         };
         let mut fresh = false;
         for received in batch {
-            ack_ids.push(received.ack_id.clone());
+            ack_ids.push((received.message.message_id.clone(), received.ack_id.clone()));
             if !seen.insert(received.message.message_id.clone()) {
                 continue;
             }
@@ -201,23 +202,20 @@ pub(crate) async fn pull(
         }
         let now = tokio::time::Instant::now();
         if fresh {
-            idle_deadline = now + options.idle;
+            idle_deadline = now + idle;
         } else if now >= idle_deadline {
             break;
         } else {
             tokio::time::sleep(POLL.min(idle_deadline - now)).await;
         }
     }
-    // On a failure, give back what was read (acked would be lost to the caller, who gets
-    // an error instead of the messages).
-    let settle = if failure.is_some() {
-        Settle::Nack
-    } else {
-        options.settle
-    };
-    let settled = subscription.settle(settle, ack_ids).await;
     match failure {
-        Some(e) => Err(e),
-        None => settled.map(|()| messages),
+        // Give back what was read: the caller gets an error instead of the messages.
+        Some(e) => {
+            let all = ack_ids.into_iter().map(|(_, a)| a).collect();
+            subscription.settle(Settle::Nack, all).await?;
+            Err(e)
+        }
+        None => Ok((messages, subscription, ack_ids)),
     }
 }

@@ -58,6 +58,12 @@ pub const MAX_RETENTION: Duration = Duration::from_secs(31 * 24 * 3600);
 /// the subscription (`message_retention_duration out of bounds`).
 pub const EMULATOR_MAX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The dead-letter topic of `topic`, and the pull subscription on it (one name for both:
+/// topics and subscriptions live in separate namespaces, and one name is easier to find).
+pub fn dead_letter_name(topic: &str) -> String {
+    format!("{topic}{DEAD_LETTER_SUFFIX}")
+}
+
 /// One topic, its push subscription and its dead-letter pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flow {
@@ -91,7 +97,7 @@ impl Flow {
 
     /// `<topic>-dead-letter`.
     pub fn dead_letter_topic(&self) -> String {
-        format!("{}{DEAD_LETTER_SUFFIX}", self.topic)
+        dead_letter_name(&self.topic)
     }
 
     /// The pull subscription on the dead-letter topic; same name as that topic, since

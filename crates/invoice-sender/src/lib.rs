@@ -258,17 +258,29 @@ fn to_new_invoice(request: &PendingInvoice) -> Result<NewInvoice, SendError> {
 
 /// The id of the invoice carrying `tag`, if any.
 async fn find(stark: &Client, tag: &str) -> Result<Option<String>, SendError> {
+    find_issued(stark, tag).await.map_err(SendError::Transient)
+}
+
+/// The id of the invoice Stark lists with the request tag `tag`, if any: how this service,
+/// and the reconciler before it republishes a request, tell that a request was issued.
+pub async fn find_issued(stark: &Client, tag: &str) -> Result<Option<String>, stark_client::Error> {
     let query = InvoiceQuery {
         tags: vec![tag.to_owned()],
         limit: Some(10),
         ..Default::default()
     };
-    let found = stark
-        .query_invoices(&query)
-        .await
-        .map_err(SendError::Transient)?;
+    let found = stark.query_invoices(&query).await?;
     Ok(found
         .into_iter()
         .find(|i| i.tags.iter().any(|t| t == tag))
         .map(|i| i.id))
+}
+
+/// Why this service would refuse `request` whatever Stark says (bad tax id, amount, name or
+/// tags), or `Ok` when it can be issued: the reconciler leaves such a dead letter in place
+/// instead of republishing it.
+pub fn check_request(request: &PendingInvoice) -> Result<(), String> {
+    to_new_invoice(request)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

@@ -204,6 +204,18 @@ impl MemoryBus {
             .unwrap_or_default()
     }
 
+    /// Removes the dead letters of `name` whose message id `remove` accepts (acking them on a
+    /// dead-letter subscription); returns how many went.
+    pub fn remove_dead_letters(&self, name: &str, remove: impl Fn(&str) -> bool) -> usize {
+        let Some(subscription) = self.find(name) else {
+            return 0;
+        };
+        let mut letters = subscription.dead_letters.lock().expect("bus lock");
+        let before = letters.len();
+        letters.retain(|m| !remove(&m.message_id));
+        before - letters.len()
+    }
+
     /// Redelivers every message of the subscription's topic published at or after `since`,
     /// acked ones included, as seeking a Pub/Sub subscription back in time does.
     pub fn seek(&self, name: &str, since: SystemTime) -> usize {
