@@ -201,6 +201,10 @@ pub struct FaultConfig {
     pub lost_answer_rate: f64,
     /// Deliver a webhook a second time after a successful delivery.
     pub duplicate_delivery_rate: f64,
+    /// Lose an event's webhook: every delivery attempt fails (recorded as `badConnection`
+    /// attempts, as when our endpoint is unreachable) and Stark gives up, leaving the event
+    /// undelivered. Only the reconciler, reading Stark's records, finds what it carried.
+    pub lost_webhook_rate: f64,
     /// Hold back an event's first delivery by [`FaultConfig::out_of_order_delay_secs`] so that
     /// later events overtake it (Stark does not guarantee order: `credited` may come before
     /// `paid`).
@@ -226,6 +230,7 @@ impl Default for FaultConfig {
             drop_rate: 0.0,
             lost_answer_rate: 0.0,
             duplicate_delivery_rate: 0.0,
+            lost_webhook_rate: 0.0,
             out_of_order_rate: 0.0,
             out_of_order_delay_secs: 60,
             key_rotation_rate: 0.0,
@@ -244,6 +249,7 @@ impl FaultConfig {
             ("dropRate", self.drop_rate),
             ("lostAnswerRate", self.lost_answer_rate),
             ("duplicateDeliveryRate", self.duplicate_delivery_rate),
+            ("lostWebhookRate", self.lost_webhook_rate),
             ("outOfOrderRate", self.out_of_order_rate),
             ("keyRotationRate", self.key_rotation_rate),
         ] {

@@ -91,6 +91,7 @@ pub struct FaultDice {
     rotation: ChaCha8Rng,
     timeout: ChaCha8Rng,
     rate_limit: ChaCha8Rng,
+    lost_webhook: ChaCha8Rng,
 }
 
 impl FaultDice {
@@ -108,6 +109,7 @@ impl FaultDice {
             rotation: stream(seed, 107),
             timeout: stream(seed, 108),
             rate_limit: stream(seed, 109),
+            lost_webhook: stream(seed, 110),
         }
     }
 
@@ -138,6 +140,11 @@ impl FaultDice {
     pub fn roll_duplicate(&mut self) -> bool {
         self.duplicate
             .random_bool(self.config.duplicate_delivery_rate)
+    }
+
+    /// Rolls whether an event's webhook is lost (every attempt fails).
+    pub fn roll_lost_webhook(&mut self) -> bool {
+        self.lost_webhook.random_bool(self.config.lost_webhook_rate)
     }
 
     /// Rolls whether an event's first delivery is held back.

@@ -165,6 +165,10 @@ struct Args {
     #[arg(long, default_value_t = 0.0)]
     fault_duplicate_delivery: f64,
 
+    /// Rate of events whose webhook is lost: every attempt fails and Stark gives up.
+    #[arg(long, default_value_t = 0.0)]
+    fault_lost_webhook: f64,
+
     /// Rate of events held back so that later ones overtake them.
     #[arg(long, default_value_t = 0.0)]
     fault_out_of_order: f64,
@@ -283,6 +287,7 @@ fn config(args: &Args) -> anyhow::Result<SandboxConfig> {
             drop_rate: args.fault_drop,
             lost_answer_rate: args.fault_lost_answer,
             duplicate_delivery_rate: args.fault_duplicate_delivery,
+            lost_webhook_rate: args.fault_lost_webhook,
             out_of_order_rate: args.fault_out_of_order,
             out_of_order_delay_secs: args.out_of_order_delay,
             key_rotation_rate: args.fault_key_rotation,

@@ -221,6 +221,13 @@ impl SandboxHandle {
         self.shared.lock().counters()
     }
 
+    /// [`SandboxHandle::counters`] of the default workspace only (where `new_project()`
+    /// projects act), as cheap.
+    pub fn workspace_counters(&self) -> Counters {
+        let world = self.shared.lock();
+        world.counters_in(world.default_workspace())
+    }
+
     /// Polls [`SandboxHandle::state`] every 10 ms until `condition` holds, or fails after
     /// `within` (real time) with a description of the last state.
     pub async fn wait_for(

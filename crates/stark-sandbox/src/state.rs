@@ -99,12 +99,31 @@ pub struct Counters {
     pub invoices_credited: u64,
     /// Invoices reversed at least once (partly or fully).
     pub invoices_reversed: u64,
+    /// Reversals (an invoice may be reversed more than once).
+    #[serde(default)]
+    pub reversals: u64,
     /// Transfers created.
     pub transfers_created: u64,
     /// Transfers settled: status `success`.
     pub transfers_settled: u64,
     /// Transfers that ended `failed` (the balance did not cover amount + fee).
     pub transfers_failed: u64,
+}
+
+impl Counters {
+    /// The sum of two sets of counters.
+    pub fn plus(self, other: &Counters) -> Counters {
+        Counters {
+            invoices_issued: self.invoices_issued + other.invoices_issued,
+            invoices_paid: self.invoices_paid + other.invoices_paid,
+            invoices_credited: self.invoices_credited + other.invoices_credited,
+            invoices_reversed: self.invoices_reversed + other.invoices_reversed,
+            reversals: self.reversals + other.reversals,
+            transfers_created: self.transfers_created + other.transfers_created,
+            transfers_settled: self.transfers_settled + other.transfers_settled,
+            transfers_failed: self.transfers_failed + other.transfers_failed,
+        }
+    }
 }
 
 /// Everything the sandbox holds, oldest first, for assertions (`SandboxHandle::state`) and for

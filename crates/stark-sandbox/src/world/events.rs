@@ -169,12 +169,40 @@ impl World {
                     failures: 0,
                 },
             );
+            if self.dice.roll_lost_webhook() {
+                self.record_fault(0, "lostWebhook", event_id.clone());
+                self.lose_webhook(ws, &event_id, now);
+                continue;
+            }
             let mut at = now;
             if self.dice.roll_out_of_order() {
                 at += Duration::from_secs(self.dice.config.out_of_order_delay_secs);
                 self.record_fault(0, "outOfOrder", event_id.clone());
             }
             self.schedule(at, Job::Deliver(event_id));
+        }
+    }
+
+    /// The lost-webhook fault: one failed attempt per try Stark would make, no delivery. The
+    /// event stays undelivered, as after Stark gave up on an unreachable endpoint.
+    fn lose_webhook(&mut self, ws: Ws, event_id: &str, now: OffsetDateTime) {
+        let Some(webhook_id) = self.events.get(event_id).map(|r| r.item.webhook_id.clone()) else {
+            return;
+        };
+        let tries = self.settings.retry_schedule.len() + 1;
+        for _ in 0..tries {
+            let attempt = EventAttempt {
+                id: self.ids.next_id(),
+                code: "badConnection".to_owned(),
+                message: "HTTP POST request failed: webhook lost (sandbox fault)".to_owned(),
+                event_id: event_id.to_owned(),
+                webhook_id: webhook_id.clone(),
+                created: timestamp(now),
+            };
+            self.attempts.insert(attempt.id.clone(), now, ws, attempt);
+        }
+        if let Some(row) = self.events.get_mut(event_id) {
+            row.item.failures = u32::try_from(tries).unwrap_or(u32::MAX);
         }
     }
 

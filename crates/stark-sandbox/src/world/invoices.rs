@@ -57,7 +57,7 @@ impl World {
         let expire_at = rec.expires_at();
         let invoice = rec.invoice.clone();
         self.invoices.insert(id.clone(), now, ws, rec);
-        self.counters.invoices_issued += 1;
+        self.counters.entry(ws.0).or_default().invoices_issued += 1;
         self.write_invoice_log(&id, InvoiceLogType::Created, now);
         if self.pay_rng.random_bool(self.settings.pay_probability) {
             self.schedule(now + self.settings.pay_delay, Job::PayInvoice(id.clone()));
@@ -232,7 +232,9 @@ impl World {
             end_to_end_id,
             method: "pix".to_owned(),
         });
-        self.counters.invoices_paid += 1;
+        if let Some(ws) = self.invoices.owner(id) {
+            self.counters.entry(ws.0).or_default().invoices_paid += 1;
+        }
         self.write_invoice_log(id, InvoiceLogType::Paid, now);
         self.schedule(
             now + self.settings.credit_delay,
@@ -258,7 +260,7 @@ impl World {
         rec.invoice.updated = timestamp(now);
         let amount = rec.invoice.amount;
         self.move_balance(ws, amount - fee, now);
-        self.counters.invoices_credited += 1;
+        self.counters.entry(ws.0).or_default().invoices_credited += 1;
         self.write_invoice_log(id, InvoiceLogType::Credited, now);
         self.maybe_schedule_reversal(id, amount, now);
     }

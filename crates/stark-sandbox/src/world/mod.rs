@@ -97,7 +97,8 @@ pub struct World {
     injected: Vec<InjectedFault>,
     /// Kept up to date by each lifecycle step, for progress queries that must not copy the
     /// world.
-    counters: Counters,
+    /// Per workspace (by index).
+    counters: std::collections::BTreeMap<usize, Counters>,
 }
 
 impl World {
@@ -143,7 +144,7 @@ impl World {
             dice: FaultDice::new(config.faults.clone()),
             requests: 0,
             injected: Vec::new(),
-            counters: Counters::default(),
+            counters: Default::default(),
         };
         let default = world.add_workspace(config.workspace_id.clone(), config.initial_balance, now);
         debug_assert_eq!(default, DEFAULT);
@@ -292,6 +293,13 @@ impl World {
     /// How far the lifecycles have got (a copy of a few numbers).
     pub fn counters(&self) -> Counters {
         self.counters
+            .values()
+            .fold(Counters::default(), |all, c| all.plus(c))
+    }
+
+    /// How far workspace `ws`'s lifecycles have got.
+    pub fn counters_in(&self, ws: Ws) -> Counters {
+        self.counters.get(&ws.0).copied().unwrap_or_default()
     }
 
     /// A copy of everything, for assertions and `GET /_sandbox/state`.
@@ -325,7 +333,7 @@ impl World {
                 .collect(),
             invoice_workspaces: self.owners(&self.invoices, |r| &r.invoice.id),
             transfer_workspaces: self.owners(&self.transfers, |r| &r.transfer.id),
-            counters: self.counters,
+            counters: self.counters(),
         }
     }
 

@@ -81,9 +81,10 @@ impl World {
         // "All but the first are reversals" (the SDK's doc of transactionIds).
         rec.invoice.transaction_ids.push(transaction_id);
         rec.invoice.updated = timestamp(now);
+        self.counters.entry(owner.0).or_default().reversals += 1;
         if !rec.reversed {
             rec.reversed = true;
-            self.counters.invoices_reversed += 1;
+            self.counters.entry(owner.0).or_default().invoices_reversed += 1;
         }
         let invoice = rec.invoice.clone();
         self.move_balance(owner, -cents, now);

@@ -133,7 +133,7 @@ impl World {
         let start = rec.scheduled_at.max(now);
         let transfer = rec.transfer.clone();
         self.transfers.insert(id.clone(), now, ws, rec);
-        self.counters.transfers_created += 1;
+        self.counters.entry(ws.0).or_default().transfers_created += 1;
         self.write_transfer_log(&id, TransferLogType::Created, Vec::new(), now);
         self.schedule(
             start + self.settings.transfer_processing_delay,
@@ -297,11 +297,11 @@ impl World {
         if rec.debited {
             rec.transfer.status = TransferStatus::Success;
             rec.transfer.transaction_ids = vec![transaction_id];
-            self.counters.transfers_settled += 1;
+            self.counters.entry(ws.0).or_default().transfers_settled += 1;
             self.write_transfer_log(id, TransferLogType::Success, Vec::new(), now);
         } else {
             rec.transfer.status = TransferStatus::Failed;
-            self.counters.transfers_failed += 1;
+            self.counters.entry(ws.0).or_default().transfers_failed += 1;
             let needed = rec.transfer.amount + rec.transfer.fee;
             let errors = vec![json!(format!(
                 "Insufficient balance: the transfer needs {needed} cents and the balance was {balance} cents."

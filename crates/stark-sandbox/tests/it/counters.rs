@@ -26,6 +26,11 @@ fn counted(state: &SandboxState) -> Counters {
         invoices_paid: with_log("paid"),
         invoices_credited: with_log("credited"),
         invoices_reversed: with_log("reversed"),
+        reversals: state
+            .invoice_logs
+            .iter()
+            .filter(|l| l.log_type == stark_client::InvoiceLogType::Reversed)
+            .count() as u64,
         transfers_created: state.transfers.len() as u64,
         transfers_settled: transfers(TransferStatus::Success),
         transfers_failed: transfers(TransferStatus::Failed),
@@ -100,6 +105,7 @@ async fn counters_follow_every_lifecycle_step_without_copying_the_state() {
         (paid.len() as u64, paid.len() as u64, 1),
         "two reversals of one invoice count it once"
     );
+    assert_eq!(counters.reversals, 2);
     assert_eq!(
         (
             counters.transfers_created,
@@ -116,4 +122,24 @@ async fn counters_follow_every_lifecycle_step_without_copying_the_state() {
         .unwrap();
     let http: Counters = serde_json::from_slice(&body).unwrap();
     assert_eq!(http, counters);
+    // Everything so far happened in the default workspace.
+    assert_eq!(env.sandbox.workspace_counters(), counters);
+}
+
+#[tokio::test]
+async fn workspace_counters_leave_other_workspaces_out() {
+    let env = start(fast()).await;
+    let other = env.sandbox.new_workspace();
+    let (project, key) = env.sandbox.new_project_in(&other);
+    let foreign = stark_client::Client::new(env.sandbox.client_config(&project, key)).unwrap();
+    foreign
+        .create_invoices(&[invoice(5_000, "theirs"), invoice(6_000, "theirs")])
+        .await
+        .unwrap();
+    env.client
+        .create_invoices(&[invoice(7_000, "ours")])
+        .await
+        .unwrap();
+    assert_eq!(env.sandbox.counters().invoices_issued, 3);
+    assert_eq!(env.sandbox.workspace_counters().invoices_issued, 1);
 }

@@ -503,3 +503,56 @@ async fn an_outage_answers_503_and_holds_webhooks_until_it_ends() {
         .count();
     assert_eq!(outages, 1);
 }
+
+#[tokio::test]
+async fn lost_webhooks_are_never_posted_and_leave_failed_attempts() {
+    let env = start(fast()).await;
+    let hook = receiver(None).await;
+    env.client
+        .create_webhook(&hook.url, &["invoice".into()])
+        .await
+        .unwrap();
+    env.sandbox
+        .set_faults(FaultConfig {
+            seed: 3,
+            lost_webhook_rate: 0.5,
+            ..Default::default()
+        })
+        .unwrap();
+    for i in 0..12 {
+        env.client
+            .create_invoices(&[invoice(100 + i, "l")])
+            .await
+            .unwrap();
+    }
+    // Every event is settled one way or the other: delivered, or lost with its attempts.
+    let state = env
+        .sandbox
+        .wait_for(DEADLINE, |s| {
+            let lost = s.faults.iter().filter(|f| f.kind == "lostWebhook").count();
+            s.events.len() == 12
+                && s.events
+                    .iter()
+                    .filter(|e| e.is_delivered == Some(true))
+                    .count()
+                    + lost
+                    == 12
+        })
+        .await
+        .unwrap();
+    let lost = faulted_events(&state, "lostWebhook");
+    assert!(!lost.is_empty() && lost.len() < 12, "{lost:?}");
+    let received = hook.event_ids();
+    for index in &lost {
+        let event = &state.events[*index];
+        assert_eq!(event.is_delivered, Some(false));
+        assert!(!received.contains(&event.id), "a lost webhook was posted");
+        let attempts = state
+            .attempts
+            .iter()
+            .filter(|a| a.event_id == event.id)
+            .count();
+        assert!(attempts >= 1, "no failed attempt recorded for {}", event.id);
+    }
+    assert_eq!(received.len(), 12 - lost.len());
+}
