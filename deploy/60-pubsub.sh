@@ -20,7 +20,9 @@
 # IAM (provision does none):
 #   invoice-spammer   roles/pubsub.publisher on pending_invoices only
 #   webhook-ingester  roles/pubsub.publisher on paid_invoices only
-#   reconciler        roles/pubsub.publisher on paid_invoices only (reconcile --repair)
+#   reconciler        roles/pubsub.publisher on both topics (reconcile --repair republishes
+#                     payouts and invoice requests) and roles/pubsub.subscriber on both
+#                     dead-letter subscriptions (it drains the letters whose cause is gone)
 #   Pub/Sub service agent: roles/pubsub.publisher on both dead-letter topics and
 #     roles/pubsub.subscriber on both push subscriptions, without which dead-lettering fails
 #
@@ -51,8 +53,12 @@ grant "serviceAccount:$(sa_email "$SA_SPAMMER")" roles/pubsub.publisher \
   "pubsub topics" "$TOPIC_PENDING" "--project=$PROJECT_ID"
 grant "serviceAccount:$(sa_email "$SA_INGESTER")" roles/pubsub.publisher \
   "pubsub topics" "$TOPIC_PAID" "--project=$PROJECT_ID"
-grant "serviceAccount:$(sa_email "$SA_RECONCILER")" roles/pubsub.publisher \
-  "pubsub topics" "$TOPIC_PAID" "--project=$PROJECT_ID"
+for topic in "$TOPIC_PENDING" "$TOPIC_PAID"; do
+  grant "serviceAccount:$(sa_email "$SA_RECONCILER")" roles/pubsub.publisher \
+    "pubsub topics" "$topic" "--project=$PROJECT_ID"
+  grant "serviceAccount:$(sa_email "$SA_RECONCILER")" roles/pubsub.subscriber \
+    "pubsub subscriptions" "$(dead_letter "$topic")" "--project=$PROJECT_ID"
+done
 number=$(project_number)
 agent="serviceAccount:$(pubsub_agent "$number")"
 for topic in "$TOPIC_PENDING" "$TOPIC_PAID"; do

@@ -75,10 +75,9 @@ keep_to_window() {
 }
 
 step "Cloud Run job $JOB_SPAMMER"
-ENV_PAIRS=(LOG_FORMAT=json "GOOGLE_CLOUD_PROJECT=$PROJECT_ID" "PUBSUB_PROJECT_ID=$PROJECT_ID"
-  "CAMPAIGN_ID=$CAMPAIGN_ID" "CAMPAIGN_START=$CAMPAIGN_START" "CAMPAIGN_HOURS=$CAMPAIGN_HOURS"
-  "INVOICE_AMOUNT_MIN_CENTS=$INVOICE_AMOUNT_MIN_CENTS" "INVOICE_AMOUNT_MAX_CENTS=$INVOICE_AMOUNT_MAX_CENTS")
-add_optional_env INVOICE_DUE_HOURS INVOICE_EXPIRATION_SECONDS PUBLISH_CONCURRENCY RUST_LOG
+ENV_PAIRS=(LOG_FORMAT=json "GOOGLE_CLOUD_PROJECT=$PROJECT_ID" "PUBSUB_PROJECT_ID=$PROJECT_ID")
+campaign_env_pairs
+add_optional_env PUBLISH_CONCURRENCY RUST_LOG
 run gcloud run jobs deploy "$JOB_SPAMMER" "--project=$PROJECT_ID" "--region=$REGION" \
   "--image=$(image_ref "$JOB_SPAMMER")" "--service-account=$(sa_email "$SA_SPAMMER")" \
   --tasks=1 --max-retries=3 --task-timeout=600s "--cpu=$SERVICE_CPU" "--memory=$SERVICE_MEMORY" \
@@ -97,6 +96,7 @@ keep_to_window "$SCHEDULER_JOB" "$CAMPAIGN_END_EPOCH" "$CAMPAIGN_END_AT" \
 step "Cloud Run job $JOB_RECONCILER (stark-pipeline reconcile --repair)"
 key_version=$(stark_key_version)
 ENV_PAIRS=(LOG_FORMAT=json "GOOGLE_CLOUD_PROJECT=$PROJECT_ID" "PUBSUB_PROJECT_ID=$PROJECT_ID")
+campaign_env_pairs
 stark_env_pairs
 payout_env_pairs
 add_optional_env RUST_LOG

@@ -813,6 +813,15 @@ add_optional_env() {
   done
 }
 
+# Appends to ENV_PAIRS the campaign as the spammer reads it. The reconciler gets the same: a
+# slot's batch is a pure function of these, so it recomputes exactly the requests the spammer
+# published.
+campaign_env_pairs() {
+  ENV_PAIRS+=("CAMPAIGN_ID=$CAMPAIGN_ID" "CAMPAIGN_START=$CAMPAIGN_START" "CAMPAIGN_HOURS=$CAMPAIGN_HOURS"
+    "INVOICE_AMOUNT_MIN_CENTS=$INVOICE_AMOUNT_MIN_CENTS" "INVOICE_AMOUNT_MAX_CENTS=$INVOICE_AMOUNT_MAX_CENTS")
+  add_optional_env INVOICE_DUE_HOURS INVOICE_EXPIRATION_SECONDS
+}
+
 # Appends to ENV_PAIRS the variables every signing service needs to reach Stark Bank.
 stark_env_pairs() {
   ENV_PAIRS+=("STARK_ACCESS_ID=$STARK_ACCESS_ID" "STARK_ENVIRONMENT=$STARK_ENVIRONMENT"

@@ -145,6 +145,10 @@ pub struct RunArgs {
     /// Sandbox fault: rate of webhooks delivered twice.
     #[arg(long, default_value_t = 0.0)]
     pub duplicate_webhook_rate: f64,
+    /// Sandbox fault: rate of webhooks lost (every attempt fails, Stark gives up); the
+    /// scheduled reconciler must find and pay them.
+    #[arg(long, default_value_t = 0.0)]
+    pub lost_webhook_rate: f64,
     /// Sandbox fault: rate of webhooks held back so later ones overtake them.
     #[arg(long, default_value_t = 0.0)]
     pub out_of_order_rate: f64,
@@ -161,6 +165,28 @@ pub struct RunArgs {
     /// Invoices per hourly slot = the drawn 8 to 12 × this (scale runs; see BENCHMARKS.md).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rate_multiplier: u32,
+    /// The scheduled reconciler's period in campaign time (`reconcile --repair`, as the
+    /// reconciler job runs it in production), or `off`.
+    #[arg(long, default_value = "15m", value_parser = parse_every)]
+    pub reconcile_every: Every,
+    /// Reconcilers running at once, staggered.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub reconcilers: u32,
+}
+
+/// A period, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Every(pub Option<std::time::Duration>);
+
+fn parse_every(text: &str) -> Result<Every, String> {
+    if text == "off" {
+        return Ok(Every(None));
+    }
+    let every = pipeline_service::config::parse_duration(text)?;
+    if every.is_zero() {
+        return Err("the period must be positive (or `off`)".into());
+    }
+    Ok(Every(Some(every)))
 }
 
 /// `START:DURATION`, both durations (`5h:2h`).
@@ -198,6 +224,7 @@ impl RunArgs {
                 drop_rate: self.drop_rate,
                 slow_rate: self.slow_rate,
                 duplicate_delivery_rate: self.duplicate_webhook_rate,
+                lost_webhook_rate: self.lost_webhook_rate,
                 out_of_order_rate: self.out_of_order_rate,
                 key_rotation_rate: self.key_rotation_rate,
                 ..FaultConfig::default()
@@ -206,6 +233,8 @@ impl RunArgs {
             max_delivery_attempts: self.max_delivery_attempts,
             rate_multiplier: self.rate_multiplier,
             webhook_retries: None,
+            reconcile_every: self.reconcile_every.0,
+            reconcilers: self.reconcilers,
         }
     }
 }
@@ -311,11 +340,19 @@ async fn run_operator(
                 args.campaign = Some(invoice_spammer::SpammerConfig::from_env(&context.env)?);
             }
             let publisher = publisher(args.repair).await?;
-            let publisher = publisher.as_ref().map(|p| p as &dyn Publisher);
+            let dead_letters = publisher
+                .as_ref()
+                .map(|p| ops::dead_letters::PubSubDeadLetters::new(p.target().clone()));
+            let bus = publisher.as_ref().zip(dead_letters.as_ref()).map(|(p, d)| {
+                ops::reconcile::RepairBus {
+                    publisher: p,
+                    dead_letters: d,
+                }
+            });
             ops::reconcile::run(
                 &args,
                 context.stark()?,
-                publisher,
+                bus,
                 &receiver,
                 transfer_fee,
                 now,
@@ -382,12 +419,12 @@ async fn run_local(args: &RunArgs) -> anyhow::Result<bool> {
     );
     let hours = stack.spammer.hours;
     let mut last_line = String::new();
-    let mut show = |slot: Option<u32>, state: &stark_sandbox::SandboxState| {
+    let mut show = |slot: Option<u32>, progress: &Progress| {
         let phase = match slot {
             Some(slot) => format!("hour {:>2}/{hours}", slot + 1),
             None => "settling  ".to_owned(),
         };
-        let line = format!("{phase} · {}", Progress::of(state));
+        let line = format!("{phase} · {progress}");
         if line != last_line {
             if interactive {
                 eprint!("\r{line}   ");

@@ -45,6 +45,15 @@ async fn full_campaign_pays_every_credited_invoice_exactly_once() {
     let summary = report.audit.summary;
     assert_eq!(summary.credited, credited);
     assert_eq!(summary.paid_out + summary.nothing_due, credited, "{report}");
+    let latency = report.latency.expect("payouts were made");
+    assert!(
+        (summary.paid_out..=credited).contains(&latency.count),
+        "every payout is measured: {report}"
+    );
+    assert!(
+        latency.p50 > Duration::ZERO && latency.p50 <= latency.p99,
+        "{latency:?}"
+    );
     assert!(
         summary.reversed > 0,
         "the default run reverses some invoices: {report}"
@@ -380,5 +389,63 @@ async fn a_stark_outage_of_hours_heals_by_itself() {
         state.faults.iter().filter(|f| f.kind == "outage").count() > 10,
         "the outage refused requests"
     );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduled_reconcilers_heal_dead_letters_and_lost_webhooks() {
+    // Five attempts (production has 100), so that things really are dead-lettered: Stark is
+    // down from hour 1 to hour 4, so invoice requests of those slots run out of attempts;
+    // money-sender is down from hour 5 to hour 7, so payouts run out of attempts; and a fifth
+    // of the webhooks are lost outright (Stark gives up on them). No operator acts: only the
+    // two scheduled reconcilers, running at once, can bring every request to one invoice and
+    // every credit to one payout.
+    let mut opts = options("e2e-heal", 9);
+    opts.max_delivery_attempts = 5;
+    opts.reconcilers = 2;
+    opts.stark_outage = Some((Duration::from_secs(3600), Duration::from_secs(3 * 3600)));
+    opts.faults = FaultConfig {
+        seed: 5,
+        server_error_rate: 0.05,
+        lost_webhook_rate: 0.2,
+        ..Default::default()
+    };
+    let stack = Stack::start(opts).await.unwrap();
+    let at = |hours: i64| stack.spammer.start + time::Duration::hours(hours);
+    let money_outage = async {
+        while stack.sandbox.now() < at(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stack.money.shutdown().await;
+        while stack.sandbox.now() < at(7) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stack.money.restart().await.unwrap();
+    };
+    let (played, ()) = tokio::join!(stack.play(|_, _| {}), money_outage);
+    played.unwrap();
+    let (state, report) = finish(&stack).await;
+    println!("{report}");
+    assert!(report.ok(), "{report}");
+    let stats = stack.reconciler_stats();
+    assert!(
+        stats.request_letters_republished > 0,
+        "invoice requests were dead-lettered and republished: {stats:?}"
+    );
+    assert!(
+        stats.payout_letters_republished > 0,
+        "payouts were dead-lettered and republished: {stats:?}"
+    );
+    let lost = state
+        .faults
+        .iter()
+        .filter(|f| f.kind == "lostWebhook")
+        .count();
+    assert!(lost > 0, "some webhooks were lost");
+    assert!(
+        stats.payouts_republished > stats.payout_letters_republished,
+        "lost webhooks' payouts were republished from Stark's records: {stats:?}"
+    );
+    assert_eq!(stats.dead_letters_kept, 0, "{stats:?}");
     stack.shutdown().await;
 }

@@ -151,7 +151,6 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
     assert_eq!(json["summary"]["credited"], lost, "{json}");
     assert!(rfc3339(&json["since"]), "{json}");
 
-    let publisher = stack.bus.publisher();
     // Within the grace period (here: a day, longer than the campaign) nothing is republished:
     // the pipeline may still be paying those.
     let patient = ops::reconcile::ReconcileArgs {
@@ -165,7 +164,7 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
     ops::reconcile::run(
         &patient,
         &stack.stark,
-        Some(publisher.as_ref()),
+        Some(stack.repair_bus()),
         &receiver,
         stack.options.transfer_fee,
         now,
@@ -185,7 +184,7 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
     ops::reconcile::run(
         &repair,
         &stack.stark,
-        Some(publisher.as_ref()),
+        Some(stack.repair_bus()),
         &receiver,
         stack.options.transfer_fee,
         now,
@@ -203,7 +202,7 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
         ops::reconcile::run(
             &repair,
             &stack.stark,
-            Some(publisher.as_ref()),
+            Some(stack.repair_bus()),
             &receiver,
             stack.options.transfer_fee,
             now,
@@ -1000,7 +999,6 @@ async fn reconcile_reissues_lost_requests_and_cancels_later_duplicates() {
     stack.sender.restart().await.unwrap();
     // A duplicate of one request, as a bug or a race could make: still `created`.
     let (_, first) = (0, invoice_spammer::batch(&stack.spammer, 0).remove(0));
-    let publisher = stack.bus.publisher();
     let repair = |grace: u64| ops::reconcile::ReconcileArgs {
         since: "1d".into(),
         repair: true,
@@ -1013,7 +1011,7 @@ async fn reconcile_reissues_lost_requests_and_cancels_later_duplicates() {
     ops::reconcile::run(
         &repair(600),
         &stack.stark,
-        Some(publisher.as_ref()),
+        Some(stack.repair_bus()),
         &Receiver::default(),
         stack.options.transfer_fee,
         now,
@@ -1042,7 +1040,7 @@ async fn reconcile_reissues_lost_requests_and_cancels_later_duplicates() {
     ops::reconcile::run(
         &repair(600),
         &stack.stark,
-        Some(publisher.as_ref()),
+        Some(stack.repair_bus()),
         &Receiver::default(),
         stack.options.transfer_fee,
         now,

@@ -268,3 +268,50 @@ fn unique_project() -> String {
         NEXT.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// A repair drains the local bus's dead letters as it drains Pub/Sub's: the emulator's
+/// dead-letter subscriptions, or the in-process bus's dead-letter lists.
+impl crate::ops::dead_letters::DeadLetterSource for Bus {
+    fn lease<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<crate::ops::dead_letters::DeadLetterLease>>
+    {
+        use crate::ops::dead_letters::{DeadLetter, DeadLetterLease, PubSubDeadLetters};
+        Box::pin(async move {
+            match self {
+                Bus::Emulator(bus) => {
+                    let source = PubSubDeadLetters {
+                        // The emulator answers a unary pull at once: a short idle suffices.
+                        idle: Duration::from_millis(500),
+                        ..PubSubDeadLetters::new(bus.target.clone())
+                    };
+                    source.lease(topic).await
+                }
+                Bus::Memory(bus) => {
+                    let subscription = match topic {
+                        PAID_INVOICES => MONEY_SUBSCRIPTION,
+                        PENDING_INVOICES => SENDER_SUBSCRIPTION,
+                        other => anyhow::bail!("no dead letters for topic {other}"),
+                    };
+                    let letters = bus
+                        .dead_letters(subscription)
+                        .into_iter()
+                        .map(|m| DeadLetter {
+                            message_id: m.message_id,
+                            data: m.data,
+                        })
+                        .collect();
+                    let bus = bus.clone();
+                    Ok(DeadLetterLease::new(
+                        letters,
+                        Box::new(move |acked| {
+                            bus.remove_dead_letters(subscription, |id| acked.contains(id));
+                            Box::pin(async { Ok(()) })
+                        }),
+                    ))
+                }
+            }
+        })
+    }
+}

@@ -3,6 +3,7 @@
 //! on a compressed clock. `cargo run --release` runs it; the end-to-end tests drive it too.
 
 pub mod bus;
+pub mod reconciler;
 pub mod report;
 pub mod services;
 
@@ -68,6 +69,11 @@ pub struct StackOptions {
     /// Waits (sandbox time) before Stark's webhook retries; `None`: Stark's schedule with a
     /// real-time floor (see [`webhook_retry_schedule`]).
     pub webhook_retries: Option<Vec<Duration>>,
+    /// The scheduled reconciler's period in campaign time (`reconcile --repair` while the
+    /// campaign plays and settles; see [`reconciler`]); `None`: no reconciler.
+    pub reconcile_every: Option<Duration>,
+    /// Reconcilers running at once, staggered (two prove they are safe together).
+    pub reconcilers: u32,
 }
 
 impl Default for StackOptions {
@@ -91,6 +97,8 @@ impl Default for StackOptions {
             max_delivery_attempts: 100,
             rate_multiplier: 1,
             webhook_retries: None,
+            reconcile_every: Some(reconciler::PERIOD),
+            reconcilers: 1,
         }
     }
 }
@@ -124,6 +132,8 @@ pub struct Stack {
     pub foreign: Client,
     /// The bus.
     pub bus: Bus,
+    /// Its publisher (the one the spammer and the reconciler use).
+    pub publisher: pipeline_service::publisher::SharedPublisher,
     /// invoice-sender (the proxy in front of its instances when there are several).
     pub sender: Service,
     /// webhook-ingester.
@@ -138,7 +148,14 @@ pub struct Stack {
     pub options: StackOptions,
     /// Cents deposited to cover what reversals took ([`report::clawbacks`]).
     treasury: std::sync::atomic::AtomicI64,
+    /// What the scheduled reconcilers did.
+    reconciler: reconciler::Tally,
+    /// When the clawbacks were last looked at, and the counters then.
+    clawback_look: std::sync::Mutex<Option<(Instant, stark_sandbox::Counters)>>,
 }
+
+/// How often, at most, the clawbacks are looked at while the campaign plays.
+const CLAWBACK_LOOK: Duration = Duration::from_secs(2);
 
 impl Stack {
     /// Starts everything and wires it together.
@@ -273,6 +290,7 @@ impl Stack {
             project: (project, key),
             foreign,
             bus,
+            publisher,
             sender,
             ingester,
             money,
@@ -280,6 +298,8 @@ impl Stack {
             spammer,
             options,
             treasury: std::sync::atomic::AtomicI64::new(0),
+            reconciler: reconciler::Tally::default(),
+            clawback_look: std::sync::Mutex::new(None),
         })
     }
 
@@ -331,6 +351,29 @@ impl Stack {
         Ok(path)
     }
 
+    /// Our workspace's progress, from the sandbox's counters (no snapshot).
+    fn progress_now(&self) -> (report::Progress, stark_sandbox::Counters) {
+        let counters = self.sandbox.workspace_counters();
+        (counters.into(), counters)
+    }
+
+    /// [`Stack::cover_clawbacks`] when a reversal or a payout happened since the last look, and
+    /// at most every [`CLAWBACK_LOOK`]: each look copies the whole sandbox, which at a high
+    /// invoice rate costs more than everything else the progress loop does.
+    fn cover_clawbacks_lazily(&self, counters: &stark_sandbox::Counters) {
+        let mut last = self.clawback_look.lock().expect("clawback look");
+        let changed = last.is_none_or(|(at, seen): (Instant, stark_sandbox::Counters)| {
+            (seen.reversals, seen.transfers_created)
+                != (counters.reversals, counters.transfers_created)
+                && at.elapsed() >= CLAWBACK_LOOK
+        });
+        if changed {
+            *last = Some((Instant::now(), *counters));
+            drop(last);
+            self.cover_clawbacks(&self.sandbox.state());
+        }
+    }
+
     /// Deposits what reversals took (see [`report::clawbacks`]) and was not covered yet.
     fn cover_clawbacks(&self, state: &SandboxState) {
         use std::sync::atomic::Ordering;
@@ -373,8 +416,7 @@ impl Stack {
         while self.sandbox.now() < at {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let publisher = self.bus.publisher();
-        invoice_spammer::run(&self.spammer, publisher.as_ref(), at)
+        invoice_spammer::run(&self.spammer, self.publisher.as_ref(), at)
             .await
             .with_context(|| format!("spammer run for slot {slot}"))?;
         self.issue_foreign_invoices(slot).await
@@ -424,10 +466,26 @@ impl Stack {
             .sum()
     }
 
-    /// Plays every slot, calling `progress` about every 250 ms.
+    /// What the scheduled reconcilers did so far.
+    pub fn reconciler_stats(&self) -> reconciler::ReconcilerStats {
+        self.reconciler.get()
+    }
+
+    /// Plays every slot, calling `progress` about every 250 ms, with the scheduled
+    /// reconcilers running.
     pub async fn play(
         &self,
-        mut progress: impl FnMut(Option<u32>, &SandboxState),
+        progress: impl FnMut(Option<u32>, &report::Progress),
+    ) -> anyhow::Result<()> {
+        tokio::select! {
+            result = self.play_slots(progress) => result,
+            () = self.reconcile_forever() => unreachable!("the reconcilers never finish"),
+        }
+    }
+
+    async fn play_slots(
+        &self,
+        mut progress: impl FnMut(Option<u32>, &report::Progress),
     ) -> anyhow::Result<()> {
         for slot in 0..self.spammer.hours {
             let run = self.run_slot(slot);
@@ -436,9 +494,9 @@ impl Stack {
                 tokio::select! {
                     result = &mut run => { result?; break; }
                     () = tokio::time::sleep(Duration::from_millis(250)) => {
-                        let state = self.sandbox.state();
-                        self.cover_clawbacks(&state);
-                        progress(Some(slot), &state);
+                        let (current, counters) = self.progress_now();
+                        self.cover_clawbacks_lazily(&counters);
+                        progress(Some(slot), &current);
                     }
                 }
             }
@@ -448,37 +506,60 @@ impl Stack {
 
     /// Waits until every requested invoice exists, every invoice had time to be paid and
     /// credited, and every credited invoice's payout settled; then the state is stable for two
-    /// campaign minutes. Fails after `within` of real time.
+    /// campaign minutes. Fails after `within` of real time. The scheduled reconcilers run
+    /// meanwhile.
     pub async fn settle(
         &self,
         within: Duration,
-        mut progress: impl FnMut(Option<u32>, &SandboxState),
+        progress: impl FnMut(Option<u32>, &report::Progress),
+    ) -> anyhow::Result<SandboxState> {
+        tokio::select! {
+            result = self.settle_quietly(within, progress) => result,
+            () = self.reconcile_forever() => unreachable!("the reconcilers never finish"),
+        }
+    }
+
+    async fn settle_quietly(
+        &self,
+        within: Duration,
+        mut progress: impl FnMut(Option<u32>, &report::Progress),
     ) -> anyhow::Result<SandboxState> {
         let expected = self.expected_invoices();
         let deadline = Instant::now() + within;
         let quiet = Duration::from_secs_f64((120.0 / self.options.speed).max(0.5));
         let mut last: Option<(report::Progress, Instant)> = None;
+        // The full check copies the sandbox: only once the counters are quiet, and not on
+        // every tick.
+        let mut last_look: Option<Instant> = None;
         loop {
-            let state = self.sandbox.state();
-            self.cover_clawbacks(&state);
-            progress(None, &state);
+            let (current, counters) = self.progress_now();
+            progress(None, &current);
             let now = Instant::now();
-            let current = report::Progress::of(&state);
-            let settled = report::settled(
-                &state,
-                expected,
-                PAY_DELAY + CREDIT_DELAY + Duration::from_secs(120),
-                self.options.transfer_fee,
-            );
             match &last {
                 Some((previous, since)) if *previous == current => {
-                    if settled && now.duration_since(*since) >= quiet {
-                        return Ok(state);
+                    let due = last_look.is_none_or(|at| now.duration_since(at) >= quiet);
+                    if now.duration_since(*since) >= quiet && due {
+                        last_look = Some(now);
+                        let state = self.sandbox.state();
+                        self.cover_clawbacks(&state);
+                        let settled = report::settled(
+                            &state,
+                            expected,
+                            PAY_DELAY + CREDIT_DELAY + Duration::from_secs(120),
+                            self.options.transfer_fee,
+                        );
+                        if settled {
+                            return Ok(state);
+                        }
                     }
                 }
-                _ => last = Some((current, now)),
+                _ => {
+                    last = Some((current, now));
+                    self.cover_clawbacks_lazily(&counters);
+                }
             }
             if now >= deadline {
+                let state = self.sandbox.state();
                 let listed = |items: Vec<String>| {
                     if items.is_empty() {
                         "none".to_owned()
@@ -539,14 +620,19 @@ impl Stack {
     /// Builds the final report (table and checks) from the sandbox and the bus.
     pub async fn report(&self, state: &SandboxState) -> anyhow::Result<Report> {
         let dead_letters = self.bus.dead_letters().await?;
-        Ok(Report::build(
+        Ok(Report::build(report::ReportInput {
             state,
-            &self.requested(),
-            &Receiver::default(),
-            self.options.transfer_fee,
-            self.clawbacks_covered(),
-            dead_letters,
-        ))
+            requested: &self.requested(),
+            receiver: &Receiver::default(),
+            transfer_fee: self.options.transfer_fee,
+            clawbacks_covered: self.clawbacks_covered(),
+            dead_letters: &dead_letters,
+            reconciler: self
+                .options
+                .reconcile_every
+                .map(|_| self.reconciler_stats()),
+            speed: self.options.speed,
+        }))
     }
 
     /// Stops services, the sandbox and the emulator.

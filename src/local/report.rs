@@ -12,6 +12,8 @@ use pipeline_domain::receiver::Receiver;
 use pipeline_service::records::{invoice_record, transfer_record};
 use stark_client::{InvoiceLogType, TransferStatus};
 use stark_sandbox::SandboxState;
+
+use super::reconciler::ReconcilerStats;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -30,17 +32,16 @@ pub struct Progress {
     pub transfers_done: usize,
 }
 
-impl Progress {
-    /// Counts of our workspace's objects in a sandbox snapshot.
-    pub fn of(state: &SandboxState) -> Self {
+impl From<stark_sandbox::Counters> for Progress {
+    /// From the sandbox's counters of our workspace (cheap, unlike a snapshot).
+    fn from(c: stark_sandbox::Counters) -> Self {
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         Progress {
-            issued: ours(state).count(),
-            paid: invoices_with_log(state, InvoiceLogType::Paid).len(),
-            credited: invoices_with_log(state, InvoiceLogType::Credited).len(),
-            transfers: our_transfers(state).count(),
-            transfers_done: our_transfers(state)
-                .filter(|t| t.status == TransferStatus::Success)
-                .count(),
+            issued: count(c.invoices_issued),
+            paid: count(c.invoices_paid),
+            credited: count(c.invoices_credited),
+            transfers: count(c.transfers_created),
+            transfers_done: count(c.transfers_settled),
         }
     }
 }
@@ -319,6 +320,112 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// The audit the checks come from.
     pub audit: Audit,
+    /// What the scheduled reconcilers did (`None`: none ran).
+    pub reconciler: Option<ReconcilerStats>,
+    /// Credit → payout latency.
+    pub latency: Option<Latency>,
+}
+
+/// Everything a report is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportInput<'a> {
+    /// The sandbox at the end.
+    pub state: &'a SandboxState,
+    /// The request ids the campaign published.
+    pub requested: &'a [String],
+    /// The payout account.
+    pub receiver: &'a Receiver,
+    /// Stark's fee per transfer, cents.
+    pub transfer_fee: i64,
+    /// Cents deposited to cover reversals.
+    pub clawbacks_covered: i64,
+    /// Dead letters left, per subscription.
+    pub dead_letters: &'a [(String, usize)],
+    /// What the scheduled reconcilers did, if any ran.
+    pub reconciler: Option<ReconcilerStats>,
+    /// Campaign seconds per real second (to show latencies in real time too).
+    pub speed: f64,
+}
+
+/// How long after Stark credited an invoice its payout transfer was created (what the
+/// pipeline controls; Stark settles the transfer afterwards), over every paid-out invoice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// Payouts measured.
+    pub count: usize,
+    /// Median, campaign time.
+    pub p50: Duration,
+    /// 99th percentile, campaign time.
+    pub p99: Duration,
+    /// Campaign seconds per real second.
+    pub speed: f64,
+}
+
+impl Latency {
+    /// From the credited logs and the first payout transfer of each invoice in `state`.
+    pub fn of(state: &SandboxState, speed: f64) -> Option<Self> {
+        let mut credited: HashMap<&str, OffsetDateTime> = HashMap::new();
+        for log in state
+            .invoice_logs
+            .iter()
+            .filter(|l| l.log_type == InvoiceLogType::Credited)
+        {
+            if let Some(at) = parse_time(&log.created) {
+                credited.entry(log.invoice.id.as_str()).or_insert(at);
+            }
+        }
+        let mut first_payout: HashMap<String, OffsetDateTime> = HashMap::new();
+        for transfer in our_transfers(state) {
+            let record = transfer_record(transfer);
+            let (Some(key), Some(at)) = (record.key, parse_time(&transfer.created)) else {
+                continue;
+            };
+            let entry = first_payout
+                .entry(key.invoice_id().to_owned())
+                .or_insert(at);
+            *entry = (*entry).min(at);
+        }
+        let mut waits: Vec<Duration> = first_payout
+            .iter()
+            .filter_map(|(invoice, paid)| {
+                let credit = credited.get(invoice.as_str())?;
+                Duration::try_from(*paid - *credit).ok()
+            })
+            .collect();
+        if waits.is_empty() {
+            return None;
+        }
+        waits.sort();
+        let at = |q: f64| waits[((waits.len() - 1) as f64 * q).round() as usize];
+        Some(Latency {
+            count: waits.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            speed,
+        })
+    }
+}
+
+impl fmt::Display for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Campaign time to the second, real time to the millisecond.
+        let campaign = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+        let real = |d: Duration| {
+            let real = d.div_f64(self.speed);
+            humantime::format_duration(Duration::from_millis(
+                u64::try_from(real.as_millis()).unwrap_or(u64::MAX),
+            ))
+        };
+        write!(
+            f,
+            "credit → payout: p50 {} (real {}), p99 {} (real {}) over {} payouts",
+            campaign(self.p50),
+            real(self.p50),
+            campaign(self.p99),
+            real(self.p99),
+            self.count
+        )
+    }
 }
 
 impl Report {
@@ -327,16 +434,18 @@ impl Report {
         self.checks.iter().all(|c| c.ok)
     }
 
-    /// Builds the table and runs the audit over `state`; `requested` are the request ids the
-    /// campaign published.
-    pub fn build(
-        state: &SandboxState,
-        requested: &[String],
-        receiver: &Receiver,
-        transfer_fee: i64,
-        clawbacks_covered: i64,
-        dead_letters: Vec<(String, usize)>,
-    ) -> Self {
+    /// Builds the table and runs the audit over the final state.
+    pub fn build(input: ReportInput<'_>) -> Self {
+        let ReportInput {
+            state,
+            requested,
+            receiver,
+            transfer_fee,
+            clawbacks_covered,
+            dead_letters,
+            reconciler,
+            speed,
+        } = input;
         let (invoices, transfers) = records(state);
         let audit = audit(AuditInput {
             requested: Some(requested),
@@ -411,13 +520,17 @@ impl Report {
             .filter(|(_, n)| *n > 0)
             .map(|(s, n)| format!("{s}: {n}"))
             .collect();
+        let drained = reconciler.map_or(0, |r| r.dead_letters_drained);
         checks.push(Check {
             name: "dead-letter subscriptions are empty",
             ok: parked.is_empty(),
-            detail: if parked.is_empty() {
-                format!("{} checked", dead_letters.len())
-            } else {
-                parked.join(", ")
+            detail: match (parked.is_empty(), drained) {
+                (true, 0) => format!("{} checked", dead_letters.len()),
+                (true, n) => format!(
+                    "{} checked; the reconciler drained {n} dead letters",
+                    dead_letters.len()
+                ),
+                (false, _) => parked.join(", "),
             },
         });
         Report {
@@ -426,6 +539,8 @@ impl Report {
             clawbacks_covered,
             checks,
             audit,
+            reconciler,
+            latency: Latency::of(state, speed),
         }
     }
 }
@@ -471,6 +586,21 @@ impl fmt::Display for Report {
             "another workspace: {} credited invoices, {} webhook deliveries refused, {} accepted",
             self.foreign.credited, self.foreign.refused, self.foreign.accepted
         )?;
+        if let Some(latency) = &self.latency {
+            writeln!(f, "{latency}")?;
+        }
+        if let Some(r) = &self.reconciler {
+            writeln!(
+                f,
+                "scheduled reconciler: {} runs ({} failed); republished {} payouts and {} invoice requests; canceled {} duplicates; drained {} dead letters",
+                r.runs,
+                r.failed,
+                r.payouts_republished,
+                r.requests_republished,
+                r.canceled,
+                r.dead_letters_drained
+            )?;
+        }
         writeln!(f)?;
         for check in &self.checks {
             writeln!(

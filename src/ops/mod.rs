@@ -2,6 +2,7 @@
 //! status. Each writes its report to a `Write` (stdout in the CLI, a buffer in tests) and
 //! returns whether all was well, which becomes the exit code.
 
+pub mod dead_letters;
 pub mod doctor;
 pub mod events;
 pub mod exit;

@@ -1,7 +1,11 @@
 //! `reconcile`: compares what Stark credited with what we paid out, from Stark's own records,
 //! so it finds what no log or dead-letter topic shows (a webhook Stark gave up on, a message
-//! dropped by a bug). `--repair` republishes missing payouts to `paid_invoices`; money-sender
-//! is idempotent, so a repair can never pay twice.
+//! dropped by a bug). `--repair` drains the dead letters whose cause is gone
+//! ([`super::dead_letters`]), republishes missing payouts to `paid_invoices` and, with the
+//! campaign configured, unissued requests to `pending_invoices`, and cancels later duplicate
+//! invoices still `created`. Every repair goes through the idempotent consumers, so a repair
+//! (or two running at once, or one racing a redelivery) can never issue or pay twice. The
+//! scheduled reconciler job runs exactly this.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -23,6 +27,7 @@ use stark_client::{
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::dead_letters::{self, Credits, DeadLetterSource, Drained, Republished};
 use super::exit::UsageError;
 use super::output::{FindingJson, Format, FormatArg, instant, table, write_json, write_table};
 use super::{date_of, parse_since};
@@ -62,6 +67,8 @@ struct ReconcileJson {
     reissued: Vec<ReissueJson>,
     /// Later duplicate invoices canceled by `--repair`.
     canceled: Vec<String>,
+    /// What `--repair` did with each dead letter (`resolved`, `republished` or `kept`).
+    dead_letters: Vec<Drained>,
     summary: SummaryJson,
 }
 
@@ -73,7 +80,7 @@ struct ReissueJson {
 }
 
 /// One payout republished by `--repair`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct RepairJson {
     invoice_id: String,
     message_id: String,
@@ -103,6 +110,10 @@ pub struct Findings {
     /// Later invoices of a request that has two, still `created` (canceled by a repair; a
     /// paid duplicate stays reported for an operator).
     pub cancelable: Vec<String>,
+    /// Every invoice Stark shows credited to us among those read.
+    pub credited: BTreeSet<String>,
+    /// Of those, the ones with nothing paid and nothing in flight.
+    pub unpaid: BTreeSet<String>,
 }
 
 /// The campaign whose invoice requests reconcile also checks: the spammer's batches are a pure
@@ -220,12 +231,13 @@ pub async fn examine(
         receiver,
         transfer_fee,
     });
-    let unpaid: BTreeSet<&str> = audit.unpaid_invoices().collect();
+    let unpaid: BTreeSet<String> = audit.unpaid_invoices().map(str::to_owned).collect();
     let missing = credited
         .values()
-        .filter(|log| unpaid.contains(log.invoice.id.as_str()))
+        .filter(|log| unpaid.contains(&log.invoice.id))
         .cloned()
         .collect();
+    let credited_ids = credited.keys().chain(earlier.keys()).cloned().collect();
     let unissued_ids: BTreeSet<&str> = audit.unissued_requests().collect();
     let unissued = requests
         .into_iter()
@@ -237,6 +249,8 @@ pub async fn examine(
         missing,
         unissued,
         cancelable,
+        credited: credited_ids,
+        unpaid,
     })
 }
 
@@ -265,16 +279,92 @@ fn later_duplicates(audit: &Audit, issued: &[Invoice]) -> Vec<String> {
     cancelable
 }
 
-/// Runs `reconcile`; `Ok(true)` when all was well.
+/// Where reconcile publishes and finds dead letters: `None` without Pub/Sub (a repair then
+/// refuses to start).
+#[derive(Debug, Clone, Copy)]
+pub struct RepairBus<'a> {
+    /// Publishes the repairs.
+    pub publisher: &'a dyn Publisher,
+    /// The dead letters a repair drains.
+    pub dead_letters: &'a dyn DeadLetterSource,
+}
+
+/// What one reconcile run found and did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The start of the window.
+    pub since: OffsetDateTime,
+    /// What the audit found.
+    pub findings: Findings,
+    /// Payouts republished to `paid_invoices`.
+    repaired: Vec<RepairJson>,
+    /// Requests republished to `pending_invoices`: (request id, message id).
+    reissued: Vec<(String, String)>,
+    /// Later duplicates canceled.
+    pub canceled: Vec<String>,
+    /// What happened to each dead letter.
+    pub drained: Vec<Drained>,
+}
+
+impl Outcome {
+    /// Problems the audit found.
+    pub fn problems(&self) -> usize {
+        self.findings.audit.problems().count()
+    }
+
+    /// Dead letters left for an operator.
+    pub fn kept(&self) -> usize {
+        self.drained.iter().filter(|d| d.action == "kept").count()
+    }
+
+    /// Payouts republished (dead letters included).
+    pub fn payouts_republished(&self) -> usize {
+        self.repaired.len() + self.republished_letters(PAID_INVOICES)
+    }
+
+    /// Requests republished (dead letters included).
+    pub fn requests_republished(&self) -> usize {
+        self.reissued.len() + self.republished_letters(PENDING_INVOICES)
+    }
+
+    fn republished_letters(&self, topic: &str) -> usize {
+        self.drained
+            .iter()
+            .filter(|d| d.topic == topic && d.action == "republished")
+            .count()
+    }
+
+    /// Whether all was well: no problem found, no dead letter kept.
+    pub fn ok(&self) -> bool {
+        self.problems() == 0 && self.kept() == 0
+    }
+}
+
+/// Runs `reconcile` and prints its outcome; `Ok(true)` when all was well.
 pub async fn run(
     args: &ReconcileArgs,
     stark: &Client,
-    publisher: Option<&dyn Publisher>,
+    bus: Option<RepairBus<'_>>,
     receiver: &Receiver,
     transfer_fee: i64,
     now: OffsetDateTime,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
+    let outcome = reconcile(args, stark, bus, receiver, transfer_fee, now).await?;
+    render(args, &outcome, out)?;
+    Ok(outcome.ok())
+}
+
+/// One reconcile run (with `args.repair`, the repair too), without printing: what the
+/// scheduled reconciler of the local stack runs. Logs one `reconcile_summary` line.
+pub async fn reconcile(
+    args: &ReconcileArgs,
+    stark: &Client,
+    bus: Option<RepairBus<'_>>,
+    receiver: &Receiver,
+    transfer_fee: i64,
+    now: OffsetDateTime,
+) -> anyhow::Result<Outcome> {
     let since = parse_since(&args.since, now)?;
     // Credited moments ago, or a slot that just began: the pipeline is probably still at it;
     // a repair would only add a redundant (harmless) message.
@@ -284,6 +374,24 @@ pub async fn run(
         until: settled_before,
     });
     let findings = examine(stark, receiver, transfer_fee, since, campaign).await?;
+    let bus = match (args.repair, bus) {
+        (false, _) => None,
+        (true, Some(bus)) => Some(bus),
+        (true, None) => {
+            return Err(UsageError("--repair needs Pub/Sub: set PUBSUB_PROJECT_ID".into()).into());
+        }
+    };
+    // Dead letters first: what they republish is not published again below.
+    let (drained, republished) = match bus {
+        None => (Vec::new(), Republished::default()),
+        Some(bus) => {
+            let credits = Credits {
+                credited: &findings.credited,
+                unpaid: &findings.unpaid,
+            };
+            dead_letters::drain(bus.dead_letters, bus.publisher, stark, credits).await?
+        }
+    };
     let mut repaired = Vec::new();
     let due_for_repair: Vec<&InvoiceLog> = findings
         .missing
@@ -291,10 +399,9 @@ pub async fn run(
         .filter(|log| {
             OffsetDateTime::parse(&log.created, &Rfc3339).is_ok_and(|at| at <= settled_before)
         })
+        .filter(|log| !republished.invoices.contains(&log.invoice.id))
         .collect();
-    if args.repair && !due_for_repair.is_empty() {
-        let publisher = publisher
-            .ok_or_else(|| UsageError("--repair needs Pub/Sub: set PUBSUB_PROJECT_ID".into()))?;
+    if let Some(RepairBus { publisher, .. }) = bus {
         for log in due_for_repair {
             let message = paid_invoice(log, &format!("reconcile-{}", log.id));
             let message_id = publisher
@@ -309,26 +416,41 @@ pub async fn run(
     }
     let mut reissued = Vec::new();
     let mut canceled = Vec::new();
-    if args.repair {
-        if !findings.unissued.is_empty() {
-            let publisher = publisher.ok_or_else(|| {
-                UsageError("--repair needs Pub/Sub: set PUBSUB_PROJECT_ID".into())
-            })?;
-            // invoice-sender looks each request's tag up before creating: never a second one.
-            for request in &findings.unissued {
-                let message_id = publisher
-                    .publish(PENDING_INVOICES, request.to_message())
-                    .await?;
-                reissued.push((request.request_id.clone(), message_id));
-            }
+    if let Some(RepairBus { publisher, .. }) = bus {
+        // invoice-sender looks each request's tag up before creating: never a second one.
+        for request in findings
+            .unissued
+            .iter()
+            .filter(|r| !republished.requests.contains(&r.request_id))
+        {
+            let message_id = publisher
+                .publish(PENDING_INVOICES, request.to_message())
+                .await?;
+            reissued.push((request.request_id.clone(), message_id));
         }
         for id in &findings.cancelable {
-            stark.cancel_invoice(id).await?;
-            canceled.push(id.clone());
+            // Another reconciler may have canceled it, or a payer paid it meanwhile: Stark
+            // refuses, and the next run's audit shows what stands.
+            match stark.cancel_invoice(id).await {
+                Ok(_) => canceled.push(id.clone()),
+                Err(err) => tracing::warn!(
+                    event = "duplicate_cancel_failed",
+                    invoice_id = %id,
+                    error = %err,
+                    "could not cancel a later duplicate; the next run looks again"
+                ),
+            }
         }
     }
-    let summary = findings.audit.summary;
-    let problems = findings.audit.problems().count();
+    let outcome = Outcome {
+        since,
+        findings,
+        repaired,
+        reissued,
+        canceled,
+        drained,
+    };
+    let summary = outcome.findings.audit.summary;
     // One line per run, for a log-based metric and an alert on repeated problems.
     tracing::info!(
         event = "reconcile_summary",
@@ -337,19 +459,37 @@ pub async fn run(
         paid_out = summary.paid_out,
         in_flight = summary.in_flight,
         nothing_due = summary.nothing_due,
-        problems,
-        repaired = repaired.len(),
-        reissued = reissued.len(),
-        canceled = canceled.len(),
+        problems = outcome.problems(),
+        repaired = outcome.repaired.len(),
+        reissued = outcome.reissued.len(),
+        canceled = outcome.canceled.len(),
+        dead_letters_drained = outcome.drained.len() - outcome.kept(),
+        dead_letters_kept = outcome.kept(),
         repair = args.repair,
         "reconcile finished"
     );
+    Ok(outcome)
+}
+
+/// Prints `outcome` as `args.output` says.
+fn render(args: &ReconcileArgs, outcome: &Outcome, out: &mut dyn Write) -> anyhow::Result<()> {
+    let Outcome {
+        since,
+        findings,
+        repaired,
+        reissued,
+        canceled,
+        drained,
+    } = outcome;
+    let since = *since;
+    let summary = findings.audit.summary;
+    let problems = outcome.problems();
     match args.output.format {
         Format::Json => write_json(
             out,
             &ReconcileJson {
                 since: instant(since),
-                ok: problems == 0,
+                ok: outcome.ok(),
                 findings: findings.audit.findings.iter().map(Into::into).collect(),
                 summary: SummaryJson {
                     credited: summary.credited,
@@ -359,7 +499,7 @@ pub async fn run(
                     problems,
                     repaired: repaired.len(),
                 },
-                repaired,
+                repaired: repaired.clone(),
                 reissued: reissued
                     .iter()
                     .map(|(request_id, message_id)| ReissueJson {
@@ -368,6 +508,7 @@ pub async fn run(
                     })
                     .collect(),
                 canceled: canceled.clone(),
+                dead_letters: drained.clone(),
             },
         )?,
         Format::Table => {
@@ -383,23 +524,35 @@ pub async fn run(
                 }
                 write_table(out, &mut rows)?;
             }
-            for repair in &repaired {
+            for repair in repaired {
                 writeln!(
                     out,
                     "REPAIR invoice {}: republished to {PAID_INVOICES} as message {} ({} cents)",
                     repair.invoice_id, repair.message_id, repair.amount
                 )?;
             }
-            for (request, message_id) in &reissued {
+            for (request, message_id) in reissued {
                 writeln!(
                     out,
                     "REPAIR request {request}: republished to {PENDING_INVOICES} as message {message_id}"
                 )?;
             }
-            for id in &canceled {
+            for id in canceled {
                 writeln!(
                     out,
                     "REPAIR invoice {id}: canceled, a later duplicate still created"
+                )?;
+            }
+            for letter in drained {
+                let level = if letter.action == "kept" {
+                    "KEPT"
+                } else {
+                    "DRAINED"
+                };
+                writeln!(
+                    out,
+                    "{level} dead letter {} of {}: {} ({})",
+                    letter.message_id, letter.topic, letter.action, letter.reason
                 )?;
             }
             writeln!(
@@ -413,7 +566,7 @@ pub async fn run(
                 if args.repair {
                     format!(
                         ", {} republished (run reconcile again to confirm)",
-                        repaired.len()
+                        outcome.payouts_republished() + outcome.requests_republished()
                     )
                 } else {
                     String::new()
@@ -421,5 +574,5 @@ pub async fn run(
             )?;
         }
     }
-    Ok(problems == 0)
+    Ok(())
 }

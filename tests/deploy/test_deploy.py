@@ -332,6 +332,14 @@ class FirstDeployThenRedeploy(unittest.TestCase):
         # A build with its own service account must say where its logs go.
         self.assertRegex((DEPLOY / "cloudbuild.yaml").read_text(), r"\n  logging: CLOUD_LOGGING_ONLY\n")
 
+    def test_the_reconciler_reads_the_campaign_exactly_as_the_spammer(self):
+        spammer = env_vars(one(self.first, "run", "jobs", "deploy", "invoice-spammer"))
+        reconciler = env_vars(self.reconciler())
+        campaign = {k: v for k, v in spammer.items() if k.startswith(("CAMPAIGN_", "INVOICE_"))}
+        self.assertIn("CAMPAIGN_START", campaign)
+        self.assertIn("INVOICE_AMOUNT_MIN_CENTS", campaign)
+        self.assertEqual({k: v for k, v in reconciler.items() if k in campaign}, campaign)
+
     def test_stark_key_is_mounted_by_version_in_the_signing_services_and_the_reconciler_only(self):
         for argv in [self.deploy_of(s) for s in SERVICES] + [self.reconciler()]:
             self.assertEqual(flags(argv)["set-secrets"], f"{KEY_MOUNT}={SECRET}:1", positionals(argv))
@@ -357,12 +365,16 @@ class FirstDeployThenRedeploy(unittest.TestCase):
 
     def test_pubsub_roles_are_granted_per_topic_and_subscription(self):
         self.assertEqual(self.sb.bindings("pubsub topics", "pending_invoices"),
-                         [("roles/pubsub.publisher", sa("invoice-spammer"))])
+                         sorted([("roles/pubsub.publisher", sa("invoice-spammer")),
+                                 ("roles/pubsub.publisher", sa("reconciler"))]))
         self.assertEqual(self.sb.bindings("pubsub topics", "paid_invoices"),
                          sorted([("roles/pubsub.publisher", sa("webhook-ingester")),
                                  ("roles/pubsub.publisher", sa("reconciler"))]))
         for topic in ("pending_invoices-dead-letter", "paid_invoices-dead-letter"):
             self.assertEqual(self.sb.bindings("pubsub topics", topic), [("roles/pubsub.publisher", AGENT)])
+            # The reconciler drains the dead letters whose cause is gone.
+            self.assertEqual(self.sb.bindings("pubsub subscriptions", topic),
+                             [("roles/pubsub.subscriber", sa("reconciler"))])
         for subscription in ("pending_invoices-invoice-sender", "paid_invoices-money-sender"):
             self.assertEqual(self.sb.bindings("pubsub subscriptions", subscription), [("roles/pubsub.subscriber", AGENT)])
         self.assertEqual(self.sb.bindings("iam service-accounts", email("pubsub-push")),
@@ -435,7 +447,9 @@ class FirstDeployThenRedeploy(unittest.TestCase):
         self.assertEqual(env["PUBSUB_PROJECT_ID"], PROJECT)
         self.assertEqual(env["PAYOUT_NAME"], "Stark Bank, S.A.")  # reconcile checks the receiver
         money = env_vars(self.deploy_of("money-sender"))
-        self.assertEqual({k: v for k, v in env.items() if k != "PUBSUB_PROJECT_ID"}, money)
+        # money-sender's Stark and payout settings, plus Pub/Sub and the campaign.
+        own = ("PUBSUB_PROJECT_ID", "CAMPAIGN_", "INVOICE_")
+        self.assertEqual({k: v for k, v in env.items() if not k.startswith(own)}, money)
         create = flags(one(self.first, "scheduler", "jobs", "create", "http", "reconciler-every-15-minutes"))
         self.assertEqual(create["schedule"], "*/15 * * * *")
         self.assertEqual(create["uri"], f"https://run.googleapis.com/v2/projects/{PROJECT}/locations/{REGION}/jobs/reconciler:run")
