@@ -15,7 +15,7 @@
 #   BENCH_SEED_VENV       the seed's virtualenv (default target/seed-venv; built from
 #                         crates/bench/seed/requirements.txt when missing or out of date)
 #   BENCH_SEED_DURATION   length of each side-by-side wrk run (default 10s)
-#   BENCH_SEED_ROUNDS     side-by-side rounds (default 2)
+#   BENCH_SEED_ROUNDS     side-by-side rounds (default 3)
 #   CARGO_TARGET_DIR      honoured: binaries are taken from $CARGO_TARGET_DIR/release
 #
 # The seed step needs python3 (3.11) with venv, PyPI, wrk (apt-get install -y wrk), taskset, two
@@ -123,7 +123,7 @@ if wants seed; then
   {
     echo "--- servers on CPU 1, this benchmark, wrk and the emulator on CPU 0"
     "$bin/side-by-side" --venv "$venv" --duration "${BENCH_SEED_DURATION:-10s}" \
-      --rounds "${BENCH_SEED_ROUNDS:-2}" --work-dir "$out/side-by-side"
+      --rounds "${BENCH_SEED_ROUNDS:-3}" --work-dir "$out/side-by-side"
     echo "--- ingest-load with the null publisher, against the raw libsecp256k1 verify rate"
     "$bin/ingest-load" --duration 10s --max-requests 100000 --publisher null
   } 2>&1 | tee "$out/side-by-side.txt"

@@ -69,10 +69,13 @@ struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
     /// Rounds; each runs both servers at every connection count.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// Unmeasured wrk run against each server first (caches, allocator, connection pools).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    /// Unmeasured wrk run against each server first, at the highest connection count: caches,
+    /// allocator, connection pools, and above all the emulator's JVM, which spends several
+    /// times more CPU per publish until its JIT has compiled the publish path (seen as a first
+    /// round twice as slow after a 3 s warm-up).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     warmup: Duration,
     /// The webhook-ingester binary (default: next to this one, i.e. the same release build).
     #[arg(long)]
