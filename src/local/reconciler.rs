@@ -6,7 +6,8 @@
 //! pipeline needs in real time to finish a payout (a grace of 10 campaign minutes is under a
 //! second at the default speed), and every payout still in flight would be republished. So both
 //! have a real-time floor ([`REAL_PERIOD_FLOOR`], [`REAL_GRACE_FLOOR`]): at high speeds the
-//! reconciler runs less often, on an older horizon, exactly as a slow Stark would make it.
+//! reconciler runs less often, on an older horizon, exactly as a slow Stark would make it. The
+//! period's floor also grows with the invoice rate, since each run reads the whole campaign.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,7 +26,7 @@ pub const PERIOD: Duration = Duration::from_secs(15 * 60);
 pub const GRACE: Duration = Duration::from_secs(10 * 60);
 /// How long after the campaign's end the job keeps running.
 pub const AFTER_END: Duration = Duration::from_secs(48 * 3600);
-/// Never more often than this, in real time.
+/// Never more often than this, in real time (times the rate multiplier).
 pub const REAL_PERIOD_FLOOR: Duration = Duration::from_secs(2);
 /// Never a shorter grace than this, in real time.
 pub const REAL_GRACE_FLOOR: Duration = Duration::from_secs(5);
@@ -97,9 +98,14 @@ impl Stack {
         }
     }
 
-    /// The real time between two runs of one reconciler (see the module docs).
+    /// The real time between two runs of one reconciler (see the module docs). A run reads
+    /// every invoice and transfer of the campaign, so at `rate_multiplier` times the invoices
+    /// the floor is that many times longer: the reconciler's share of the machine stays what
+    /// it is at 1×.
     fn reconcile_period(&self, every: Duration) -> Duration {
-        every.div_f64(self.options.speed).max(REAL_PERIOD_FLOOR)
+        every
+            .div_f64(self.options.speed)
+            .max(REAL_PERIOD_FLOOR * self.options.rate_multiplier.max(1))
     }
 
     /// Runs the configured reconcilers, each on its own schedule, staggered so that they
