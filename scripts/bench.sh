@@ -16,6 +16,8 @@
 #                         crates/bench/seed/requirements.txt when missing or out of date)
 #   BENCH_SEED_DURATION   length of each side-by-side wrk run (default 10s)
 #   BENCH_SEED_ROUNDS     side-by-side rounds (default 3)
+#   BENCH_SEED_INVOICES   distinct webhooks per side-by-side run, one run each (default "1 1000":
+#                         the same webhook again and again, then 1000 distinct invoices)
 #   CARGO_TARGET_DIR      honoured: binaries are taken from $CARGO_TARGET_DIR/release
 #
 # The seed step needs python3 (3.11) with venv, PyPI, wrk (apt-get install -y wrk), taskset, two
@@ -121,9 +123,12 @@ if wants seed; then
   command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
   wrk --version 2>&1 | head -1 || true
   {
-    echo "--- servers on CPU 1, this benchmark, wrk and the emulator on CPU 0"
-    "$bin/side-by-side" --venv "$venv" --duration "${BENCH_SEED_DURATION:-10s}" \
-      --rounds "${BENCH_SEED_ROUNDS:-3}" --work-dir "$out/side-by-side"
+    for invoices in ${BENCH_SEED_INVOICES:-1 1000}; do
+      echo "--- $invoices distinct invoice(s); servers on CPU 1, this benchmark, wrk and the emulator on CPU 0"
+      "$bin/side-by-side" --venv "$venv" --duration "${BENCH_SEED_DURATION:-10s}" \
+        --rounds "${BENCH_SEED_ROUNDS:-3}" --invoices "$invoices" \
+        --work-dir "$out/side-by-side-$invoices"
+    done
     echo "--- ingest-load with the null publisher, against the raw libsecp256k1 verify rate"
     "$bin/ingest-load" --duration 10s --max-requests 100000 --publisher null
   } 2>&1 | tee "$out/side-by-side.txt"
