@@ -972,8 +972,11 @@ fn dotenv_is_loaded_without_overriding_and_checked() {
 async fn reconcile_reissues_lost_requests_and_cancels_later_duplicates() {
     // invoice-sender is down for the first slot and its requests are dead-lettered after five
     // attempts: nothing but the reconciler, which knows the spammer's batches, brings them back.
+    // A slow clock (an invoice is paid 8 minutes after its creation: 8 real seconds here), so
+    // that the duplicate made below is still `created` when the repair cancels it.
     let stack = Stack::start(StackOptions {
         max_delivery_attempts: 5,
+        speed: 60.0,
         ..options("ops-reissue", 1)
     })
     .await
