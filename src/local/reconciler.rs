@@ -46,10 +46,10 @@ pub struct ReconcilerStats {
     pub canceled: usize,
     /// Dead letters drained (resolved or republished).
     pub dead_letters_drained: usize,
-    /// Of those, payouts republished from `paid_invoices`' dead letters.
-    pub payout_letters_republished: usize,
-    /// Of those, requests republished from `pending_invoices`' dead letters.
-    pub request_letters_republished: usize,
+    /// Of those, `paid_invoices`' dead letters (a payout republished, or found already made).
+    pub payout_letters_drained: usize,
+    /// Of those, `pending_invoices`' dead letters (a request republished, or found issued).
+    pub request_letters_drained: usize,
     /// Dead letters left for an operator by the last run.
     pub dead_letters_kept: usize,
 }
@@ -74,15 +74,15 @@ impl Tally {
                 stats.requests_republished += outcome.requests_republished();
                 stats.canceled += outcome.canceled.len();
                 stats.dead_letters_drained += outcome.drained.len() - outcome.kept();
-                let republished = |topic: &str| {
+                let drained = |topic: &str| {
                     outcome
                         .drained
                         .iter()
-                        .filter(|d| d.topic == topic && d.action == "republished")
+                        .filter(|d| d.topic == topic && d.action != "kept")
                         .count()
                 };
-                stats.payout_letters_republished += republished(PAID_INVOICES);
-                stats.request_letters_republished += republished(PENDING_INVOICES);
+                stats.payout_letters_drained += drained(PAID_INVOICES);
+                stats.request_letters_drained += drained(PENDING_INVOICES);
                 stats.dead_letters_kept = outcome.kept();
             }
         }
