@@ -342,6 +342,8 @@ fn start_seed(
         .args(["-c", &cpu.to_string()])
         .arg(gunicorn)
         .args(["--workers", "1", "--bind", &format!("127.0.0.1:{port}")])
+        // gunicorn 27 would otherwise open a control socket in the home directory.
+        .arg("--no-control-socket")
         .arg("--chdir")
         .arg(app_dir)
         .arg("app:app")
