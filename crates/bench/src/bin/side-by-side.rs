@@ -23,7 +23,7 @@
 //!   subscription; both refuse the body with another body's valid signature.
 //! - **Load**: `wrk -t1 -c N` with a Lua script that posts the one body (or cycles through
 //!   `--invoices` distinct ones) and prints its summary as JSON. After a warm-up of each
-//!   server, rounds alternate the servers (and swap who goes first each round) at every
+//!   server at each connection count, rounds alternate the servers (and swap who goes first each round) at every
 //!   connection count.
 //! - **CPU** of a server is `utime + stime` from `/proc/<pid>/stat` of its whole process tree
 //!   (gunicorn's master plus its worker) before and after each `wrk` run, so requests per
@@ -79,10 +79,11 @@ struct Args {
     /// Rounds; each runs both servers at every connection count.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// Unmeasured wrk run against each server first, at the highest connection count: caches,
+    /// Unmeasured wrk run against each server at each connection count first: caches,
     /// allocator, connection pools, and above all the emulator's JVM, which spends several
     /// times more CPU per publish until its JIT has compiled the publish path (seen as a first
-    /// round twice as slow after a 3 s warm-up).
+    /// round twice as slow after a 3 s warm-up, and still slower after 10 s at 32 connections
+    /// only).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     warmup: Duration,
     /// The webhook-ingester binary (default: next to this one, i.e. the same release build).
@@ -847,16 +848,22 @@ async fn measure(args: &Args) -> anyhow::Result<bool> {
     check_ours(&http, &emulator, &ours, hook, foreign_signature).await?;
     check_seed(&http, &seed, hook, foreign_signature).await?;
 
-    let warm_connections = args.connections.iter().copied().max().unwrap_or(4);
-    for server in [&ours, &seed] {
-        let log = work.join(format!("wrk-warmup-{}.txt", server.side.name()));
-        let warm = wrk(server, warm_connections, args.warmup, &script, &log).await?;
-        println!(
-            "warm-up {}: {} requests, {} errors",
-            server.side.name(),
-            warm.requests,
-            warm.errors
-        );
+    // At every connection count: the emulator's JVM compiles its unbatched publish path (one
+    // message per request, at few connections) apart from the batched one.
+    for &connections in &args.connections {
+        for server in [&ours, &seed] {
+            let log = work.join(format!(
+                "wrk-warmup-c{connections}-{}.txt",
+                server.side.name()
+            ));
+            let warm = wrk(server, connections, args.warmup, &script, &log).await?;
+            println!(
+                "warm-up {}, {connections} connections: {} requests, {} errors",
+                server.side.name(),
+                warm.requests,
+                warm.errors
+            );
+        }
     }
 
     let mut runs = Vec::new();
