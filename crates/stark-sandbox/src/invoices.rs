@@ -370,7 +370,7 @@ impl World {
         let status = q.get("status").map(|s| parse_status(s)).transpose()?;
         let tags = query::tags(q);
         let ids = query::list(q, "ids");
-        let (items, cursor) = self.invoices_page(ws, now, &params, |r| {
+        let (items, cursor) = self.invoices_page(ws, now, &params, &tags, |r| {
             let inv = &r.invoice;
             status.is_none_or(|s| inv.status == s)
                 && query::any_tag(&inv.tags, &tags)
@@ -547,7 +547,7 @@ impl World {
             types.push(parsed);
         }
         let ids = query::list(q, "invoiceIds");
-        let (logs, cursor) = self.invoice_logs_page(ws, now, &params, |l| {
+        let (logs, cursor) = self.invoice_logs_page(ws, now, &params, &ids, |l| {
             (types.is_empty() || types.contains(&l.log_type))
                 && (ids.is_empty() || ids.contains(&l.invoice.id))
         });

@@ -40,6 +40,11 @@ pub struct Row<T> {
 pub struct Table<T> {
     rows: Vec<Row<T>>,
     index: HashMap<String, usize>,
+    /// Positions by lookup key (a tag, an invoice id), in creation order, for the lists that
+    /// filter on one ([`Table::page_keyed`]): a lookup by tag then costs the rows that carry it,
+    /// not the whole table (the pipeline makes one per invoice and per payout, so a scan makes a
+    /// campaign quadratic).
+    keys: HashMap<String, Vec<usize>>,
 }
 
 impl<T> Default for Table<T> {
@@ -47,6 +52,7 @@ impl<T> Default for Table<T> {
         Self {
             rows: Vec::new(),
             index: HashMap::new(),
+            keys: HashMap::new(),
         }
     }
 }
@@ -61,6 +67,26 @@ impl<T> Table<T> {
             item,
             deleted: false,
         });
+    }
+
+    /// [`Table::insert`], and the row is found under each of `keys` by [`Table::page_keyed`].
+    /// Keys are fixed at insert: only for what never changes (tags, the invoice of a log).
+    pub fn insert_keyed(
+        &mut self,
+        id: String,
+        at: OffsetDateTime,
+        ws: Ws,
+        item: T,
+        keys: impl IntoIterator<Item = String>,
+    ) {
+        let position = self.rows.len();
+        for key in keys {
+            let positions = self.keys.entry(key).or_default();
+            if positions.last() != Some(&position) {
+                positions.push(position);
+            }
+        }
+        self.insert(id, at, ws, item);
     }
 
     /// A live row by id.
@@ -114,6 +140,45 @@ impl<T> Table<T> {
             (true, None) => Box::new(0..len),
             (true, Some(c)) => Box::new(c.saturating_add(1)..len),
         };
+        self.page_over(positions, params, scope, keep)
+    }
+
+    /// [`Table::page`] over the rows inserted under any of `keys` only (all rows when `keys` is
+    /// empty). `keep` still decides: the keys only narrow where to look.
+    pub fn page_keyed<'a>(
+        &'a self,
+        keys: &[String],
+        params: &ListParams,
+        scope: Scope,
+        keep: impl Fn(&T) -> bool,
+    ) -> (Vec<&'a T>, Option<String>) {
+        if keys.is_empty() {
+            return self.page(params, scope, keep);
+        }
+        let mut found: Vec<usize> = keys
+            .iter()
+            .filter_map(|k| self.keys.get(k))
+            .flatten()
+            .copied()
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        let positions: Box<dyn Iterator<Item = usize>> = match (params.ascending, params.cursor) {
+            (false, None) => Box::new(found.into_iter().rev()),
+            (false, Some(c)) => Box::new(found.into_iter().filter(move |&i| i < c).rev()),
+            (true, None) => Box::new(found.into_iter()),
+            (true, Some(c)) => Box::new(found.into_iter().filter(move |&i| i > c)),
+        };
+        self.page_over(positions, params, scope, keep)
+    }
+
+    fn page_over<'a>(
+        &'a self,
+        positions: Box<dyn Iterator<Item = usize> + '_>,
+        params: &ListParams,
+        scope: Scope,
+        keep: impl Fn(&T) -> bool,
+    ) -> (Vec<&'a T>, Option<String>) {
         let mut matching = positions.filter(|&i| {
             let row = &self.rows[i];
             !row.deleted
@@ -208,6 +273,46 @@ mod tests {
             before: None,
             ascending: false,
         }
+    }
+
+    #[test]
+    fn keyed_pages_are_the_filtered_pages_without_the_scan() {
+        let mut t = Table::default();
+        let now = OffsetDateTime::now_utc();
+        for i in 0..20u32 {
+            let keys = [format!("mod3-{}", i % 3), format!("mod5-{}", i % 5)];
+            t.insert_keyed(i.to_string(), now, WS, i, keys);
+        }
+        let keys = ["mod3-0".to_owned(), "mod5-0".to_owned()];
+        let wanted = |i: &u32| i % 3 == 0 || i % 5 == 0;
+        for ascending in [false, true] {
+            let (mut keyed, mut scanned): (Vec<&u32>, Vec<&u32>) = (Vec::new(), Vec::new());
+            let (mut kc, mut sc) = (None, None);
+            loop {
+                let mut p = params(4, kc.take());
+                p.ascending = ascending;
+                let (items, next) = t.page_keyed(&keys, &p, ALL, |_| true);
+                keyed.extend(items);
+                let mut p = params(4, sc.take());
+                p.ascending = ascending;
+                let (items, next_scan) = t.page(&p, ALL, wanted);
+                scanned.extend(items);
+                assert_eq!(next.is_some(), next_scan.is_some());
+                match (next, next_scan) {
+                    (Some(a), Some(b)) => (kc, sc) = (Some(a), Some(b)),
+                    _ => break,
+                }
+            }
+            assert_eq!(keyed, scanned, "ascending {ascending}");
+            assert_eq!(keyed.len(), 9);
+        }
+        // No keys: every row, as `page`.
+        assert_eq!(
+            t.page_keyed(&[], &params(50, None), ALL, |_| true).0.len(),
+            20
+        );
+        let (none, _) = t.page_keyed(&["absent".into()], &params(50, None), ALL, |_| true);
+        assert!(none.is_empty());
     }
 
     #[test]

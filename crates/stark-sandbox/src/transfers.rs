@@ -351,7 +351,7 @@ impl World {
         let tax_id = q
             .get("taxId")
             .map(|t| t.chars().filter(char::is_ascii_digit).collect::<String>());
-        let (items, cursor) = self.transfers_page(ws, now, &params, |r| {
+        let (items, cursor) = self.transfers_page(ws, now, &params, &tags, |r| {
             let t = &r.transfer;
             status.is_none_or(|s| t.status == s)
                 && query::any_tag(&t.tags, &tags)

@@ -56,7 +56,8 @@ impl World {
         let due_at = rec.due_at;
         let expire_at = rec.expires_at();
         let invoice = rec.invoice.clone();
-        self.invoices.insert(id.clone(), now, ws, rec);
+        let tags = rec.invoice.tags.clone();
+        self.invoices.insert_keyed(id.clone(), now, ws, rec, tags);
         self.counters.entry(ws.0).or_default().invoices_issued += 1;
         self.write_invoice_log(&id, InvoiceLogType::Created, now);
         if self.pay_rng.random_bool(self.settings.pay_probability) {
@@ -74,14 +75,17 @@ impl World {
 
     /// One page of workspace `ws`'s invoices listed at `now` (older than the listing lag)
     /// passing `keep`, in the order and window `params` ask for.
+    /// Only invoices carrying one of `tags` are looked at, when there are any.
     pub fn invoices_page(
         &self,
         ws: Ws,
         now: OffsetDateTime,
         params: &ListParams,
+        tags: &[String],
         keep: impl Fn(&InvoiceRec) -> bool,
     ) -> (Vec<&InvoiceRec>, Option<String>) {
-        self.invoices.page(params, self.listed(ws, now), keep)
+        self.invoices
+            .page_keyed(tags, params, self.listed(ws, now), keep)
     }
 
     /// Workspace `ws`'s invoice log by id.
@@ -90,14 +94,17 @@ impl World {
     }
 
     /// One page of workspace `ws`'s invoice logs listed at `now` passing `keep`.
+    /// Only the logs of `invoice_ids` are looked at, when there are any.
     pub fn invoice_logs_page(
         &self,
         ws: Ws,
         now: OffsetDateTime,
         params: &ListParams,
+        invoice_ids: &[String],
         keep: impl Fn(&InvoiceLog) -> bool,
     ) -> (Vec<&InvoiceLog>, Option<String>) {
-        self.invoice_logs.page(params, self.listed(ws, now), keep)
+        self.invoice_logs
+            .page_keyed(invoice_ids, params, self.listed(ws, now), keep)
     }
 
     /// Cancels a `created` or `overdue` invoice; false (and nothing done) from any other status.
@@ -164,8 +171,13 @@ impl World {
             errors: Vec::new(),
             invoice,
         };
-        self.invoice_logs
-            .insert(log.id.clone(), now, ws, log.clone());
+        self.invoice_logs.insert_keyed(
+            log.id.clone(),
+            now,
+            ws,
+            log.clone(),
+            [log.invoice.id.clone()],
+        );
         self.emit_event(ws, "invoice", EventLog::Invoice(log), now);
     }
 

@@ -132,7 +132,8 @@ impl World {
         }
         let start = rec.scheduled_at.max(now);
         let transfer = rec.transfer.clone();
-        self.transfers.insert(id.clone(), now, ws, rec);
+        let tags = rec.transfer.tags.clone();
+        self.transfers.insert_keyed(id.clone(), now, ws, rec, tags);
         self.counters.entry(ws.0).or_default().transfers_created += 1;
         self.write_transfer_log(&id, TransferLogType::Created, Vec::new(), now);
         self.schedule(
@@ -174,14 +175,17 @@ impl World {
 
     /// One page of workspace `ws`'s transfers listed at `now` (older than the listing lag)
     /// passing `keep`.
+    /// Only transfers carrying one of `tags` are looked at, when there are any.
     pub fn transfers_page(
         &self,
         ws: Ws,
         now: OffsetDateTime,
         params: &ListParams,
+        tags: &[String],
         keep: impl Fn(&TransferRec) -> bool,
     ) -> (Vec<&TransferRec>, Option<String>) {
-        self.transfers.page(params, self.listed(ws, now), keep)
+        self.transfers
+            .page_keyed(tags, params, self.listed(ws, now), keep)
     }
 
     /// Workspace `ws`'s transfer log by id.
