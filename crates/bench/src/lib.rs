@@ -4,14 +4,16 @@
 //! and CPU time come from `/proc`.
 //!
 //! # Layout
-//! - [`procfs`]: peak and current RSS (`VmHWM`, `VmRSS`) and CPU time of a process or thread.
+//! - [`procfs`]: peak and current RSS (`VmHWM`, `VmRSS`), CPU time of a process, a thread or a
+//!   whole process tree, and the cores a process may run on.
 //! - [`events`]: credited-invoice webhooks signed like stark-sandbox signs them.
 //! - [`Percentiles`]: latency summaries.
 //! - [`parse_duration`], [`free_port`]: command-line and networking helpers.
 //!
 //! The binaries: `ingest-load` (throughput, latency, memory of the ingester, against the raw
-//! verify rate measured in the same run) and `startup` (exec to first `200` on `/healthz`, idle
-//! memory).
+//! verify rate measured in the same run), `startup` (exec to first `200` on `/healthz`, idle
+//! memory) and `side-by-side` (the ingester release binary publishing to the Pub/Sub emulator
+//! against the seed's Python webhook in `seed/`, under the same `wrk` load in one run).
 #![forbid(unsafe_code)]
 
 pub mod events;
