@@ -284,7 +284,7 @@ mod tests {
             t.insert_keyed(i.to_string(), now, WS, i, keys);
         }
         let keys = ["mod3-0".to_owned(), "mod5-0".to_owned()];
-        let wanted = |i: &u32| i % 3 == 0 || i % 5 == 0;
+        let wanted = |i: &u32| i.is_multiple_of(3) || i.is_multiple_of(5);
         for ascending in [false, true] {
             let (mut keyed, mut scanned): (Vec<&u32>, Vec<&u32>) = (Vec::new(), Vec::new());
             let (mut kc, mut sc) = (None, None);
