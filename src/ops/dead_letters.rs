@@ -19,7 +19,7 @@
 //! republished message never issues or pays twice, even when two reconcilers drain at once:
 //! each leases different letters, and what both republish is deduplicated downstream.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -136,8 +136,15 @@ pub struct Credits<'a> {
 pub enum Verdict {
     /// Nothing left to do: ack it.
     Resolved(String),
-    /// Deliver it again: publish this, then ack it.
-    Republish(OutgoingMessage, String),
+    /// Deliver it again: publish `message`, then ack it. `key` is the invoice or request id.
+    Republish {
+        /// What to publish.
+        message: OutgoingMessage,
+        /// The invoice id (payouts) or request id (requests) it carries.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// Leave it for an operator.
     Keep(String),
 }
@@ -150,10 +157,11 @@ pub fn judge_payout(data: &[u8], credits: Credits<'_>) -> Verdict {
     };
     let id = &paid.invoice_id;
     if credits.unpaid.contains(id) {
-        Verdict::Republish(
-            paid.to_message(),
-            format!("invoice {id} is credited and unpaid"),
-        )
+        Verdict::Republish {
+            message: paid.to_message(),
+            key: id.clone(),
+            reason: format!("invoice {id} is credited and unpaid"),
+        }
     } else if credits.credited.contains(id) {
         Verdict::Resolved(format!("invoice {id} is paid out or has nothing due"))
     } else {
@@ -206,27 +214,28 @@ pub async fn drain(
     let mut republished = Republished::default();
 
     let lease = source.lease(PAID_INVOICES).await?;
-    let mut invoices: BTreeMap<String, String> = BTreeMap::new();
     let verdicts: Vec<(String, Verdict)> = lease
         .letters
         .iter()
         .map(|letter| {
-            let verdict = judge_payout(&letter.data, credits);
-            if matches!(verdict, Verdict::Republish(..))
-                && let Ok(paid) = PaidInvoice::from_payload(&letter.data)
-            {
-                invoices.insert(letter.message_id.clone(), paid.invoice_id);
-            }
-            (letter.message_id.clone(), verdict)
+            (
+                letter.message_id.clone(),
+                judge_payout(&letter.data, credits),
+            )
         })
         .collect();
-    let acked = act(PAID_INVOICES, verdicts, publisher, &mut report).await;
-    republished.invoices = republished_keys(&report, &invoices);
+    let acked = act(
+        PAID_INVOICES,
+        verdicts,
+        publisher,
+        &mut report,
+        &mut republished.invoices,
+    )
+    .await;
     lease.settle(acked?).await?;
 
     let lease = source.lease(PENDING_INVOICES).await?;
     let mut verdicts = Vec::new();
-    let mut requests: BTreeMap<String, String> = BTreeMap::new();
     for letter in &lease.letters {
         let verdict = match read_request(&letter.data) {
             Err(reason) => Verdict::Keep(reason),
@@ -239,40 +248,37 @@ pub async fn drain(
                         "request {} has invoice {invoice}",
                         request.request_id
                     )),
-                    Ok(None) => {
-                        requests.insert(letter.message_id.clone(), request.request_id.clone());
-                        Verdict::Republish(
-                            request.to_message(),
-                            format!("request {} has no invoice", request.request_id),
-                        )
-                    }
+                    Ok(None) => Verdict::Republish {
+                        message: request.to_message(),
+                        reason: format!("request {} has no invoice", request.request_id),
+                        key: request.request_id,
+                    },
                 }
             }
         };
         verdicts.push((letter.message_id.clone(), verdict));
     }
-    let acked = act(PENDING_INVOICES, verdicts, publisher, &mut report).await;
-    republished.requests = republished_keys(&report, &requests);
+    let acked = act(
+        PENDING_INVOICES,
+        verdicts,
+        publisher,
+        &mut report,
+        &mut republished.requests,
+    )
+    .await;
     lease.settle(acked?).await?;
     Ok((report, republished))
 }
 
-/// The keys (of `keys`, by message id) of the letters `report` says were republished.
-fn republished_keys(report: &[Drained], keys: &BTreeMap<String, String>) -> BTreeSet<String> {
-    report
-        .iter()
-        .filter(|d| d.action == "republished")
-        .filter_map(|d| keys.get(&d.message_id).cloned())
-        .collect()
-}
-
-/// Carries out the verdicts on `topic`'s letters, appending to `report`; returns the ids to
-/// ack. A failed publish keeps its letter (and the rest of the run goes on).
+/// Carries out the verdicts on `topic`'s letters, appending to `report` and adding the keys
+/// republished to `republished`; returns the ids to ack. A failed publish keeps its letter
+/// (and the rest of the run goes on).
 async fn act(
     topic: &'static str,
     verdicts: Vec<(String, Verdict)>,
     publisher: &dyn Publisher,
     report: &mut Vec<Drained>,
+    republished: &mut BTreeSet<String>,
 ) -> anyhow::Result<BTreeSet<String>> {
     let mut acked = BTreeSet::new();
     for (message_id, verdict) in verdicts {
@@ -282,9 +288,14 @@ async fn act(
                 ("resolved", reason, None)
             }
             Verdict::Keep(reason) => ("kept", reason, None),
-            Verdict::Republish(message, reason) => match publisher.publish(topic, message).await {
+            Verdict::Republish {
+                message,
+                key,
+                reason,
+            } => match publisher.publish(topic, message).await {
                 Ok(id) => {
                     acked.insert(message_id.clone());
+                    republished.insert(key);
                     ("republished", reason, Some(id))
                 }
                 Err(e) => (
@@ -354,7 +365,8 @@ mod tests {
             Verdict::Resolved(_)
         ));
         match judge_payout(&paid("2"), credits) {
-            Verdict::Republish(message, _) => {
+            Verdict::Republish { message, key, .. } => {
+                assert_eq!(key, "2");
                 let again = PaidInvoice::from_payload(&message.data).unwrap();
                 assert_eq!(again.invoice_id, "2");
                 assert_eq!(message.ordering_key.as_deref(), Some("2"));
