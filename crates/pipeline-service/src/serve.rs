@@ -212,7 +212,7 @@ pub async fn run_service(service: &str, built: std::io::Result<Server>) {
 mod tests {
     use super::*;
     use crate::envelope::{NackEvents, PushEnvelope, WireEnvelope, nack};
-    use crate::logging::Buffer;
+    use crate::logging::{Buffer, CloudJsonLayer};
     use crate::publisher::OutgoingMessage;
     use axum::http::StatusCode;
     use axum::routing::post;
@@ -224,15 +224,8 @@ mod tests {
     async fn every_log_line_of_a_push_request_names_its_message() {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let subscriber = tracing_subscriber::registry()
-            .with(crate::logging::SpanFieldsLayer)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_writer(move || writer.clone()),
-            );
+        let subscriber =
+            tracing_subscriber::registry().with(CloudJsonLayer::new(None, move || writer.clone()));
         let _guard = tracing::subscriber::set_default(subscriber);
 
         let server = Server::bind(
@@ -289,7 +282,7 @@ mod tests {
                 .iter()
                 .find(|l| l["event"] == event)
                 .unwrap_or_else(|| panic!("no {event} line in {text}"));
-            assert_eq!(line["span"]["message_id"], "4242", "{event}: {line}");
+            assert_eq!(line["message_id"], "4242", "{event}: {line}");
         }
     }
 }

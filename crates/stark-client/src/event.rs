@@ -1,5 +1,6 @@
 //! Events (what webhooks deliver) and `/v2/event`.
 
+use serde::de::IntoDeserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -51,9 +52,14 @@ impl Event {
     }
 }
 
+/// An event as it travels: the log is typed only once `subscription` is known, and the
+/// subscription may come after the log in the JSON. `L` is a [`Value`] when the event comes
+/// from a listing (pages are read as values), and a borrowed [`serde_json::value::RawValue`] in a webhook body, so
+/// that the ingester's hot path parses the log once, straight into its type, instead of
+/// building a value tree first.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawEvent {
+pub(crate) struct RawEvent<L = Value> {
     id: String,
     created: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,31 +67,41 @@ struct RawEvent {
     subscription: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     workspace_id: Option<String>,
-    log: Value,
+    log: L,
+}
+
+impl<L> RawEvent<L> {
+    /// Types the log by the subscription. One rule for both representations of the log.
+    pub(crate) fn into_event<'de>(self) -> Result<Event, String>
+    where
+        L: IntoDeserializer<'de, serde_json::Error>,
+    {
+        let log = self.log.into_deserializer();
+        let log = match self.subscription.as_str() {
+            "invoice" => EventLog::Invoice(
+                InvoiceLog::deserialize(log).map_err(|e| format!("invalid invoice log: {e}"))?,
+            ),
+            "transfer" => EventLog::Transfer(
+                TransferLog::deserialize(log).map_err(|e| format!("invalid transfer log: {e}"))?,
+            ),
+            _ => EventLog::Other(Value::deserialize(log).map_err(|e| format!("invalid log: {e}"))?),
+        };
+        Ok(Event {
+            id: self.id,
+            created: self.created,
+            is_delivered: self.is_delivered,
+            subscription: self.subscription,
+            workspace_id: self.workspace_id,
+            log,
+        })
+    }
 }
 
 impl TryFrom<RawEvent> for Event {
     type Error = String;
 
     fn try_from(raw: RawEvent) -> Result<Self, String> {
-        let log = match raw.subscription.as_str() {
-            "invoice" => EventLog::Invoice(
-                serde_json::from_value(raw.log).map_err(|e| format!("invalid invoice log: {e}"))?,
-            ),
-            "transfer" => EventLog::Transfer(
-                serde_json::from_value(raw.log)
-                    .map_err(|e| format!("invalid transfer log: {e}"))?,
-            ),
-            _ => EventLog::Other(raw.log),
-        };
-        Ok(Event {
-            id: raw.id,
-            created: raw.created,
-            is_delivered: raw.is_delivered,
-            subscription: raw.subscription,
-            workspace_id: raw.workspace_id,
-            log,
-        })
+        raw.into_event()
     }
 }
 

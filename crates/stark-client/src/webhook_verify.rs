@@ -13,7 +13,9 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::event::Event;
+use serde_json::value::RawValue;
+
+use crate::event::{Event, RawEvent};
 use crate::keys::{PublicKey, SignatureError, parse_signature};
 use crate::python_json;
 
@@ -173,18 +175,65 @@ impl Client {
 /// Parses `{"event": {...}}`.
 fn parse_event(body: &[u8]) -> Result<Event, VerifyError> {
     #[derive(Deserialize)]
-    struct Envelope {
-        event: Event,
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        event: RawEvent<&'a RawValue>,
     }
     serde_json::from_slice::<Envelope>(body)
-        .map(|envelope| envelope.event)
-        .map_err(|e| VerifyError::InvalidEvent(e.to_string()))
+        .map_err(|e| e.to_string())
+        .and_then(|envelope| envelope.event.into_event())
+        .map_err(VerifyError::InvalidEvent)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::keys::PrivateKey;
+
+    /// A webhook body is read through borrowed raw logs, a listing through values: both must
+    /// give the same event, and the same refusals.
+    #[test]
+    fn a_webhook_body_parses_like_a_listed_event() {
+        let events = [
+            r#"{"id": "1", "created": "2024-02-29T05:00:12+00:00", "subscription": "invoice", "workspaceId": "6010044957065216",
+                "log": {"id": "2", "created": "2024-02-29T05:00:11+00:00", "type": "credited", "errors": [],
+                  "invoice": {"id": "3", "amount": 1000, "fee": 50, "status": "paid", "taxId": "012.345.678-90", "name": "Ana",
+                    "tags": ["request:r1"], "descriptions": [], "discounts": [], "created": "x", "updated": "x"}}}"#,
+            r#"{"id": "4", "created": "2024-02-29T05:00:12+00:00", "subscription": "deposit", "log": {"id": "5", "deposit": {"amount": 7}}}"#,
+        ];
+        for json in events {
+            let listed: Event = serde_json::from_str(json).unwrap();
+            let body = format!(r#"{{"event": {json}}}"#);
+            assert_eq!(parse_event(body.as_bytes()).unwrap(), listed, "{json}");
+        }
+        assert!(matches!(
+            parse_event(br#"{"event": {"id": "4", "created": "x", "subscription": "deposit", "log": {"id": "5"}}}"#)
+                .unwrap()
+                .log,
+            crate::EventLog::Other(_)
+        ));
+
+        let broken = [
+            // An invoice event whose log is not an invoice log is refused, never `Other`.
+            r#"{"event": {"id": "1", "created": "x", "subscription": "invoice", "log": {"id": "2"}}}"#,
+            r#"{"event": {"id": "1", "created": "x", "subscription": "transfer", "log": []}}"#,
+            r#"{"event": {"id": "1", "created": "x", "log": {}}}"#,
+            r#"{"event": {"id": "1", "created": "x", "subscription": "deposit", "log": {"id": "5"}"#,
+        ];
+        for body in broken {
+            let listed = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| serde_json::from_value::<Event>(v["event"].clone()).ok());
+            assert!(listed.is_none(), "{body}");
+            assert!(
+                matches!(
+                    parse_event(body.as_bytes()),
+                    Err(VerifyError::InvalidEvent(_))
+                ),
+                "{body}"
+            );
+        }
+    }
 
     #[test]
     fn the_sorted_fallback_runs_only_when_the_raw_bytes_fail() {
