@@ -11,7 +11,9 @@
 # Environment:
 #   BENCH_OUT=dir         where results go (default target/bench-results/<timestamp>)
 #   BENCH_EMULATOR=1      also run the local stack on the Pub/Sub emulator (needs gcloud + Java)
-#   BENCH_MULTIPLIERS     rate multipliers of the stack runs (default "1 10 100")
+#   BENCH_MULTIPLIERS     rate multipliers of the stack runs (default "1 10 100"; "1000" is the
+#                         issue's 1000x row, played at --speed 180, about 20 minutes or more)
+#   BENCH_MAX_RSS_MIB     a stack run whose RSS passes this is stopped and recorded (default 8192)
 #   BENCH_SEED_VENV       the seed's virtualenv (default target/seed-venv; built from
 #                         crates/bench/seed/requirements.txt when missing or out of date)
 #   BENCH_SEED_DURATION   length of each side-by-side wrk run (default 10s)
@@ -95,11 +97,32 @@ if wants stack; then
     for multiplier in ${BENCH_MULTIPLIERS:-1 10 100}; do
       echo "== local stack: --bus $bus --rate-multiplier $multiplier"
       log="$out/stack-$bus-x$multiplier"
+      # From 1000x on, the campaign plays at a quarter of the default speed (the issue's
+      # `--speed 180`: 8 minutes of slots), so that the pipeline has a chance to keep up.
+      speed=()
+      [ "$multiplier" -ge 1000 ] && speed=(--speed 180)
       status=0
       /usr/bin/time -f "wall_s=%e user_s=%U sys_s=%S max_rss_kib=%M" -o "$log.time" \
-        "$bin/stark-pipeline" run --bus "$bus" --rate-multiplier "$multiplier" \
-        --campaign "bench-$bus-x$multiplier-$(date +%s)" >"$log.report" 2>"$log.progress" || status=$?
+        "$bin/stark-pipeline" run --bus "$bus" --rate-multiplier "$multiplier" "${speed[@]}" \
+        --campaign "bench-$bus-x$multiplier-$(date +%s)" >"$log.report" 2>"$log.progress" &
+      timer=$!
+      # The memory guard: the stack keeps the whole sandbox in memory, and a run that outgrows
+      # BENCH_MAX_RSS_MIB is stopped (and recorded as such) before it takes the shared machine
+      # down with it.
+      over=""
+      while kill -0 "$timer" 2>/dev/null; do
+        stack_pid=$(pgrep -P "$timer" -x stark-pipeline || true)
+        rss=$(awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$stack_pid/status" 2>/dev/null || true)
+        if [ -n "$rss" ] && [ "$rss" -gt "${BENCH_MAX_RSS_MIB:-8192}" ]; then
+          over="stopped: RSS ${rss} MiB passed BENCH_MAX_RSS_MIB=${BENCH_MAX_RSS_MIB:-8192}"
+          kill -INT "$stack_pid" 2>/dev/null || true
+          break
+        fi
+        sleep 1
+      done
+      wait "$timer" || status=$?
       echo "exit=$status" >>"$log.time"
+      [ -n "$over" ] && echo "$over" | tee -a "$log.time"
       grep -E '^ all |^(PASS|FAIL)' "$log.report" || tail -5 "$log.progress"
       cat "$log.time"
     done

@@ -8,9 +8,7 @@
 //! carries a stable `event` name (e.g. `transfer_created`) for log-based metrics and alerts.
 
 use std::fmt;
-use std::io::IsTerminal as _;
-
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
