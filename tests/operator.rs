@@ -113,18 +113,7 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
         campaign: None,
         output: table(),
     };
-    let mut out = Vec::new();
-    let ok = ops::reconcile::run(
-        &args,
-        &stack.stark,
-        None,
-        &receiver,
-        stack.options.transfer_fee,
-        now,
-        &mut out,
-    )
-    .await
-    .unwrap();
+    let (ok, out) = reconcile(&stack, &args, false, &receiver, now).await;
     let report = text(&out);
     let lost = credited(&stack.sandbox.state());
     assert!(!ok, "{report}");
@@ -160,18 +149,7 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
         campaign: None,
         output: table(),
     };
-    let mut out = Vec::new();
-    ops::reconcile::run(
-        &patient,
-        &stack.stark,
-        Some(stack.repair_bus()),
-        &receiver,
-        stack.options.transfer_fee,
-        now,
-        &mut out,
-    )
-    .await
-    .unwrap();
+    let (_, out) = reconcile(&stack, &patient, true, &receiver, now).await;
     assert_eq!(text(&out).matches("REPAIR").count(), 0, "{}", text(&out));
     let repair = ops::reconcile::ReconcileArgs {
         since: "1d".into(),
@@ -180,39 +158,14 @@ async fn reconcile_finds_lost_payouts_and_repair_pays_each_once() {
         campaign: None,
         output: table(),
     };
-    let mut out = Vec::new();
-    ops::reconcile::run(
-        &repair,
-        &stack.stark,
-        Some(stack.repair_bus()),
-        &receiver,
-        stack.options.transfer_fee,
-        now,
-        &mut out,
-    )
-    .await
-    .unwrap();
+    let (_, out) = reconcile(&stack, &repair, true, &receiver, now).await;
     assert_eq!(text(&out).matches("REPAIR").count(), lost, "{}", text(&out));
     let state = wait_for_payouts(&stack).await;
     assert_eq!(state.transfers.len(), lost);
 
     // A second repair finds nothing to do and, even if it republished, nothing would be paid twice.
-    let mut out = Vec::new();
-    assert!(
-        ops::reconcile::run(
-            &repair,
-            &stack.stark,
-            Some(stack.repair_bus()),
-            &receiver,
-            stack.options.transfer_fee,
-            now,
-            &mut out
-        )
-        .await
-        .unwrap(),
-        "{}",
-        text(&out)
-    );
+    let (ok, out) = reconcile(&stack, &repair, true, &receiver, now).await;
+    assert!(ok, "{}", text(&out));
     let summary = text(&out);
     assert!(
         summary.contains(&format!("{lost} paid out correctly"))
@@ -278,11 +231,23 @@ async fn reconcile_json(
         campaign: None,
         output: json_format(),
     };
+    parse_json(&reconcile(stack, &args, false, receiver, now).await.1)
+}
+
+/// `ops::reconcile::run` against the stack, repairing through its bus when `repair`: whether
+/// all was well, and what it printed.
+async fn reconcile(
+    stack: &Stack,
+    args: &ops::reconcile::ReconcileArgs,
+    repair: bool,
+    receiver: &Receiver,
+    now: OffsetDateTime,
+) -> (bool, Vec<u8>) {
     let mut out = Vec::new();
-    ops::reconcile::run(
-        &args,
+    let ok = ops::reconcile::run(
+        args,
         &stack.stark,
-        None,
+        repair.then(|| stack.repair_bus()),
         receiver,
         stack.options.transfer_fee,
         now,
@@ -290,7 +255,7 @@ async fn reconcile_json(
     )
     .await
     .unwrap();
-    parse_json(&out)
+    (ok, out)
 }
 
 /// `events undelivered`, with `format` and optionally `--since`.
@@ -1010,18 +975,7 @@ async fn reconcile_reissues_lost_requests_and_cancels_later_duplicates() {
         output: table(),
     };
     let now = stack.sandbox.now() + time::Duration::hours(1);
-    let mut out = Vec::new();
-    ops::reconcile::run(
-        &repair(600),
-        &stack.stark,
-        Some(stack.repair_bus()),
-        &Receiver::default(),
-        stack.options.transfer_fee,
-        now,
-        &mut out,
-    )
-    .await
-    .unwrap();
+    let (_, out) = reconcile(&stack, &repair(600), true, &Receiver::default(), now).await;
     let report = text(&out);
     assert_eq!(report.matches("REPAIR request").count(), batch, "{report}");
     assert!(report.contains("not_issued"), "{report}");
@@ -1039,18 +993,7 @@ async fn reconcile_reissues_lost_requests_and_cancels_later_duplicates() {
     };
     let made = stack.stark.create_invoices(&[duplicate]).await.unwrap();
     stack.sandbox.advance(Duration::from_secs(60));
-    let mut out = Vec::new();
-    ops::reconcile::run(
-        &repair(600),
-        &stack.stark,
-        Some(stack.repair_bus()),
-        &Receiver::default(),
-        stack.options.transfer_fee,
-        now,
-        &mut out,
-    )
-    .await
-    .unwrap();
+    let (_, out) = reconcile(&stack, &repair(600), true, &Receiver::default(), now).await;
     let report = text(&out);
     assert_eq!(
         report.matches("REPAIR request").count(),

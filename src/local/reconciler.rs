@@ -74,15 +74,8 @@ impl Tally {
                 stats.requests_republished += outcome.requests_republished();
                 stats.canceled += outcome.canceled.len();
                 stats.dead_letters_drained += outcome.drained.len() - outcome.kept();
-                let drained = |topic: &str| {
-                    outcome
-                        .drained
-                        .iter()
-                        .filter(|d| d.topic == topic && d.action != "kept")
-                        .count()
-                };
-                stats.payout_letters_drained += drained(PAID_INVOICES);
-                stats.request_letters_drained += drained(PENDING_INVOICES);
+                stats.payout_letters_drained += outcome.letters_drained(PAID_INVOICES);
+                stats.request_letters_drained += outcome.letters_drained(PENDING_INVOICES);
                 stats.dead_letters_kept = outcome.kept();
             }
         }

@@ -314,7 +314,12 @@ impl Outcome {
 
     /// Dead letters left for an operator.
     pub fn kept(&self) -> usize {
-        self.drained.iter().filter(|d| d.action == "kept").count()
+        self.letters(None, |action| action == "kept")
+    }
+
+    /// Dead letters of `topic` that no longer wait: republished, or resolved and acked.
+    pub fn letters_drained(&self, topic: &str) -> usize {
+        self.letters(Some(topic), |action| action != "kept")
     }
 
     /// Payouts republished (dead letters included).
@@ -328,9 +333,14 @@ impl Outcome {
     }
 
     fn republished_letters(&self, topic: &str) -> usize {
+        self.letters(Some(topic), |action| action == "republished")
+    }
+
+    /// Drained letters of `topic` (any topic with `None`) whose action passes `action`.
+    fn letters(&self, topic: Option<&str>, action: impl Fn(&str) -> bool) -> usize {
         self.drained
             .iter()
-            .filter(|d| d.topic == topic && d.action == "republished")
+            .filter(|d| topic.is_none_or(|t| d.topic == t) && action(d.action))
             .count()
     }
 
