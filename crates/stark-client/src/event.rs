@@ -54,9 +54,9 @@ impl Event {
 
 /// An event as it travels: the log is typed only once `subscription` is known, and the
 /// subscription may come after the log in the JSON. `L` is a [`Value`] when the event comes
-/// from a listing (pages are read as values), and a borrowed [`serde_json::value::RawValue`] in a webhook body, so
-/// that the ingester's hot path parses the log once, straight into its type, instead of
-/// building a value tree first.
+/// from a listing (pages are read as values), and a borrowed
+/// [`serde_json::value::RawValue`] in a webhook body, so that the ingester's hot path parses
+/// the log once, straight into its type, instead of building a value tree first.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RawEvent<L = Value> {
