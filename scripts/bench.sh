@@ -110,11 +110,12 @@ if wants stack; then
       # BENCH_MAX_RSS_MIB is stopped (and recorded as such) before it takes the shared machine
       # down with it.
       over=""
+      max_rss=${BENCH_MAX_RSS_MIB:-8192}
       while kill -0 "$timer" 2>/dev/null; do
         stack_pid=$(pgrep -P "$timer" -x stark-pipeline || true)
         rss=$(awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$stack_pid/status" 2>/dev/null || true)
-        if [ -n "$rss" ] && [ "$rss" -gt "${BENCH_MAX_RSS_MIB:-8192}" ]; then
-          over="stopped: RSS ${rss} MiB passed BENCH_MAX_RSS_MIB=${BENCH_MAX_RSS_MIB:-8192}"
+        if [ -n "$rss" ] && [ "$rss" -gt "$max_rss" ]; then
+          over="stopped: RSS ${rss} MiB passed BENCH_MAX_RSS_MIB=$max_rss"
           kill -INT "$stack_pid" 2>/dev/null || true
           break
         fi

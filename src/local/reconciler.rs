@@ -44,14 +44,20 @@ pub struct ReconcilerStats {
     pub requests_republished: usize,
     /// Later duplicate invoices canceled.
     pub canceled: usize,
-    /// Dead letters drained (resolved or republished).
-    pub dead_letters_drained: usize,
-    /// Of those, `paid_invoices`' dead letters (a payout republished, or found already made).
+    /// `paid_invoices`' dead letters drained (a payout republished, or found already made).
     pub payout_letters_drained: usize,
-    /// Of those, `pending_invoices`' dead letters (a request republished, or found issued).
+    /// `pending_invoices`' dead letters drained (a request republished, or found issued).
     pub request_letters_drained: usize,
     /// Dead letters left for an operator by the last run.
     pub dead_letters_kept: usize,
+}
+
+impl ReconcilerStats {
+    /// Dead letters drained (resolved or republished), of both topics: the reconciler drains
+    /// only `paid_invoices` and `pending_invoices`.
+    pub fn dead_letters_drained(&self) -> usize {
+        self.payout_letters_drained + self.request_letters_drained
+    }
 }
 
 /// The reconcilers' shared tally.
@@ -73,9 +79,8 @@ impl Tally {
                 stats.payouts_republished += outcome.payouts_republished();
                 stats.requests_republished += outcome.requests_republished();
                 stats.canceled += outcome.canceled.len();
-                stats.dead_letters_drained += outcome.drained.len() - outcome.kept();
-                stats.payout_letters_drained += outcome.letters_drained(PAID_INVOICES);
-                stats.request_letters_drained += outcome.letters_drained(PENDING_INVOICES);
+                stats.payout_letters_drained += outcome.letters_drained(Some(PAID_INVOICES));
+                stats.request_letters_drained += outcome.letters_drained(Some(PENDING_INVOICES));
                 stats.dead_letters_kept = outcome.kept();
             }
         }

@@ -520,7 +520,7 @@ impl Report {
             .filter(|(_, n)| *n > 0)
             .map(|(s, n)| format!("{s}: {n}"))
             .collect();
-        let drained = reconciler.map_or(0, |r| r.dead_letters_drained);
+        let drained = reconciler.map_or(0, |r| r.dead_letters_drained());
         checks.push(Check {
             name: "dead-letter subscriptions are empty",
             ok: parked.is_empty(),
@@ -598,7 +598,7 @@ impl fmt::Display for Report {
                 r.payouts_republished,
                 r.requests_republished,
                 r.canceled,
-                r.dead_letters_drained
+                r.dead_letters_drained()
             )?;
         }
         writeln!(f)?;

@@ -317,9 +317,10 @@ impl Outcome {
         self.letters(None, |action| action == "kept")
     }
 
-    /// Dead letters of `topic` that no longer wait: republished, or resolved and acked.
-    pub fn letters_drained(&self, topic: &str) -> usize {
-        self.letters(Some(topic), |action| action != "kept")
+    /// Dead letters of `topic` (of both topics with `None`) that no longer wait: republished,
+    /// or resolved and acked.
+    pub fn letters_drained(&self, topic: Option<&str>) -> usize {
+        self.letters(topic, |action| action != "kept")
     }
 
     /// Payouts republished (dead letters included).
@@ -473,7 +474,7 @@ pub async fn reconcile(
         repaired = outcome.repaired.len(),
         reissued = outcome.reissued.len(),
         canceled = outcome.canceled.len(),
-        dead_letters_drained = outcome.drained.len() - outcome.kept(),
+        dead_letters_drained = outcome.letters_drained(None),
         dead_letters_kept = outcome.kept(),
         repair = args.repair,
         "reconcile finished"

@@ -101,12 +101,17 @@ struct Fields {
     trace_id: Option<String>,
 }
 
+/// Sets `name` to `value` in `pairs`, replacing an earlier value: each key is written once.
+fn upsert<V>(pairs: &mut Vec<(&'static str, V)>, name: &'static str, value: V) {
+    match pairs.iter_mut().find(|(n, _)| *n == name) {
+        Some(slot) => slot.1 = value,
+        None => pairs.push((name, value)),
+    }
+}
+
 impl Fields {
     fn set(&mut self, name: &'static str, json: String) {
-        match self.pairs.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = json,
-            None => self.pairs.push((name, json)),
-        }
+        upsert(&mut self.pairs, name, json);
     }
 
     fn set_str(&mut self, name: &'static str, value: &str) {
@@ -199,10 +204,7 @@ impl<W> CloudJsonLayer<W> {
         let mut pairs: Vec<(&'static str, &str)> = Vec::with_capacity(16);
         for fields in all {
             for (name, json) in &fields.pairs {
-                match pairs.iter_mut().find(|(n, _)| n == name) {
-                    Some(slot) => slot.1 = json,
-                    None => pairs.push((name, json)),
-                }
+                upsert(&mut pairs, name, json.as_str());
             }
             trace = fields.trace_id.as_deref().or(trace);
         }

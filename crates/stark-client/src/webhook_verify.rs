@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use tokio::sync::{Mutex, RwLock};
 
 use crate::client::Client;
 use crate::error::Error;
-use serde_json::value::RawValue;
-
 use crate::event::{Event, RawEvent};
 use crate::keys::{PublicKey, SignatureError, parse_signature};
 use crate::python_json;

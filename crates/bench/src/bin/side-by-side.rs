@@ -23,8 +23,8 @@
 //!   subscription; both refuse the body with another body's valid signature.
 //! - **Load**: `wrk -t1 -c N` with a Lua script that posts the one body (or cycles through
 //!   `--invoices` distinct ones) and prints its summary as JSON. After a warm-up of each
-//!   server at each connection count, rounds alternate the servers (and swap who goes first each round) at every
-//!   connection count.
+//!   server at each connection count, rounds alternate the servers (and swap who goes first
+//!   each round) at every connection count.
 //! - **CPU** of a server is `utime + stime` from `/proc/<pid>/stat` of its whole process tree
 //!   (gunicorn's master plus its worker) before and after each `wrk` run, so requests per
 //!   CPU-second do not depend on what else shares the machine. The emulator's CPU in the same
