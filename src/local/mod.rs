@@ -232,6 +232,8 @@ impl Stack {
                     let mut config = money_sender::Config::local();
                     config.listen.set_port(port);
                     config.transfer_fee = transfer_fee;
+                    // As deployed: the delivery that makes a payout waits for Stark to complete it.
+                    config.settle_wait = money_sender::DEFAULT_SETTLE_WAIT;
                     Box::pin(money_sender::build(config, deps.clone()))
                 })
             })

@@ -37,7 +37,7 @@ use axum::routing::post;
 use pipeline_domain::messages::PendingInvoice;
 use pipeline_domain::taxid::TaxId;
 use pipeline_domain::vocab::RequestTag;
-use pipeline_service::config::{ConfigError, Env, parse_duration};
+use pipeline_service::config::{ConfigError, Env};
 use pipeline_service::envelope::{NackEvents, PushEnvelope, nack};
 use pipeline_service::locks::KeyedLocks;
 use pipeline_service::serve::{Server, all_interfaces, loopback};
@@ -62,18 +62,7 @@ pub struct Config {
 impl Config {
     /// Reads every variable once.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let visibility_wait = match env.optional("INVOICE_VISIBILITY_WAIT") {
-            None => DEFAULT_VISIBILITY_WAIT,
-            Some(raw) => {
-                parse_duration(raw).map_err(|e| ConfigError::new("INVOICE_VISIBILITY_WAIT", e))?
-            }
-        };
-        if visibility_wait > Duration::from_secs(30) {
-            return Err(ConfigError::new(
-                "INVOICE_VISIBILITY_WAIT",
-                "must be at most 30s: the push must be answered within the ack deadline",
-            ));
-        }
+        let visibility_wait = env.push_wait("INVOICE_VISIBILITY_WAIT", DEFAULT_VISIBILITY_WAIT)?;
         Ok(Self {
             listen: all_interfaces(env.port()?),
             visibility_wait,

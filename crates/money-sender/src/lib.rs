@@ -16,10 +16,16 @@
 //! earlier one is live; and no transfer is made while the balance (`GET /v2/balance`) does not
 //! cover the amount plus the transfer fee.
 //!
+//! A payout is acked only once Stark shows its transfer `success`. Stark usually completes a
+//! transfer within moments, so the delivery that made it (or found it `created`/`processing`)
+//! looks the transfer up by id for a short while (`PAYOUT_SETTLE_WAIT`, default 2 s) before
+//! answering 503: each redelivery would read the invoice, its logs and the transfers again.
+//! The wait only reads; what it may conclude (ack on `success`) is what the redelivery would.
+//!
 //! | outcome | answer | Pub/Sub does |
 //! |---|---|---|
 //! | the payout transfer reached `success` | 200 | ack |
-//! | the payout transfer was created, or is `created`/`processing` | 503 | retry: acked once it succeeds, re-made under the next key generation if it fails |
+//! | the payout transfer was created, or is `created`/`processing`, and did not succeed within `PAYOUT_SETTLE_WAIT` | 503 | retry: acked once it succeeds, re-made under the next key generation if it fails |
 //! | nothing due (fee ≥ amount, fully reversed) | 200 (warning logged) | ack |
 //! | malformed envelope or payload | 400 | retry, then dead-letter |
 //! | not ours, or never credited, per Stark (`payout_refused_not_ours`) | 422 | retry, then dead-letter; never pays |
@@ -36,6 +42,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -129,7 +136,19 @@ pub struct Config {
     /// waits until the balance covers its amount plus this, instead of making a transfer that
     /// fails for insufficient balance.
     pub transfer_fee: i64,
+    /// How long a delivery waits for its payout transfer to succeed before answering 503
+    /// (`PAYOUT_SETTLE_WAIT`, default [`DEFAULT_SETTLE_WAIT`], `0s` to answer at once).
+    pub settle_wait: Duration,
 }
+
+/// How long a delivery looks its payout transfer up before leaving it to a redelivery, by
+/// default: about the time Stark takes to complete a transfer, short against the ack deadline.
+pub const DEFAULT_SETTLE_WAIT: Duration = Duration::from_secs(2);
+
+/// The first pause of that wait; each next pause doubles, up to [`LONGEST_SETTLE_POLL`].
+const FIRST_SETTLE_POLL: Duration = Duration::from_millis(50);
+/// The longest pause between two looks.
+const LONGEST_SETTLE_POLL: Duration = Duration::from_secs(1);
 
 impl Config {
     /// Reads every variable once.
@@ -138,15 +157,18 @@ impl Config {
             listen: all_interfaces(env.port()?),
             receiver: receiver_from_env(env)?,
             transfer_fee: transfer_fee_from_env(env)?,
+            settle_wait: env.push_wait("PAYOUT_SETTLE_WAIT", DEFAULT_SETTLE_WAIT)?,
         })
     }
 
-    /// Loopback on any free port and the default receiver, for the local stack and the tests.
+    /// Loopback on any free port and the default receiver, for the local stack and the tests;
+    /// no settle wait, so that a test sees each delivery's answer as the sandbox's clock has it.
     pub fn local() -> Self {
         Self {
             listen: loopback(0),
             receiver: Receiver::default(),
             transfer_fee: 0,
+            settle_wait: Duration::ZERO,
         }
     }
 }
@@ -159,6 +181,7 @@ struct AppState {
     stark: Client,
     receiver: Receiver,
     transfer_fee: i64,
+    settle_wait: Duration,
     locks: KeyedLocks,
 }
 
@@ -169,6 +192,7 @@ pub fn router(config: &Config, deps: Deps) -> Router {
         stark: deps.stark,
         receiver: config.receiver.clone(),
         transfer_fee: config.transfer_fee,
+        settle_wait: config.settle_wait,
         locks: KeyedLocks::default(),
     });
     Router::new()
@@ -209,6 +233,8 @@ enum PayoutError {
     NotVisibleYet,
     #[error("payout transfer {id} is {status}; waiting for Stark to complete it")]
     InFlight { id: String, status: &'static str },
+    #[error("payout transfer {id} failed; the next delivery makes it again under the next key")]
+    FailedWhileWaiting { id: String },
     #[error("the balance ({balance} cents) does not cover {needed} cents yet")]
     WaitingForBalance { balance: i64, needed: i64 },
 }
@@ -243,6 +269,7 @@ impl IntoResponse for PayoutError {
             | PayoutError::Transient(_)
             | PayoutError::NotVisibleYet
             | PayoutError::InFlight { .. }
+            | PayoutError::FailedWhileWaiting { .. }
             | PayoutError::WaitingForBalance { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         match &self {
@@ -329,7 +356,7 @@ async fn handle(
 async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode, PayoutError> {
     let existing = payouts_of(state, invoice_id).await?;
     if let Some(live) = existing.iter().find(|t| t.state.is_live()) {
-        return settled(live, state, due);
+        return settled(live, state, due).await;
     }
     let key = match existing.iter().filter_map(|t| t.key.as_ref()).max() {
         None => PayoutKey::for_invoice(invoice_id),
@@ -363,20 +390,20 @@ async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode,
         .await
     {
         Ok(created) => {
-            let id = created.first().map(|t| t.id.clone()).unwrap_or_default();
+            let Some(made) = created.first().map(transfer_record) else {
+                // Stark answered a create without the transfer: look it up next time.
+                return Err(PayoutError::NotVisibleYet);
+            };
             tracing::info!(
                 event = "transfer_created",
-                transfer_id = %id,
+                transfer_id = %made.id,
                 amount = due,
                 payout_key = %key,
                 generation = key.generation(),
                 "payout transfer created"
             );
-            // Acked once Stark completes it (see `settled`).
-            Err(PayoutError::InFlight {
-                id,
-                status: "created",
-            })
+            // Acked once Stark completes it.
+            settled(&made, state, due).await
         }
         // A refusal or an unknown outcome: if the key was used (Stark refuses a repeated
         // `externalId`; the answer of an applied create may be lost), the transfer exists.
@@ -384,7 +411,7 @@ async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode,
             match find(state, &key).await? {
                 Some(found) if found.state.is_live() => {
                     tracing::info!(event = "transfer_already_exists", transfer_id = %found.id, error = %err, "the payout was already made; acking");
-                    settled(&found, state, due)
+                    settled(&found, state, due).await
                 }
                 // Made and already failed: the next attempt moves to the next generation.
                 Some(_) => Err(PayoutError::NotVisibleYet),
@@ -409,24 +436,81 @@ async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode,
 const DUPLICATE_EXTERNAL_ID: &str = "invalidExternalId";
 
 /// A live payout of ours (the configured receiver, and the amount due or, reversed since, at
-/// most what was due when it was made) is done once Stark says `success`; until then the
-/// delivery is answered 503, so that Pub/Sub brings it back: a transfer Stark fails after
-/// accepting it (insufficient balance, the receiver's bank) is then made again under the next
-/// generation of the key instead of being left behind with its message acked.
-fn settled(live: &TransferRecord, state: &AppState, due: i64) -> Result<StatusCode, PayoutError> {
-    if !state.receiver.matches(&live.account) || live.amount < due {
+/// most what was due when it was made) is done once Stark says `success`, which the delivery
+/// waits for a while ([`await_completion`]); until then it is answered 503, so that Pub/Sub
+/// brings it back: a transfer Stark fails after accepting it (insufficient balance, the
+/// receiver's bank) is then made again under the next generation of the key instead of being
+/// left behind with its message acked.
+async fn settled(
+    live: &TransferRecord,
+    state: &AppState,
+    due: i64,
+) -> Result<StatusCode, PayoutError> {
+    let mismatch = |transfer: &TransferRecord| {
+        !state.receiver.matches(&transfer.account) || transfer.amount < due
+    };
+    if mismatch(live) {
         return Err(PayoutError::Mismatch {
             id: live.id.clone(),
         });
     }
-    if live.state != TransferState::Success {
-        return Err(PayoutError::InFlight {
+    let latest = await_completion(state, live).await;
+    let latest = latest.as_ref().unwrap_or(live);
+    // Checked again: the wait read the transfer anew.
+    if latest.id != live.id || mismatch(latest) {
+        return Err(PayoutError::Mismatch {
             id: live.id.clone(),
-            status: live.state.as_str(),
         });
     }
-    tracing::info!(event = "payout_settled", transfer_id = %live.id, amount = live.amount, "the payout was made and Stark completed it; acking");
-    Ok(StatusCode::OK)
+    match latest.state {
+        TransferState::Success => {
+            tracing::info!(event = "payout_settled", transfer_id = %latest.id, amount = latest.amount, "the payout was made and Stark completed it; acking");
+            Ok(StatusCode::OK)
+        }
+        other if !other.is_live() => Err(PayoutError::FailedWhileWaiting {
+            id: latest.id.clone(),
+        }),
+        other => Err(PayoutError::InFlight {
+            id: latest.id.clone(),
+            status: other.as_str(),
+        }),
+    }
+}
+
+/// Looks `live` up by id (`GET /v2/transfer/{id}`: no listing lag) until it is no longer
+/// `created`/`processing` or the settle wait is over, pausing 50 ms, then twice as long each
+/// time up to 1 s; the last record read, or `None` when it never looked. A failed look ends
+/// the wait: the redelivery looks again.
+async fn await_completion(state: &AppState, live: &TransferRecord) -> Option<TransferRecord> {
+    let pending = |t: &TransferRecord| t.state.is_live() && t.state != TransferState::Success;
+    if !pending(live) || state.settle_wait.is_zero() {
+        return None;
+    }
+    let deadline = tokio::time::Instant::now() + state.settle_wait;
+    let mut pause = FIRST_SETTLE_POLL;
+    let mut latest: Option<TransferRecord> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return latest;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(LONGEST_SETTLE_POLL);
+        match state.stark.get_transfer(&live.id).await {
+            Ok(transfer) => {
+                let record = transfer_record(&transfer);
+                let done = !pending(&record);
+                latest = Some(record);
+                if done {
+                    return latest;
+                }
+            }
+            Err(err) => {
+                tracing::info!(event = "payout_settle_look_failed", transfer_id = %live.id, error = %err, "could not look the payout transfer up; the redelivery will");
+                return latest;
+            }
+        }
+    }
 }
 
 /// Every payout transfer of `invoice_id`, all generations (they share its invoice tag).

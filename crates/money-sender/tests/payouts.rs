@@ -36,11 +36,17 @@ async fn setup() -> (Stark, String) {
 
 /// money-sender built as its binary builds it, against `stark`; its base URL.
 async fn money_sender_at(stark: &Stark) -> String {
+    money_sender_waiting(stark, Duration::ZERO).await
+}
+
+/// The same with a settle wait (`PAYOUT_SETTLE_WAIT`); its push URL.
+async fn money_sender_waiting(stark: &Stark, settle_wait: Duration) -> String {
     let deps = Deps {
         stark: stark.client.clone(),
     };
     let mut config = Config::local();
     config.transfer_fee = TRANSFER_FEE;
+    config.settle_wait = settle_wait;
     run(build(config, deps).await.unwrap())
 }
 
@@ -448,6 +454,17 @@ fn receiver_config_is_validated_and_names_the_variable() {
     )]))
     .unwrap_err();
     assert_eq!(err.variable, "PAYOUT_TRANSFER_FEE_CENTS");
+    let config = |pairs: &[(&str, &str)]| Config::from_env(&Env::from_pairs(pairs.iter().copied()));
+    assert_eq!(
+        config(&[]).unwrap().settle_wait,
+        money_sender::DEFAULT_SETTLE_WAIT
+    );
+    assert_eq!(
+        config(&[("PAYOUT_SETTLE_WAIT", "0s")]).unwrap().settle_wait,
+        Duration::ZERO
+    );
+    let err = config(&[("PAYOUT_SETTLE_WAIT", "1m")]).unwrap_err();
+    assert_eq!(err.variable, "PAYOUT_SETTLE_WAIT");
 }
 
 #[test]
@@ -535,4 +552,116 @@ fn binary_reads_dotenv_without_overriding_and_names_a_malformed_line() {
     );
     assert!(!stderr.contains("Bank S.A."), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_delivery_that_makes_a_payout_acks_it_once_stark_completes_it_within_the_wait() {
+    // Transfers complete 15 s of sandbox time after their creation: 25 ms here.
+    let stark = stark(sandbox_config()).await;
+    let url = format!(
+        "{}/push",
+        money_sender_waiting(&stark, Duration::from_secs(10)).await
+    );
+    let invoice = credited_invoice(&stark, "r-20", 7_000).await;
+    let (logs, _guard) = LogCapture::start();
+    assert_eq!(push(&url, &paid(&invoice, 7_000)).await, 200);
+    let made = transfers(&stark);
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0].status, TransferStatus::Success);
+    assert_eq!(made[0].amount, 7_000 - INVOICE_FEE - TRANSFER_FEE);
+    assert_eq!(logs.events("payout_settled").len(), 1, "{:?}", logs.lines());
+    assert!(logs.events("payout_in_flight").is_empty());
+    // A replay finds the payout done: acked, nothing made.
+    assert_eq!(push(&url, &paid(&invoice, 7_000)).await, 200);
+    assert_eq!(transfers(&stark).len(), 1);
+}
+
+#[tokio::test]
+async fn a_payout_still_processing_after_the_wait_is_left_to_the_redelivery() {
+    // An hour of sandbox time before Stark processes a transfer: 6 s here, past the wait.
+    let stark = stark(SandboxConfig {
+        transfer_processing_delay: Duration::from_secs(3600),
+        ..sandbox_config()
+    })
+    .await;
+    let url = format!(
+        "{}/push",
+        money_sender_waiting(&stark, Duration::from_millis(300)).await
+    );
+    let invoice = credited_invoice(&stark, "r-21", 7_000).await;
+    let (logs, _guard) = LogCapture::start();
+    assert_eq!(push(&url, &paid(&invoice, 7_000)).await, 503);
+    let in_flight = logs.events("payout_in_flight");
+    assert_eq!(in_flight.len(), 1, "{:?}", logs.lines());
+    assert_eq!(in_flight[0]["fields"]["status"], "created", "{in_flight:?}");
+    assert_eq!(transfers(&stark).len(), 1);
+    // The redelivery finds the same transfer: nothing new is made, it is acked once done.
+    assert_eq!(deliver(&stark, &url, &paid(&invoice, 7_000)).await, 200);
+    assert_eq!(transfers(&stark).len(), 1);
+}
+
+#[tokio::test]
+async fn a_payout_that_fails_during_the_wait_is_made_again_by_the_redelivery() {
+    let stark = stark(SandboxConfig {
+        transfer_processing_delay: Duration::from_secs(3600),
+        ..sandbox_config()
+    })
+    .await;
+    let url = format!(
+        "{}/push",
+        money_sender_waiting(&stark, Duration::from_secs(20)).await
+    );
+    let ours = credited_invoice(&stark, "r-22", 10_000).await;
+    let other = credited_invoice(&stark, "r-23", 10_000).await;
+    let (logs, _guard) = LogCapture::start();
+    let delivery = tokio::spawn({
+        let url = url.clone();
+        let message = paid(&ours, 10_000);
+        async move { push(&url, &message).await }
+    });
+    // Once the payout is made, a reversal drains the balance before Stark processes it.
+    stark
+        .sandbox
+        .wait_for(Duration::from_secs(10), |s| !s.transfers.is_empty())
+        .await
+        .unwrap();
+    stark.sandbox.reverse_invoice(&other.id, 10_000).unwrap();
+    stark.sandbox.advance(Duration::from_secs(7200));
+    assert_eq!(delivery.await.unwrap(), 503, "{:?}", logs.lines());
+    assert_eq!(transfers(&stark)[0].status, TransferStatus::Failed);
+    let retried = logs.events("payout_retry");
+    assert!(
+        retried.iter().any(|e| e["fields"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("failed"))),
+        "{retried:?}"
+    );
+    // The redelivery makes the next generation once the balance covers it.
+    credited_invoice(&stark, "r-24", 10_000).await;
+    assert_eq!(deliver(&stark, &url, &paid(&ours, 10_000)).await, 200);
+    let made: Vec<_> = transfers(&stark)
+        .iter()
+        .map(|t| {
+            (
+                t.external_id.clone().unwrap_or_default(),
+                t.status,
+                t.amount,
+            )
+        })
+        .collect();
+    assert_eq!(
+        made,
+        [
+            (
+                format!("payout-{}", ours.id),
+                TransferStatus::Failed,
+                10_000 - INVOICE_FEE - TRANSFER_FEE
+            ),
+            (
+                format!("payout-{}-2", ours.id),
+                TransferStatus::Success,
+                10_000 - INVOICE_FEE - TRANSFER_FEE
+            )
+        ]
+    );
 }

@@ -145,6 +145,26 @@ impl Env {
             .map_err(|e| ConfigError::new(name, format!("invalid value {raw:?}: {e}")))
     }
 
+    /// A wait inside one push delivery (e.g. `INVOICE_VISIBILITY_WAIT`), `default` when unset:
+    /// at most [`MAX_PUSH_WAIT`], so that the push is answered well within the subscription's
+    /// ack deadline (60 s) and Pub/Sub does not redeliver a message still being handled.
+    pub fn push_wait(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let wait = match self.optional(name) {
+            None => default,
+            Some(raw) => parse_duration(raw).map_err(|e| ConfigError::new(name, e))?,
+        };
+        if wait > MAX_PUSH_WAIT {
+            return Err(ConfigError::new(
+                name,
+                format!(
+                    "must be at most {}: the push must be answered within the ack deadline",
+                    humantime::format_duration(MAX_PUSH_WAIT)
+                ),
+            ));
+        }
+        Ok(wait)
+    }
+
     /// `PORT` (Cloud Run sets it), default 8080.
     pub fn port(&self) -> Result<u16, ConfigError> {
         self.parse_or("PORT", 8080)
@@ -168,6 +188,9 @@ impl StarkDeps {
         })
     }
 }
+
+/// The longest wait a push handler may spend inside one delivery ([`Env::push_wait`]).
+pub const MAX_PUSH_WAIT: Duration = Duration::from_secs(30);
 
 /// Parses a duration as people type it: `500ms`, `90s`, `90m`, `6h`, `2d`, `1h 30m`
 /// (`humantime`'s units). The one duration syntax of every flag and variable, so that `6h`
@@ -282,6 +305,26 @@ mod tests {
         let err = env.port().unwrap_err();
         assert_eq!(err.variable, "PORT");
         assert!(err.to_string().contains("\"http\""));
+    }
+
+    #[test]
+    fn push_waits_are_bounded_by_the_ack_deadline() {
+        let default = Duration::from_secs(2);
+        let env = Env::from_pairs([("WAIT", "750ms"), ("LONG", "31s"), ("BAD", "soon")]);
+        assert_eq!(
+            env.push_wait("WAIT", default),
+            Ok(Duration::from_millis(750))
+        );
+        assert_eq!(env.push_wait("UNSET", default), Ok(default));
+        let err = env.push_wait("LONG", default).unwrap_err();
+        assert_eq!(err.variable, "LONG");
+        assert!(err.reason.contains("at most 30s"), "{err}");
+        let err = env.push_wait("BAD", default).unwrap_err();
+        assert!(err.reason.contains("soon"), "{err}");
+        assert_eq!(
+            Env::from_pairs([("WAIT", "0s")]).push_wait("WAIT", default),
+            Ok(Duration::ZERO)
+        );
     }
 
     #[test]
