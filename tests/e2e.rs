@@ -11,10 +11,11 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use pipeline_domain::messages::{PAID_INVOICES, TopicMessage as _};
+use pipeline_domain::vocab::InvoiceTag;
 use pipeline_service::publisher::OutgoingMessage;
 use stark_pipeline::local::Stack;
 use stark_pipeline::local::bus::MONEY_SUBSCRIPTION;
-use stark_pipeline::local::report::Report;
+use stark_pipeline::local::report::{self, Report};
 use stark_sandbox::FaultConfig;
 
 use common::options;
@@ -30,7 +31,9 @@ async fn finish(stack: &Stack) -> (stark_sandbox::SandboxState, Report) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_campaign_pays_every_credited_invoice_exactly_once() {
-    let stack = Stack::start(options("e2e-full", 24)).await.unwrap();
+    let options = options("e2e-full", 24);
+    let transfer_fee = options.transfer_fee;
+    let stack = Stack::start(options).await.unwrap();
     stack.play(|_, _| {}).await.unwrap();
     let (state, report) = finish(&stack).await;
     println!("{report}");
@@ -58,6 +61,17 @@ async fn full_campaign_pays_every_credited_invoice_exactly_once() {
         summary.reversed > 0,
         "the default run reverses some invoices: {report}"
     );
+    // What reversals took, as the campaign's cut-down looks saw it and as the whole sandbox
+    // shows it: the same, and what the treasury covered.
+    let payouts_of = |id: &str| InvoiceTag::for_invoice(id).to_string();
+    let cut = stack.sandbox.reversed_state(&payouts_of);
+    let taken = report::clawbacks(&state, transfer_fee);
+    assert!(
+        taken > 0,
+        "full reversals take at least the fee back: {report}"
+    );
+    assert_eq!(report::clawbacks(&cut, transfer_fee), taken);
+    assert_eq!(report.clawbacks_covered, taken, "{report}");
     assert!(
         report.foreign.credited > 0 && report.foreign.refused > 0 && report.foreign.accepted == 0,
         "another workspace's events were sent and refused: {report}"

@@ -124,7 +124,9 @@ pub fn audit_state(
 /// payout, or a full reversal, since Stark keeps its fee) the difference is lost. Nobody pays it
 /// back, so the local stack's "treasury" deposits it, as an account holder would, and the
 /// report says how much; without it the last payouts of a campaign would wait for money that
-/// never comes. An invoice still waiting for its payout loses nothing yet.
+/// never comes. An invoice still waiting for its payout loses nothing yet. Only reversed
+/// invoices can lose anything, so `state` may be `SandboxHandle::reversed_state` (those and
+/// their payouts) instead of the whole sandbox.
 pub fn clawbacks(state: &SandboxState, transfer_fee: i64) -> i64 {
     let (invoices, transfers) = records(state);
     let mut spent: HashMap<&str, i64> = HashMap::new();
@@ -324,6 +326,8 @@ pub struct Report {
     pub reconciler: Option<ReconcilerStats>,
     /// Credit → payout latency.
     pub latency: Option<Latency>,
+    /// What our workspace cost Stark: its counters at the end.
+    pub load: stark_sandbox::Counters,
 }
 
 /// Everything a report is built from.
@@ -345,6 +349,9 @@ pub struct ReportInput<'a> {
     pub reconciler: Option<ReconcilerStats>,
     /// Campaign seconds per real second (to show latencies in real time too).
     pub speed: f64,
+    /// Our workspace's sandbox counters at the end (`SandboxHandle::workspace_counters`):
+    /// the requests and webhook POSTs the campaign cost.
+    pub load: stark_sandbox::Counters,
 }
 
 /// How long after Stark credited an invoice its payout transfer was created (what the
@@ -445,6 +452,7 @@ impl Report {
             dead_letters,
             reconciler,
             speed,
+            load,
         } = input;
         let (invoices, transfers) = records(state);
         let audit = audit(AuditInput {
@@ -541,6 +549,7 @@ impl Report {
             audit,
             reconciler,
             latency: Latency::of(state, speed),
+            load,
         }
     }
 }
@@ -589,6 +598,17 @@ impl fmt::Display for Report {
         if let Some(latency) = &self.latency {
             writeln!(f, "{latency}")?;
         }
+        // Each request is a signature and a verification and a round trip, each webhook POST
+        // too: what sets the stack's CPU per invoice.
+        let per_invoice = |n: u64| n as f64 / (total.issued.max(1) as f64);
+        writeln!(
+            f,
+            "Stark load: {} authenticated requests ({:.1} per invoice), {} webhook POSTs ({:.1} per invoice)",
+            self.load.requests,
+            per_invoice(self.load.requests),
+            self.load.webhook_posts,
+            per_invoice(self.load.webhook_posts)
+        )?;
         if let Some(r) = &self.reconciler {
             writeln!(
                 f,

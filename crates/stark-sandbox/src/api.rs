@@ -58,6 +58,7 @@ pub fn dispatch(
     body: &[u8],
     now: OffsetDateTime,
 ) -> (RouteKind, Result<Value, ApiError>) {
+    world.count_request(ws);
     let display = format!("/v2/{}", path.join("/"));
     let not_allowed = || Err(ApiError::method_not_allowed(method.as_str(), &display));
     let get = *method == Method::GET;

@@ -213,6 +213,15 @@ impl SandboxHandle {
         self.shared.lock().snapshot(now)
     }
 
+    /// [`SandboxHandle::state`] cut down to what reversals touched: the invoices reversed at
+    /// least once, their logs, and the transfers tagged `transfer_tag(invoice id)`; balances
+    /// and counters whole, every other list empty. Cheap while few invoices are reversed, so a
+    /// check of what reversals took can run during a long campaign without copying it.
+    pub fn reversed_state(&self, transfer_tag: &dyn Fn(&str) -> String) -> SandboxState {
+        let now = self.shared.clock.now();
+        self.shared.lock().reversed_snapshot(now, transfer_tag)
+    }
+
     /// How far the lifecycles have got (invoices issued, paid, credited, reversed; transfers
     /// created, settled, failed), across every workspace. Cheap: the numbers are kept up to
     /// date as things happen, so a progress display can ask many times a second, unlike

@@ -108,6 +108,12 @@ pub struct Counters {
     pub transfers_settled: u64,
     /// Transfers that ended `failed` (the balance did not cover amount + fee).
     pub transfers_failed: u64,
+    /// Authenticated `/v2` requests (what a client paid a signature and a round trip for).
+    #[serde(default)]
+    pub requests: u64,
+    /// Webhook POSTs made for the workspace's events: first tries, retries and duplicates.
+    #[serde(default)]
+    pub webhook_posts: u64,
 }
 
 impl Counters {
@@ -122,6 +128,8 @@ impl Counters {
             transfers_created: self.transfers_created + other.transfers_created,
             transfers_settled: self.transfers_settled + other.transfers_settled,
             transfers_failed: self.transfers_failed + other.transfers_failed,
+            requests: self.requests + other.requests,
+            webhook_posts: self.webhook_posts + other.webhook_posts,
         }
     }
 }

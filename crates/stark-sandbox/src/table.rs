@@ -120,6 +120,17 @@ impl<T> Table<T> {
         self.index.get(id).map(|&i| self.rows[i].ws)
     }
 
+    /// Live rows found under `key` ([`Table::insert_keyed`]), oldest first: a lookup that
+    /// costs the rows carrying the key, not the table.
+    pub fn keyed<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Row<T>> + 'a {
+        self.keys
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.rows[i])
+            .filter(|r| !r.deleted)
+    }
+
     /// Live rows, oldest first.
     pub fn live(&self) -> impl DoubleEndedIterator<Item = &Row<T>> {
         self.rows.iter().filter(|r| !r.deleted)

@@ -252,6 +252,9 @@ impl World {
         outcome: DeliveryOutcome,
         now: OffsetDateTime,
     ) -> Option<Outgoing> {
+        if let Some(ws) = self.webhooks.owner(&out.webhook_id) {
+            self.counters.entry(ws.0).or_default().webhook_posts += 1;
+        }
         self.deliveries.push(Delivery {
             event_id: out.event_id.clone(),
             webhook_id: out.webhook_id.clone(),

@@ -99,6 +99,9 @@ pub struct World {
     /// world.
     /// Per workspace (by index).
     counters: std::collections::BTreeMap<usize, Counters>,
+    /// Invoices reversed at least once, in the order of their first reversal, for
+    /// [`World::reversed_snapshot`].
+    reversed_invoices: Vec<String>,
 }
 
 impl World {
@@ -145,6 +148,7 @@ impl World {
             requests: 0,
             injected: Vec::new(),
             counters: Default::default(),
+            reversed_invoices: Vec::new(),
         };
         let default = world.add_workspace(config.workspace_id.clone(), config.initial_balance, now);
         debug_assert_eq!(default, DEFAULT);
@@ -297,6 +301,11 @@ impl World {
             .fold(Counters::default(), |all, c| all.plus(c))
     }
 
+    /// Counts an authenticated `/v2` request of workspace `ws`.
+    pub fn count_request(&mut self, ws: Ws) {
+        self.counters.entry(ws.0).or_default().requests += 1;
+    }
+
     /// How far workspace `ws`'s lifecycles have got.
     pub fn counters_in(&self, ws: Ws) -> Counters {
         self.counters.get(&ws.0).copied().unwrap_or_default()
@@ -335,6 +344,60 @@ impl World {
             transfer_workspaces: self.owners(&self.transfers, |r| &r.transfer.id),
             counters: self.counters(),
         }
+    }
+
+    /// The part of [`World::snapshot`] that reversals touched: every invoice reversed at least
+    /// once with its logs, and the transfers found under `transfer_key(invoice id)` (a tag);
+    /// the lists of everything else are empty, the balances and counters whole. Costs the
+    /// reversed invoices, not the world: for a look that runs often while the campaign grows.
+    pub fn reversed_snapshot(
+        &self,
+        now: OffsetDateTime,
+        transfer_key: &dyn Fn(&str) -> String,
+    ) -> SandboxState {
+        let mut state = SandboxState {
+            now: timestamp(now),
+            balance: self.balance(),
+            requests: self.requests,
+            invoices: Vec::new(),
+            invoice_logs: Vec::new(),
+            transfers: Vec::new(),
+            transfer_logs: Vec::new(),
+            webhooks: Vec::new(),
+            events: Vec::new(),
+            attempts: Vec::new(),
+            deliveries: Vec::new(),
+            public_keys: Vec::new(),
+            faults: Vec::new(),
+            workspace_id: self.default_workspace_id().to_owned(),
+            balances: self
+                .balances()
+                .map(|(id, cents)| (id.to_owned(), cents))
+                .collect(),
+            invoice_workspaces: BTreeMap::new(),
+            transfer_workspaces: BTreeMap::new(),
+            counters: self.counters(),
+        };
+        for id in &self.reversed_invoices {
+            let Some(row) = self.invoices.get(id) else {
+                continue;
+            };
+            let owner = self.workspace_id(row.ws).to_owned();
+            state.invoices.push(row.item.invoice.clone());
+            state.invoice_workspaces.insert(id.clone(), owner);
+            state
+                .invoice_logs
+                .extend(self.invoice_logs.keyed(id).map(|r| r.item.clone()));
+            for transfer in self.transfers.keyed(&transfer_key(id)) {
+                let transfer_id = &transfer.item.transfer.id;
+                if !state.transfer_workspaces.contains_key(transfer_id) {
+                    let owner = self.workspace_id(transfer.ws).to_owned();
+                    state.transfer_workspaces.insert(transfer_id.clone(), owner);
+                    state.transfers.push(transfer.item.transfer.clone());
+                }
+            }
+        }
+        state
     }
 
     /// Object id → workspace id, for every live row of `table`.

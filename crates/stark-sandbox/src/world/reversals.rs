@@ -85,6 +85,7 @@ impl World {
         if !rec.reversed {
             rec.reversed = true;
             self.counters.entry(owner.0).or_default().invoices_reversed += 1;
+            self.reversed_invoices.push(id.to_owned());
         }
         let invoice = rec.invoice.clone();
         self.move_balance(owner, -cents, now);

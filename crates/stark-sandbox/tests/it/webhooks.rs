@@ -72,6 +72,11 @@ async fn deliveries_verify_with_stark_client_in_both_high_and_low_s() {
             "id, created, subscription, workspaceId, log: {keys:?}"
         );
     }
+    assert_eq!(
+        state.counters.webhook_posts,
+        state.deliveries.len() as u64,
+        "every POST counted"
+    );
     let high = state.deliveries.iter().filter(|d| d.high_s).count();
     assert!(
         high > 0 && high < state.deliveries.len(),
