@@ -124,7 +124,7 @@ if wants stack; then
       wait "$timer" || status=$?
       echo "exit=$status" >>"$log.time"
       [ -n "$over" ] && echo "$over" | tee -a "$log.time"
-      grep -E '^ all |^(PASS|FAIL)' "$log.report" || tail -5 "$log.progress"
+      grep -E '^ all |^credit → |^Stark load|^(PASS|FAIL)' "$log.report" || tail -5 "$log.progress"
       cat "$log.time"
     done
   done 2>&1 | tee "$out/stack.txt"

@@ -19,7 +19,8 @@
 //! A payout is acked only once Stark shows its transfer `success`. Stark usually completes a
 //! transfer within moments, so the delivery that made it (or found it `created`/`processing`)
 //! looks the transfer up by id for a short while (`PAYOUT_SETTLE_WAIT`, default 2 s) before
-//! answering 503: each redelivery would read the invoice, its logs and the transfers again.
+//! answering 503: each redelivery would read the invoice, its logs and the transfers again, and
+//! Pub/Sub lowers a push subscription's rate while its endpoint answers failures.
 //! The wait only reads; what it may conclude (ack on `success`) is what the redelivery would.
 //!
 //! | outcome | answer | Pub/Sub does |
