@@ -314,9 +314,6 @@ impl World {
     /// A copy of everything, for assertions and `GET /_sandbox/state`.
     pub fn snapshot(&self, now: OffsetDateTime) -> SandboxState {
         SandboxState {
-            now: timestamp(now),
-            balance: self.balance(),
-            requests: self.requests,
             invoices: self
                 .invoices
                 .live()
@@ -335,14 +332,9 @@ impl World {
             deliveries: self.deliveries.clone(),
             public_keys: self.public_keys(),
             faults: self.injected.clone(),
-            workspace_id: self.default_workspace_id().to_owned(),
-            balances: self
-                .balances()
-                .map(|(id, cents)| (id.to_owned(), cents))
-                .collect(),
             invoice_workspaces: self.owners(&self.invoices, |r| &r.invoice.id),
             transfer_workspaces: self.owners(&self.transfers, |r| &r.transfer.id),
-            counters: self.counters(),
+            ..self.bare_snapshot(now)
         }
     }
 
@@ -355,7 +347,32 @@ impl World {
         now: OffsetDateTime,
         transfer_key: &dyn Fn(&str) -> String,
     ) -> SandboxState {
-        let mut state = SandboxState {
+        let mut state = self.bare_snapshot(now);
+        for id in &self.reversed_invoices {
+            let Some(row) = self.invoices.get(id) else {
+                continue;
+            };
+            let owner = self.workspace_id(row.ws).to_owned();
+            state.invoices.push(row.item.invoice.clone());
+            state.invoice_workspaces.insert(id.clone(), owner);
+            state
+                .invoice_logs
+                .extend(self.invoice_logs.keyed(id).map(|r| r.item.clone()));
+            for transfer in self.transfers.keyed(&transfer_key(id)) {
+                let transfer_id = &transfer.item.transfer.id;
+                if !state.transfer_workspaces.contains_key(transfer_id) {
+                    let owner = self.workspace_id(transfer.ws).to_owned();
+                    state.transfer_workspaces.insert(transfer_id.clone(), owner);
+                    state.transfers.push(transfer.item.transfer.clone());
+                }
+            }
+        }
+        state
+    }
+
+    /// A snapshot's clock, balances and counters, with every list empty.
+    fn bare_snapshot(&self, now: OffsetDateTime) -> SandboxState {
+        SandboxState {
             now: timestamp(now),
             balance: self.balance(),
             requests: self.requests,
@@ -377,27 +394,7 @@ impl World {
             invoice_workspaces: BTreeMap::new(),
             transfer_workspaces: BTreeMap::new(),
             counters: self.counters(),
-        };
-        for id in &self.reversed_invoices {
-            let Some(row) = self.invoices.get(id) else {
-                continue;
-            };
-            let owner = self.workspace_id(row.ws).to_owned();
-            state.invoices.push(row.item.invoice.clone());
-            state.invoice_workspaces.insert(id.clone(), owner);
-            state
-                .invoice_logs
-                .extend(self.invoice_logs.keyed(id).map(|r| r.item.clone()));
-            for transfer in self.transfers.keyed(&transfer_key(id)) {
-                let transfer_id = &transfer.item.transfer.id;
-                if !state.transfer_workspaces.contains_key(transfer_id) {
-                    let owner = self.workspace_id(transfer.ws).to_owned();
-                    state.transfer_workspaces.insert(transfer_id.clone(), owner);
-                    state.transfers.push(transfer.item.transfer.clone());
-                }
-            }
         }
-        state
     }
 
     /// Object id → workspace id, for every live row of `table`.
