@@ -34,6 +34,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "PAYOUT_TAX_ID",
     "PAYOUT_ACCOUNT_TYPE",
     "PAYOUT_TRANSFER_FEE_CENTS",
+    "PAYOUT_SETTLE_WAIT",
 ];
 
 /// Prefixes checked for typos: the pipeline's own namespaces.
