@@ -28,6 +28,15 @@ fn sandbox_config() -> SandboxConfig {
     }
 }
 
+/// [`sandbox_config`] with transfers that wait an hour of sandbox time (6 s here) before Stark
+/// processes them: long enough to drain the balance in between, or to outlast a settle wait.
+fn slow_transfers() -> SandboxConfig {
+    SandboxConfig {
+        transfer_processing_delay: Duration::from_secs(3600),
+        ..sandbox_config()
+    }
+}
+
 async fn setup() -> (Stark, String) {
     let stark = stark(sandbox_config()).await;
     let url = format!("{}/push", money_sender_at(&stark).await);
@@ -36,11 +45,16 @@ async fn setup() -> (Stark, String) {
 
 /// money-sender built as its binary builds it, against `stark`; its base URL.
 async fn money_sender_at(stark: &Stark) -> String {
-    money_sender_waiting(stark, Duration::ZERO).await
+    money_sender_with(stark, Duration::ZERO).await
 }
 
-/// The same with a settle wait (`PAYOUT_SETTLE_WAIT`); its push URL.
-async fn money_sender_waiting(stark: &Stark, settle_wait: Duration) -> String {
+/// The push URL of a money-sender with a settle wait (`PAYOUT_SETTLE_WAIT`).
+async fn waiting_push_url(stark: &Stark, settle_wait: Duration) -> String {
+    format!("{}/push", money_sender_with(stark, settle_wait).await)
+}
+
+/// [`money_sender_at`] with `settle_wait`; its base URL.
+async fn money_sender_with(stark: &Stark, settle_wait: Duration) -> String {
     let deps = Deps {
         stark: stark.client.clone(),
     };
@@ -316,13 +330,8 @@ async fn reversals_before_the_payout_lower_it_or_cancel_it() {
 
 #[tokio::test]
 async fn a_payout_waits_for_the_balance_then_a_failed_one_is_made_again_once() {
-    // Transfers wait an hour (sandbox time) before Stark processes them, so that the balance
-    // can be drained in between, as a reversal can at Stark.
-    let stark = stark(SandboxConfig {
-        transfer_processing_delay: Duration::from_secs(3600),
-        ..sandbox_config()
-    })
-    .await;
+    // The balance is drained before Stark processes a transfer, as a reversal can at Stark.
+    let stark = stark(slow_transfers()).await;
     let url = format!("{}/push", money_sender_at(&stark).await);
     let ours = credited_invoice(&stark, "r-10", 10_000).await;
     let other = credited_invoice(&stark, "r-11", 10_000).await;
@@ -558,10 +567,7 @@ fn binary_reads_dotenv_without_overriding_and_names_a_malformed_line() {
 async fn the_delivery_that_makes_a_payout_acks_it_once_stark_completes_it_within_the_wait() {
     // Transfers complete 15 s of sandbox time after their creation: 25 ms here.
     let stark = stark(sandbox_config()).await;
-    let url = format!(
-        "{}/push",
-        money_sender_waiting(&stark, Duration::from_secs(10)).await
-    );
+    let url = waiting_push_url(&stark, Duration::from_secs(10)).await;
     let invoice = credited_invoice(&stark, "r-20", 7_000).await;
     let (logs, _guard) = LogCapture::start();
     assert_eq!(push(&url, &paid(&invoice, 7_000)).await, 200);
@@ -578,16 +584,9 @@ async fn the_delivery_that_makes_a_payout_acks_it_once_stark_completes_it_within
 
 #[tokio::test]
 async fn a_payout_still_processing_after_the_wait_is_left_to_the_redelivery() {
-    // An hour of sandbox time before Stark processes a transfer: 6 s here, past the wait.
-    let stark = stark(SandboxConfig {
-        transfer_processing_delay: Duration::from_secs(3600),
-        ..sandbox_config()
-    })
-    .await;
-    let url = format!(
-        "{}/push",
-        money_sender_waiting(&stark, Duration::from_millis(300)).await
-    );
+    // Stark processes the transfer 6 s after its creation, past the wait.
+    let stark = stark(slow_transfers()).await;
+    let url = waiting_push_url(&stark, Duration::from_millis(300)).await;
     let invoice = credited_invoice(&stark, "r-21", 7_000).await;
     let (logs, _guard) = LogCapture::start();
     assert_eq!(push(&url, &paid(&invoice, 7_000)).await, 503);
@@ -602,15 +601,8 @@ async fn a_payout_still_processing_after_the_wait_is_left_to_the_redelivery() {
 
 #[tokio::test]
 async fn a_payout_that_fails_during_the_wait_is_made_again_by_the_redelivery() {
-    let stark = stark(SandboxConfig {
-        transfer_processing_delay: Duration::from_secs(3600),
-        ..sandbox_config()
-    })
-    .await;
-    let url = format!(
-        "{}/push",
-        money_sender_waiting(&stark, Duration::from_secs(20)).await
-    );
+    let stark = stark(slow_transfers()).await;
+    let url = waiting_push_url(&stark, Duration::from_secs(20)).await;
     let ours = credited_invoice(&stark, "r-22", 10_000).await;
     let other = credited_invoice(&stark, "r-23", 10_000).await;
     let (logs, _guard) = LogCapture::start();
