@@ -186,6 +186,8 @@ impl Stack {
                 .webhook_retries
                 .clone()
                 .unwrap_or_else(|| webhook_retry_schedule(options.speed)),
+            // The report reads how deliveries ended, never their bytes.
+            keep_delivery_bodies: false,
             // Faults start once the stack is wired: setting up is not what is being tested.
             ..Default::default()
         })

@@ -1,5 +1,7 @@
 //! Events (what webhooks deliver) and `/v2/event`.
 
+use std::sync::Arc;
+
 use serde::de::IntoDeserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -11,12 +13,16 @@ use crate::page::{Page, check_id, push_list, push_opt};
 use crate::transfer::TransferLog;
 
 /// The log an event carries, typed by the event's `subscription`.
+///
+/// Invoice and transfer logs are behind an [`Arc`]: an event *is* one log, and whoever keeps
+/// many events and their logs (the local Stark sandbox keeps every one of a campaign) then holds
+/// each log once instead of a copy per event. Reading goes through `Deref` as before.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventLog {
     /// `subscription == "invoice"`.
-    Invoice(InvoiceLog),
+    Invoice(Arc<InvoiceLog>),
     /// `subscription == "transfer"`.
-    Transfer(TransferLog),
+    Transfer(Arc<TransferLog>),
     /// Any other subscription (deposit, boleto…), kept as raw JSON.
     Other(Value),
 }
@@ -78,12 +84,12 @@ impl<L> RawEvent<L> {
     {
         let log = self.log.into_deserializer();
         let log = match self.subscription.as_str() {
-            "invoice" => EventLog::Invoice(
+            "invoice" => EventLog::Invoice(Arc::new(
                 InvoiceLog::deserialize(log).map_err(|e| format!("invalid invoice log: {e}"))?,
-            ),
-            "transfer" => EventLog::Transfer(
+            )),
+            "transfer" => EventLog::Transfer(Arc::new(
                 TransferLog::deserialize(log).map_err(|e| format!("invalid transfer log: {e}"))?,
-            ),
+            )),
             _ => EventLog::Other(Value::deserialize(log).map_err(|e| format!("invalid log: {e}"))?),
         };
         Ok(Event {

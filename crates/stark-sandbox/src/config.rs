@@ -94,6 +94,11 @@ pub struct SandboxConfig {
     pub retry_schedule: Vec<Duration>,
     /// Faults injected from the start; change them later with `SandboxHandle::set_faults`.
     pub faults: FaultConfig,
+    /// Whether [`crate::Delivery::body`] keeps each POST's body (true by default, for tests that
+    /// replay or compare what a receiver got). A long campaign that never reads bodies turns
+    /// it off: they were a quarter of the sandbox's memory at 1 000× the invoice rate (the
+    /// body is then empty; the signature, outcome and everything else are kept).
+    pub keep_delivery_bodies: bool,
 }
 
 impl Default for SandboxConfig {
@@ -121,6 +126,7 @@ impl Default for SandboxConfig {
             delivery_timeout: Duration::from_secs(10),
             retry_schedule: stark_retry_schedule(),
             faults: FaultConfig::default(),
+            keep_delivery_bodies: true,
         }
     }
 }

@@ -352,7 +352,7 @@ impl World {
                 updated: timestamp(now),
             };
             let rec = InvoiceRec {
-                invoice,
+                invoice: invoice.into(),
                 due_at: c.due,
                 discounts: c.discounts,
                 payment: None,
@@ -376,7 +376,7 @@ impl World {
                 && query::any_tag(&inv.tags, &tags)
                 && (ids.is_empty() || ids.contains(&inv.id))
         });
-        let invoices: Vec<&Invoice> = items.into_iter().map(|r| &r.invoice).collect();
+        let invoices: Vec<&Invoice> = items.into_iter().map(|r| &*r.invoice).collect();
         Ok(json!({ "cursor": cursor, "invoices": invoices }))
     }
 

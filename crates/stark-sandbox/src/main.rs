@@ -276,6 +276,8 @@ fn config(args: &Args) -> anyhow::Result<SandboxConfig> {
         signing_key,
         delivery_timeout: seconds("delivery-timeout", args.delivery_timeout)?,
         retry_schedule,
+        // `GET /_sandbox/state` shows them: what the Python SDK test replays.
+        keep_delivery_bodies: true,
         faults: FaultConfig {
             seed: args.fault_seed.unwrap_or(args.seed),
             server_error_rate: args.fault_server_error,

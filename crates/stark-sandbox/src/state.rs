@@ -1,6 +1,7 @@
 //! What tests and operators can inspect: a snapshot of everything the sandbox holds.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use stark_client::{Event, Invoice, InvoiceLog, PublicKeyEntry, Transfer, TransferLog, Webhook};
@@ -55,7 +56,8 @@ pub struct Delivery {
     pub webhook_id: String,
     /// The URL posted to.
     pub url: String,
-    /// The body, `{"event": {...}}` as Python's `json.dumps(sort_keys=True)` writes it.
+    /// The body, `{"event": {...}}` as Python's `json.dumps(sort_keys=True)` writes it; empty
+    /// when the sandbox runs with `keep_delivery_bodies` off.
     pub body: String,
     /// The `Digital-Signature` header.
     pub signature: String,
@@ -147,21 +149,21 @@ pub struct SandboxState {
     /// `/v2` requests received so far (faulted ones included).
     pub requests: u64,
     /// All invoices, of every workspace (`invoice_workspaces` says whose).
-    pub invoices: Vec<Invoice>,
+    pub invoices: Vec<Arc<Invoice>>,
     /// All invoice logs.
-    pub invoice_logs: Vec<InvoiceLog>,
+    pub invoice_logs: Vec<Arc<InvoiceLog>>,
     /// All transfers, of every workspace (`transfer_workspaces` says whose).
-    pub transfers: Vec<Transfer>,
+    pub transfers: Vec<Arc<Transfer>>,
     /// All transfer logs.
-    pub transfer_logs: Vec<TransferLog>,
+    pub transfer_logs: Vec<Arc<TransferLog>>,
     /// Webhooks not deleted.
     pub webhooks: Vec<Webhook>,
     /// Events not deleted, with `isDelivered`.
-    pub events: Vec<Event>,
+    pub events: Vec<Arc<Event>>,
     /// Failed delivery attempts.
     pub attempts: Vec<EventAttempt>,
     /// Every webhook POST made.
-    pub deliveries: Vec<Delivery>,
+    pub deliveries: Vec<Arc<Delivery>>,
     /// The webhook signing keys, newest first, as `GET /v2/public-key` lists them.
     pub public_keys: Vec<PublicKeyEntry>,
     /// Faults injected so far.
@@ -186,12 +188,12 @@ pub struct SandboxState {
 impl SandboxState {
     /// An invoice by id.
     pub fn invoice(&self, id: &str) -> Option<&Invoice> {
-        self.invoices.iter().find(|i| i.id == id)
+        self.invoices.iter().map(|i| &**i).find(|i| i.id == id)
     }
 
     /// A transfer by id.
     pub fn transfer(&self, id: &str) -> Option<&Transfer> {
-        self.transfers.iter().find(|t| t.id == id)
+        self.transfers.iter().map(|t| &**t).find(|t| t.id == id)
     }
 
     /// The id of the workspace an invoice belongs to.
@@ -210,6 +212,7 @@ impl SandboxState {
     pub fn invoices_in<'a>(&'a self, workspace_id: &'a str) -> impl Iterator<Item = &'a Invoice> {
         self.invoices
             .iter()
+            .map(|i| &**i)
             .filter(move |i| self.invoice_workspace(&i.id) == Some(workspace_id))
     }
 
@@ -217,12 +220,13 @@ impl SandboxState {
     pub fn transfers_in<'a>(&'a self, workspace_id: &'a str) -> impl Iterator<Item = &'a Transfer> {
         self.transfers
             .iter()
+            .map(|t| &**t)
             .filter(move |t| self.transfer_workspace(&t.id) == Some(workspace_id))
     }
 
     /// An event by id.
     pub fn event(&self, id: &str) -> Option<&Event> {
-        self.events.iter().find(|e| e.id == id)
+        self.events.iter().map(|e| &**e).find(|e| e.id == id)
     }
 
     /// The invoice log types of one invoice, in order (`["created", "paid", "credited"]`).

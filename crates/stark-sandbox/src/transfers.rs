@@ -324,7 +324,7 @@ impl World {
                 updated: timestamp(now),
             };
             let rec = TransferRec {
-                transfer,
+                transfer: transfer.into(),
                 scheduled_at,
                 scheduled_day,
                 receiver,
@@ -362,7 +362,7 @@ impl World {
                         .any(|x| transaction_ids.contains(x)))
                 && tax_id.as_ref().is_none_or(|d| *d == r.receiver.tax_digits)
         });
-        let transfers: Vec<&Transfer> = items.into_iter().map(|r| &r.transfer).collect();
+        let transfers: Vec<&Transfer> = items.into_iter().map(|r| &*r.transfer).collect();
         Ok(json!({ "cursor": cursor, "transfers": transfers }))
     }
 

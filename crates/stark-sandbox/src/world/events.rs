@@ -1,6 +1,7 @@
 //! Webhooks, the events made for them, and delivery bookkeeping: attempts (failed deliveries),
 //! retries on the configured schedule, and the record of every POST.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -16,8 +17,9 @@ use crate::table::{ListParams, Scope, Ws};
 /// An event and its delivery bookkeeping.
 #[derive(Debug, Clone)]
 pub struct EventRec {
-    /// The event as `GET /v2/event` shows it.
-    pub event: Event,
+    /// The event as `GET /v2/event` shows it, shared with the snapshots taken since it last
+    /// changed.
+    pub event: Arc<Event>,
     /// The webhook this event is for (one event per log per subscribed webhook).
     pub webhook_id: String,
     /// Failed deliveries so far; indexes the retry schedule.
@@ -90,7 +92,7 @@ impl World {
 
     /// Workspace `ws`'s event, not deleted, by id.
     pub fn event(&self, ws: Ws, id: &str) -> Option<&Event> {
-        self.events.get_in(id, ws).map(|r| &r.item.event)
+        self.events.get_in(id, ws).map(|r| &*r.item.event)
     }
 
     /// One page of workspace `ws`'s events passing `keep`.
@@ -101,21 +103,21 @@ impl World {
         keep: impl Fn(&Event) -> bool,
     ) -> (Vec<&Event>, Option<String>) {
         let (recs, cursor) = self.events.page(params, Scope::all(ws), |r| keep(&r.event));
-        (recs.into_iter().map(|r| &r.event).collect(), cursor)
+        (recs.into_iter().map(|r| &*r.event).collect(), cursor)
     }
 
     /// Sets `isDelivered` (a delivered event is not retried any more).
     pub fn set_event_delivered(&mut self, ws: Ws, id: &str, delivered: bool) -> Option<Event> {
         let row = self.events.get_mut_in(id, ws)?;
-        row.item.event.is_delivered = Some(delivered);
-        Some(row.item.event.clone())
+        Arc::make_mut(&mut row.item.event).is_delivered = Some(delivered);
+        Some(Event::clone(&row.item.event))
     }
 
     /// Deletes an event: it is no longer listed, found or delivered.
     pub fn delete_event(&mut self, ws: Ws, id: &str) -> Option<Event> {
         let row = self.events.get_mut_in(id, ws)?;
         row.deleted = true;
-        Some(row.item.event.clone())
+        Some(Event::clone(&row.item.event))
     }
 
     /// Workspace `ws`'s failed delivery attempt by id.
@@ -164,7 +166,7 @@ impl World {
                 now,
                 ws,
                 EventRec {
-                    event,
+                    event: Arc::new(event),
                     webhook_id,
                     failures: 0,
                 },
@@ -220,7 +222,7 @@ impl World {
             return None;
         }
         let webhook = self.webhooks.get(&rec.item.webhook_id)?.item.clone();
-        let mut event = rec.item.event.clone();
+        let mut event = Event::clone(&rec.item.event);
         let try_number = rec.item.failures + 1;
         // Webhook bodies carry no isDelivered (only GET /v2/event shows it).
         event.is_delivered = None;
@@ -255,25 +257,29 @@ impl World {
         if let Some(ws) = self.webhooks.owner(&out.webhook_id) {
             self.counters.entry(ws.0).or_default().webhook_posts += 1;
         }
-        self.deliveries.push(Delivery {
+        self.deliveries.push(Arc::new(Delivery {
             event_id: out.event_id.clone(),
             webhook_id: out.webhook_id.clone(),
             url: out.url.clone(),
-            body: out.body.clone(),
+            body: if self.settings.keep_delivery_bodies {
+                out.body.clone()
+            } else {
+                String::new()
+            },
             signature: out.signature.clone(),
             high_s: out.high_s,
             duplicate: out.duplicate,
             try_number: out.try_number,
             at: timestamp(now),
             outcome: outcome.clone(),
-        });
+        }));
         if out.duplicate {
             return None;
         }
         let (code, message) = match outcome {
             DeliveryOutcome::Delivered => {
                 if let Some(row) = self.events.get_mut(&out.event_id) {
-                    row.item.event.is_delivered = Some(true);
+                    Arc::make_mut(&mut row.item.event).is_delivered = Some(true);
                 }
                 if out.send_duplicate {
                     self.record_fault(0, "duplicateDelivery", out.event_id.clone());

@@ -1,6 +1,8 @@
 //! Invoices and their logs: storage, and the lifecycle `created` → `paid` → `credited` (or
 //! `overdue`, `expired`, `canceled`, `updated`) run by scheduled jobs.
 
+use std::sync::Arc;
+
 use rand::RngExt as _;
 use stark_client::{EventLog, Invoice, InvoiceLog, InvoiceLogType, InvoicePayment, InvoiceStatus};
 use time::OffsetDateTime;
@@ -16,8 +18,9 @@ const PAYER_BANKS: &[&str] = &["00000000", "60701190", "60746948", "00360305", "
 /// An invoice and what the lifecycle needs beyond the API object.
 #[derive(Debug, Clone)]
 pub struct InvoiceRec {
-    /// The invoice as the API shows it.
-    pub invoice: Invoice,
+    /// The invoice as the API shows it, shared with the snapshots taken since it last changed
+    /// (a change copies it first: `Arc::make_mut`).
+    pub invoice: Arc<Invoice>,
     /// The instant `due` stands for (a date due ends at the end of that day).
     pub due_at: OffsetDateTime,
     /// Discounts as (percentage, last instant it applies), by date.
@@ -55,7 +58,7 @@ impl World {
         let id = rec.invoice.id.clone();
         let due_at = rec.due_at;
         let expire_at = rec.expires_at();
-        let invoice = rec.invoice.clone();
+        let invoice = Invoice::clone(&rec.invoice);
         let tags = rec.invoice.tags.clone();
         self.invoices.insert_keyed(id.clone(), now, ws, rec, tags);
         self.counters.entry(ws.0).or_default().invoices_issued += 1;
@@ -90,7 +93,7 @@ impl World {
 
     /// Workspace `ws`'s invoice log by id.
     pub fn find_invoice_log(&self, ws: Ws, id: &str) -> Option<&InvoiceLog> {
-        self.invoice_logs.get_in(id, ws).map(|r| &r.item)
+        self.invoice_logs.get_in(id, ws).map(|r| &*r.item)
     }
 
     /// One page of workspace `ws`'s invoice logs listed at `now` passing `keep`.
@@ -103,8 +106,10 @@ impl World {
         invoice_ids: &[String],
         keep: impl Fn(&InvoiceLog) -> bool,
     ) -> (Vec<&InvoiceLog>, Option<String>) {
-        self.invoice_logs
-            .page_keyed(invoice_ids, params, self.listed(ws, now), keep)
+        let (logs, cursor) =
+            self.invoice_logs
+                .page_keyed(invoice_ids, params, self.listed(ws, now), |l| keep(l));
+        (logs.into_iter().map(|l| &**l).collect(), cursor)
     }
 
     /// Cancels a `created` or `overdue` invoice; false (and nothing done) from any other status.
@@ -128,21 +133,22 @@ impl World {
             return false;
         };
         let rec = &mut row.item;
+        let invoice = Arc::make_mut(&mut rec.invoice);
         if let Some(a) = update.amount {
-            rec.invoice.amount = a;
-            rec.invoice.nominal_amount = a;
+            invoice.amount = a;
+            invoice.nominal_amount = a;
         }
         if let Some(d) = update.due {
             rec.due_at = d;
-            rec.invoice.due = timestamp(d);
-            if rec.invoice.status == InvoiceStatus::Overdue && d > now {
-                rec.invoice.status = InvoiceStatus::Created;
+            invoice.due = timestamp(d);
+            if invoice.status == InvoiceStatus::Overdue && d > now {
+                invoice.status = InvoiceStatus::Created;
             }
         }
         if let Some(e) = update.expiration {
-            rec.invoice.expiration = e;
+            invoice.expiration = e;
         }
-        rec.invoice.updated = timestamp(now);
+        invoice.updated = timestamp(now);
         let (due_at, expire_at) = (rec.due_at, rec.expires_at());
         self.schedule(due_at, Job::InvoiceOverdue(id.to_owned()));
         self.schedule(expire_at, Job::InvoiceExpire(id.to_owned()));
@@ -160,22 +166,22 @@ impl World {
         let Some((ws, invoice)) = self
             .invoices
             .get(invoice_id)
-            .map(|r| (r.ws, r.item.invoice.clone()))
+            .map(|r| (r.ws, Invoice::clone(&r.item.invoice)))
         else {
             return;
         };
-        let log = InvoiceLog {
+        let log = Arc::new(InvoiceLog {
             id: self.ids.next_id(),
             created: timestamp(now),
             log_type,
             errors: Vec::new(),
             invoice,
-        };
+        });
         self.invoice_logs.insert_keyed(
             log.id.clone(),
             now,
             ws,
-            log.clone(),
+            Arc::clone(&log),
             [log.invoice.id.clone()],
         );
         self.emit_event(ws, "invoice", EventLog::Invoice(log), now);
@@ -200,7 +206,7 @@ impl World {
         ) {
             return;
         }
-        let inv = &mut rec.invoice;
+        let inv = Arc::make_mut(&mut rec.invoice);
         if inv.nominal_amount == 0 {
             // An invoice of amount 0 accepts any amount; the payer picks one.
             inv.nominal_amount = any_amount_paid;
@@ -267,9 +273,10 @@ impl World {
             return;
         }
         rec.credited = true;
-        rec.invoice.fee = fee;
-        rec.invoice.transaction_ids = vec![transaction_id];
-        rec.invoice.updated = timestamp(now);
+        let invoice = Arc::make_mut(&mut rec.invoice);
+        invoice.fee = fee;
+        invoice.transaction_ids = vec![transaction_id];
+        invoice.updated = timestamp(now);
         let amount = rec.invoice.amount;
         self.move_balance(ws, amount - fee, now);
         self.counters.entry(ws.0).or_default().invoices_credited += 1;
@@ -322,8 +329,9 @@ impl World {
         if !from.contains(&row.item.invoice.status) {
             return false;
         }
-        row.item.invoice.status = to;
-        row.item.invoice.updated = timestamp(now);
+        let invoice = Arc::make_mut(&mut row.item.invoice);
+        invoice.status = to;
+        invoice.updated = timestamp(now);
         self.write_invoice_log(id, log_type, now);
         true
     }

@@ -24,6 +24,7 @@ mod transfers;
 mod workspaces;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
@@ -62,6 +63,7 @@ struct Settings {
     transfer_processing_delay: Duration,
     transfer_settle_delay: Duration,
     retry_schedule: Vec<Duration>,
+    keep_delivery_bodies: bool,
     /// `http://127.0.0.1:PORT`, for the `pdf` and `link` URLs of invoices.
     root_url: String,
 }
@@ -78,19 +80,19 @@ pub struct World {
     jobs: Scheduler,
     keys: SigningKeys,
     invoices: Table<InvoiceRec>,
-    invoice_logs: Table<InvoiceLog>,
+    invoice_logs: Table<Arc<InvoiceLog>>,
     /// Whether each invoice gets paid, and what "any amount" invoices are paid.
     pay_rng: ChaCha8Rng,
     /// Which credited invoices are reversed, fully or by how much, and when.
     reversal_rng: ChaCha8Rng,
     transfers: Table<TransferRec>,
-    transfer_logs: Table<TransferLog>,
+    transfer_logs: Table<Arc<TransferLog>>,
     /// (workspace, externalId) → transfer id, for the uniqueness rule.
     external_ids: HashMap<(Ws, String), String>,
     webhooks: Table<Webhook>,
     events: Table<EventRec>,
     attempts: Table<EventAttempt>,
-    deliveries: Vec<Delivery>,
+    deliveries: Vec<Arc<Delivery>>,
     dice: FaultDice,
     /// `/v2` requests received so far; numbers the injected faults.
     requests: u64,
@@ -120,6 +122,7 @@ impl World {
             transfer_processing_delay: config.transfer_processing_delay,
             transfer_settle_delay: config.transfer_settle_delay,
             retry_schedule: config.retry_schedule.clone(),
+            keep_delivery_bodies: config.keep_delivery_bodies,
             root_url,
         };
         let key = config

@@ -10,6 +10,8 @@
 //! Reversals come from a PATCH, from `SandboxHandle::reverse_invoice`, or by themselves at
 //! `SandboxConfig::reversal_rate` some time after the credit (a payer's refund claim).
 
+use std::sync::Arc;
+
 use rand::RngExt as _;
 use stark_client::{Invoice, InvoiceLogType, InvoiceStatus};
 use time::OffsetDateTime;
@@ -77,17 +79,18 @@ impl World {
                 left,
             });
         }
-        rec.invoice.amount -= cents;
+        let invoice = Arc::make_mut(&mut rec.invoice);
+        invoice.amount -= cents;
         // "All but the first are reversals" (the SDK's doc of transactionIds).
-        rec.invoice.transaction_ids.push(transaction_id);
-        rec.invoice.updated = timestamp(now);
+        invoice.transaction_ids.push(transaction_id);
+        invoice.updated = timestamp(now);
         self.counters.entry(owner.0).or_default().reversals += 1;
         if !rec.reversed {
             rec.reversed = true;
             self.counters.entry(owner.0).or_default().invoices_reversed += 1;
             self.reversed_invoices.push(id.to_owned());
         }
-        let invoice = rec.invoice.clone();
+        let invoice = Invoice::clone(&rec.invoice);
         self.move_balance(owner, -cents, now);
         self.write_invoice_log(id, InvoiceLogType::Reversed, now);
         Ok(invoice)

@@ -2,6 +2,7 @@
 //! `created` → `processing` → `success` or `failed` (or `canceled` while scheduled).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use stark_client::{EventLog, Transfer, TransferLog, TransferStatus};
@@ -88,8 +89,9 @@ pub struct SameDayKey {
 /// A transfer and what the lifecycle needs beyond the API object.
 #[derive(Debug, Clone)]
 pub struct TransferRec {
-    /// The transfer as the API shows it.
-    pub transfer: Transfer,
+    /// The transfer as the API shows it, shared with the snapshots taken since it last changed
+    /// (a change copies it first: `Arc::make_mut`).
+    pub transfer: Arc<Transfer>,
     /// When processing may start.
     pub scheduled_at: OffsetDateTime,
     /// The scheduled day, for the same-day duplicate rule.
@@ -131,7 +133,7 @@ impl World {
                 .insert((ws, external_id.clone()), id.clone());
         }
         let start = rec.scheduled_at.max(now);
-        let transfer = rec.transfer.clone();
+        let transfer = Transfer::clone(&rec.transfer);
         let tags = rec.transfer.tags.clone();
         self.transfers.insert_keyed(id.clone(), now, ws, rec, tags);
         self.counters.entry(ws.0).or_default().transfers_created += 1;
@@ -190,7 +192,7 @@ impl World {
 
     /// Workspace `ws`'s transfer log by id.
     pub fn find_transfer_log(&self, ws: Ws, id: &str) -> Option<&TransferLog> {
-        self.transfer_logs.get_in(id, ws).map(|r| &r.item)
+        self.transfer_logs.get_in(id, ws).map(|r| &*r.item)
     }
 
     /// One page of workspace `ws`'s transfer logs listed at `now` passing `keep`.
@@ -201,7 +203,10 @@ impl World {
         params: &ListParams,
         keep: impl Fn(&TransferLog) -> bool,
     ) -> (Vec<&TransferLog>, Option<String>) {
-        self.transfer_logs.page(params, self.listed(ws, now), keep)
+        let (logs, cursor) = self
+            .transfer_logs
+            .page(params, self.listed(ws, now), |l| keep(l));
+        (logs.into_iter().map(|l| &**l).collect(), cursor)
     }
 
     /// Cancels workspace `ws`'s transfer if it is still `created` and scheduled for later, and
@@ -219,8 +224,9 @@ impl World {
         if rec.transfer.status != TransferStatus::Created || rec.scheduled_at <= now {
             return CancelOutcome::NotScheduled;
         }
-        rec.transfer.status = TransferStatus::Canceled;
-        rec.transfer.updated = timestamp(now);
+        let transfer = Arc::make_mut(&mut rec.transfer);
+        transfer.status = TransferStatus::Canceled;
+        transfer.updated = timestamp(now);
         self.write_transfer_log(id, TransferLogType::Canceled, Vec::new(), now);
         CancelOutcome::Canceled
     }
@@ -236,19 +242,19 @@ impl World {
         let Some((ws, transfer)) = self
             .transfers
             .get(transfer_id)
-            .map(|r| (r.ws, r.item.transfer.clone()))
+            .map(|r| (r.ws, Transfer::clone(&r.item.transfer)))
         else {
             return;
         };
-        let log = TransferLog {
+        let log = Arc::new(TransferLog {
             id: self.ids.next_id(),
             created: timestamp(now),
             log_type: log_type.as_str().to_owned(),
             errors,
             transfer,
-        };
+        });
         self.transfer_logs
-            .insert(log.id.clone(), now, ws, log.clone());
+            .insert(log.id.clone(), now, ws, Arc::clone(&log));
         self.emit_event(ws, "transfer", EventLog::Transfer(log), now);
     }
 
@@ -268,9 +274,10 @@ impl World {
             return;
         }
         let cost = rec.transfer.amount + fee;
-        rec.transfer.status = TransferStatus::Processing;
-        rec.transfer.fee = fee;
-        rec.transfer.updated = timestamp(now);
+        let transfer = Arc::make_mut(&mut rec.transfer);
+        transfer.status = TransferStatus::Processing;
+        transfer.fee = fee;
+        transfer.updated = timestamp(now);
         if cost <= balance {
             rec.debited = true;
             self.move_balance(ws, -cost, now);
@@ -297,14 +304,15 @@ impl World {
         if rec.transfer.status != TransferStatus::Processing {
             return;
         }
-        rec.transfer.updated = timestamp(now);
+        let transfer = Arc::make_mut(&mut rec.transfer);
+        transfer.updated = timestamp(now);
         if rec.debited {
-            rec.transfer.status = TransferStatus::Success;
-            rec.transfer.transaction_ids = vec![transaction_id];
+            transfer.status = TransferStatus::Success;
+            transfer.transaction_ids = vec![transaction_id];
             self.counters.entry(ws.0).or_default().transfers_settled += 1;
             self.write_transfer_log(id, TransferLogType::Success, Vec::new(), now);
         } else {
-            rec.transfer.status = TransferStatus::Failed;
+            transfer.status = TransferStatus::Failed;
             self.counters.entry(ws.0).or_default().transfers_failed += 1;
             let needed = rec.transfer.amount + rec.transfer.fee;
             let errors = vec![json!(format!(

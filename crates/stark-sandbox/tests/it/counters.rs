@@ -1,5 +1,7 @@
 //! `SandboxHandle::counters`: the cheap progress numbers agree with the full state.
 
+use std::sync::Arc;
+
 use stark_client::{InvoiceStatus, TransferStatus};
 use stark_sandbox::{Counters, SandboxConfig, SandboxState};
 
@@ -186,8 +188,8 @@ async fn reversed_state_is_the_full_state_cut_to_reversed_invoices_and_their_tra
         items.sort_by_key(|item| id(item));
         items
     }
-    let invoice_id = |i: &stark_client::Invoice| i.id.clone();
-    let log_id = |l: &stark_client::InvoiceLog| l.id.clone();
+    let invoice_id = |i: &Arc<stark_client::Invoice>| i.id.clone();
+    let log_id = |l: &Arc<stark_client::InvoiceLog>| l.id.clone();
     assert_eq!(
         sorted(cut.invoices.clone(), invoice_id),
         sorted(

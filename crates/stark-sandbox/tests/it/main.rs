@@ -11,5 +11,6 @@ mod lifecycle;
 mod listing;
 mod reversals;
 mod schedule;
+mod snapshots;
 mod webhooks;
 mod workspaces;
