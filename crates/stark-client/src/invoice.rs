@@ -1,5 +1,7 @@
 //! Invoices (Pix dynamic QR charges): `/v2/invoice`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -259,8 +261,10 @@ pub struct InvoiceLog {
     /// Errors attached by Stark (usually empty).
     #[serde(default)]
     pub errors: Vec<Value>,
-    /// The invoice after the change.
-    pub invoice: Invoice,
+    /// The invoice after the change. In an [`Arc`] so that a holder of an invoice and all its
+    /// logs (the local sandbox keeps a whole campaign) can share the versions that did not
+    /// change instead of copying the invoice into every log.
+    pub invoice: Arc<Invoice>,
 }
 
 /// `GET /v2/invoice/{id}/payment`: who paid.

@@ -1,5 +1,7 @@
 //! Transfers (Pix or TED): `/v2/transfer`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -153,8 +155,9 @@ pub struct TransferLog {
     /// Errors attached by Stark.
     #[serde(default)]
     pub errors: Vec<Value>,
-    /// The transfer after the change.
-    pub transfer: Transfer,
+    /// The transfer after the change, in an [`Arc`] for the same reason as
+    /// [`crate::InvoiceLog::invoice`].
+    pub transfer: Arc<Transfer>,
 }
 
 /// Filters of `GET /v2/transfer`.

@@ -156,7 +156,8 @@ impl World {
         true
     }
 
-    /// Writes a log with the invoice's current snapshot and emits its events.
+    /// Writes a log with the invoice as it is now (the table and the log share it until the
+    /// invoice next changes) and emits its events.
     pub(super) fn write_invoice_log(
         &mut self,
         invoice_id: &str,
@@ -166,7 +167,7 @@ impl World {
         let Some((ws, invoice)) = self
             .invoices
             .get(invoice_id)
-            .map(|r| (r.ws, Invoice::clone(&r.item.invoice)))
+            .map(|r| (r.ws, Arc::clone(&r.item.invoice)))
         else {
             return;
         };

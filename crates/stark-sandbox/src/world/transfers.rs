@@ -231,7 +231,8 @@ impl World {
         CancelOutcome::Canceled
     }
 
-    /// Writes a transfer log with the transfer's current snapshot and emits its events.
+    /// Writes a transfer log with the transfer as it is now (shared with the table until it next
+    /// changes) and emits its events.
     fn write_transfer_log(
         &mut self,
         transfer_id: &str,
@@ -242,7 +243,7 @@ impl World {
         let Some((ws, transfer)) = self
             .transfers
             .get(transfer_id)
-            .map(|r| (r.ws, Transfer::clone(&r.item.transfer)))
+            .map(|r| (r.ws, Arc::clone(&r.item.transfer)))
         else {
             return;
         };

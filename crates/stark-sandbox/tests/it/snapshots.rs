@@ -104,6 +104,19 @@ async fn a_snapshot_shares_unchanged_rows_and_keeps_the_rows_it_saw() {
             .all(|(x, y)| Arc::ptr_eq(x, y))
     );
 
+    // An invoice and its latest log share one copy; earlier logs keep the versions they saw.
+    for invoice in &after.invoices {
+        let logs: Vec<_> = after
+            .invoice_logs
+            .iter()
+            .filter(|l| l.invoice.id == invoice.id)
+            .collect();
+        assert_eq!(logs.len(), 3, "created, paid, credited");
+        assert!(Arc::ptr_eq(&logs[2].invoice, invoice));
+        assert!(!Arc::ptr_eq(&logs[0].invoice, &logs[1].invoice));
+        assert_eq!(logs[0].invoice.status, InvoiceStatus::Created);
+    }
+
     // Each event carries the very log the log listing holds.
     for event in &after.events {
         let EventLog::Invoice(log) = &event.log else {
