@@ -189,24 +189,45 @@ pub fn settled_invoices(state: &SandboxState, lifecycle: Duration) -> bool {
 pub fn missing_payouts(state: &SandboxState, transfer_fee: i64) -> Vec<String> {
     let audit = audit_state(state, None, &Receiver::default(), transfer_fee);
     let unpaid: HashSet<&str> = audit.unpaid_invoices().collect();
+    // Indexed once: a campaign that falls behind can leave thousands unpaid among hundreds of
+    // thousands of events, and a scan per invoice made this report take hours.
+    let mut credited_events: HashMap<&str, Vec<&stark_client::Event>> = HashMap::new();
+    for event in &state.events {
+        if let Some(log) = event.invoice_log()
+            && log.log_type == InvoiceLogType::Credited
+            && unpaid.contains(log.invoice.id.as_str())
+        {
+            credited_events
+                .entry(log.invoice.id.as_str())
+                .or_default()
+                .push(event);
+        }
+    }
+    let wanted: HashSet<&str> = credited_events
+        .values()
+        .flatten()
+        .map(|e| e.id.as_str())
+        .collect();
+    let mut tries_of: HashMap<&str, Vec<String>> = HashMap::new();
+    for d in state
+        .deliveries
+        .iter()
+        .filter(|d| wanted.contains(d.event_id.as_str()))
+    {
+        tries_of
+            .entry(d.event_id.as_str())
+            .or_default()
+            .push(format!("try {} at {}: {:?}", d.try_number, d.at, d.outcome));
+    }
     ours(state)
         .filter(|i| unpaid.contains(i.id.as_str()))
         .map(|invoice| {
-            let events: Vec<String> = state
-                .events
-                .iter()
-                .filter(|e| {
-                    e.invoice_log().is_some_and(|l| {
-                        l.invoice.id == invoice.id && l.log_type == InvoiceLogType::Credited
-                    })
-                })
+            let events: Vec<String> = credited_events
+                .get(invoice.id.as_str())
+                .into_iter()
+                .flatten()
                 .map(|event| {
-                    let tries: Vec<String> = state
-                        .deliveries
-                        .iter()
-                        .filter(|d| d.event_id == event.id)
-                        .map(|d| format!("try {} at {}: {:?}", d.try_number, d.at, d.outcome))
-                        .collect();
+                    let tries = tries_of.get(event.id.as_str()).cloned().unwrap_or_default();
                     format!(
                         "event {} created {} delivered={:?} [{}]",
                         event.id,
@@ -648,4 +669,75 @@ fn write_row(f: &mut fmt::Formatter<'_>, label: &str, row: &HourRow) -> fmt::Res
         row.transferred,
         format_brl(row.transferred_cents)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use stark_client::NewInvoice;
+    use stark_sandbox::{Sandbox, SandboxConfig};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_payouts_names_each_unpaid_invoice_with_its_own_credited_event() {
+        let sandbox = Sandbox::start(SandboxConfig {
+            speed: 600.0,
+            pay_probability: 1.0,
+            pay_delay: Duration::from_secs(60),
+            retry_schedule: Vec::new(),
+            delivery_timeout: Duration::from_secs(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let (project, key) = sandbox.new_project();
+        let client = sandbox.client(&project, key).unwrap();
+        // Nothing listens there: every delivery fails, so no payout is ever made.
+        client
+            .create_webhook("http://127.0.0.1:9/hook", &["invoice".into()])
+            .await
+            .unwrap();
+        let new = |amount| NewInvoice {
+            amount,
+            tax_id: "012.345.678-90".into(),
+            name: "Ana Souza".into(),
+            ..Default::default()
+        };
+        let created = client
+            .create_invoices(&[new(1_000), new(2_000), new(3_000)])
+            .await
+            .unwrap();
+        let state = sandbox
+            .wait_for(Duration::from_secs(20), |s| {
+                s.deliveries.len() == 9 && s.counters.invoices_credited == 3
+            })
+            .await
+            .unwrap();
+        let lines = missing_payouts(&state, 50);
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        for invoice in &created {
+            let credited = state
+                .events
+                .iter()
+                .find(|e| {
+                    e.invoice_log().is_some_and(|l| {
+                        l.invoice.id == invoice.id && l.log_type == InvoiceLogType::Credited
+                    })
+                })
+                .expect("a credited event");
+            let line = lines
+                .iter()
+                .find(|l| l.starts_with(&format!("invoice {} ", invoice.id)))
+                .unwrap_or_else(|| panic!("{} missing from {lines:#?}", invoice.id));
+            assert!(line.contains(&format!("event {} ", credited.id)), "{line}");
+            assert_eq!(line.matches("event ").count(), 1, "only its own: {line}");
+            assert!(
+                line.contains("try 1 at ") && line.contains("BadConnection"),
+                "{line}"
+            );
+        }
+        sandbox.shutdown().await;
+    }
 }
