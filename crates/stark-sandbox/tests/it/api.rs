@@ -517,12 +517,8 @@ async fn webhooks_create_list_get_delete() {
 #[tokio::test]
 async fn events_list_get_patch_delete_and_attempts() {
     let env = start(fast()).await;
-    let hook = receiver(None).await;
+    let hook = env.invoice_hook(None).await;
     hook.set_status(500);
-    env.client
-        .create_webhook(&hook.url, &["invoice".into()])
-        .await
-        .unwrap();
     let created = env
         .client
         .create_invoices(&[invoice(100, "a"), invoice(200, "b")])

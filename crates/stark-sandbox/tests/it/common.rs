@@ -57,6 +57,17 @@ pub async fn start(config: SandboxConfig) -> Env {
 }
 
 impl Env {
+    /// A [`receiver`] registered as this project's webhook for invoice events: what most
+    /// delivery tests start from.
+    pub async fn invoice_hook(&self, verifier: Option<Client>) -> Receiver {
+        let hook = receiver(verifier).await;
+        self.client
+            .create_webhook(&hook.url, &["invoice".into()])
+            .await
+            .expect("webhook registered");
+        hook
+    }
+
     /// Moves sandbox time past the listing lag, so that list queries show everything created
     /// so far (a GET by id needs no such wait).
     pub fn past_listing_lag(&self) {

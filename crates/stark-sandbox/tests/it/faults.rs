@@ -211,11 +211,7 @@ async fn applied_but_lost_answers_repeat_for_a_seed_and_creates_did_happen() {
 /// event has been delivered, so that webhook faults meet events in a fixed order.
 async fn webhook_run(faults: FaultConfig, n: usize, verify: bool) -> (SandboxState, Receiver) {
     let env = start(fast()).await;
-    let hook = receiver(verify.then(|| env.client.clone())).await;
-    env.client
-        .create_webhook(&hook.url, &["invoice".into()])
-        .await
-        .unwrap();
+    let hook = env.invoice_hook(verify.then(|| env.client.clone())).await;
     env.sandbox.set_faults(faults).unwrap();
     for i in 0..n {
         env.client
@@ -298,11 +294,7 @@ async fn rotated_keys_repeat_for_a_seed_and_receivers_still_verify() {
 
 async fn out_of_order_run(faults: FaultConfig) -> (Vec<usize>, Vec<usize>) {
     let env = start(fast()).await;
-    let hook = receiver(None).await;
-    env.client
-        .create_webhook(&hook.url, &["invoice".into()])
-        .await
-        .unwrap();
+    let hook = env.invoice_hook(None).await;
     env.sandbox.set_faults(faults).unwrap();
     for i in 0..10 {
         env.client
@@ -444,11 +436,7 @@ async fn an_outage_answers_503_and_holds_webhooks_until_it_ends() {
         ..fast()
     })
     .await;
-    let hook = receiver(None).await;
-    env.client
-        .create_webhook(&hook.url, &["invoice".to_owned()])
-        .await
-        .unwrap();
+    let hook = env.invoice_hook(None).await;
     let created = env
         .client
         .create_invoices(&[invoice(10_000, "outage")])
@@ -507,11 +495,7 @@ async fn an_outage_answers_503_and_holds_webhooks_until_it_ends() {
 #[tokio::test]
 async fn lost_webhooks_are_never_posted_and_leave_failed_attempts() {
     let env = start(fast()).await;
-    let hook = receiver(None).await;
-    env.client
-        .create_webhook(&hook.url, &["invoice".into()])
-        .await
-        .unwrap();
+    let hook = env.invoice_hook(None).await;
     env.sandbox
         .set_faults(FaultConfig {
             seed: 3,

@@ -33,11 +33,7 @@ async fn credited(env: &Env, amounts: &[i64]) -> Vec<String> {
 #[tokio::test]
 async fn an_invoice_can_be_reversed_in_parts_then_fully_and_each_part_leaves_the_balance() {
     let env = start(paying()).await;
-    let hook = receiver(Some(env.client.clone())).await;
-    env.client
-        .create_webhook(&hook.url, &["invoice".into()])
-        .await
-        .unwrap();
+    let hook = env.invoice_hook(Some(env.client.clone())).await;
     let fee = SandboxConfig::default().invoice_fee;
     let ids = credited(&env, &[10_000]).await;
     let id = &ids[0];

@@ -25,11 +25,7 @@ async fn a_snapshot_shares_unchanged_rows_and_keeps_the_rows_it_saw() {
         ..fast()
     })
     .await;
-    let hook = receiver(None).await;
-    env.client
-        .create_webhook(&hook.url, &["invoice".into()])
-        .await
-        .unwrap();
+    let _hook = env.invoice_hook(None).await;
     let created = env
         .client
         .create_invoices(&[invoice(1_500, "snap"), invoice(2_500, "snap")])
@@ -139,11 +135,7 @@ async fn without_delivery_bodies_every_delivery_is_still_recorded_and_signed() {
         ..fast()
     })
     .await;
-    let hook = receiver(Some(env.client.clone())).await;
-    env.client
-        .create_webhook(&hook.url, &["invoice".into()])
-        .await
-        .unwrap();
+    let hook = env.invoice_hook(Some(env.client.clone())).await;
     env.client
         .create_invoices(&[invoice(1_000, "bodiless"), invoice(2_000, "bodiless")])
         .await

@@ -103,12 +103,8 @@ async fn failed_deliveries_are_retried_on_stark_schedule_then_left_undelivered()
         ..fast()
     })
     .await;
-    let hook = receiver(None).await;
+    let hook = env.invoice_hook(None).await;
     hook.set_status(503);
-    env.client
-        .create_webhook(&hook.url, &["invoice".into()])
-        .await
-        .unwrap();
     let created = env
         .client
         .create_invoices(&[invoice(100, "retried")])
