@@ -13,8 +13,9 @@
 //! whose transfers all failed terminally (insufficient balance, the receiver's bank) is made
 //! again under the next generation of the key (`payout-<invoice id>-2`, at most
 //! [`MAX_PAYOUT_GENERATIONS`](pipeline_domain::vocab::MAX_PAYOUT_GENERATIONS)), never while an
-//! earlier one is live; and no transfer is made while the balance (`GET /v2/balance`) does not
-//! cover the amount plus the transfer fee.
+//! earlier one is live; and no transfer is made while the balance (`GET /v2/balance`), less
+//! what this instance has committed to transfers Stark has not debited yet (module
+//! `commitments`), does not cover the amount plus the transfer fee.
 //!
 //! A payout is acked only once Stark shows its transfer `success`. Stark usually completes a
 //! transfer within moments, so the delivery that made it (or found it `created`/`processing`)
@@ -62,7 +63,9 @@ use pipeline_service::records::transfer_record;
 use pipeline_service::serve::{Server, all_interfaces, loopback};
 use stark_client::{Client, NewTransfer, TransferQuery};
 
+mod commitments;
 mod verify;
+use commitments::Commitments;
 use verify::{NotOwed, Owed};
 
 /// Reads the payout account from `PAYOUT_*`, each variable defaulting to the project's fixed
@@ -184,6 +187,7 @@ struct AppState {
     transfer_fee: i64,
     settle_wait: Duration,
     locks: KeyedLocks,
+    commitments: Commitments,
 }
 
 /// `POST /push`.
@@ -195,6 +199,7 @@ pub fn router(config: &Config, deps: Deps) -> Router {
         transfer_fee: config.transfer_fee,
         settle_wait: config.settle_wait,
         locks: KeyedLocks::default(),
+        commitments: Commitments::default(),
     });
     Router::new()
         .route("/push", post(handle))
@@ -236,8 +241,14 @@ enum PayoutError {
     InFlight { id: String, status: &'static str },
     #[error("payout transfer {id} failed; the next delivery makes it again under the next key")]
     FailedWhileWaiting { id: String },
-    #[error("the balance ({balance} cents) does not cover {needed} cents yet")]
-    WaitingForBalance { balance: i64, needed: i64 },
+    #[error(
+        "the balance ({balance} cents, {committed} of them committed to payouts Stark has not debited yet) does not cover {needed} cents yet"
+    )]
+    WaitingForBalance {
+        balance: i64,
+        committed: i64,
+        needed: i64,
+    },
 }
 
 impl From<stark_client::Error> for PayoutError {
@@ -375,14 +386,19 @@ async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode,
     let balance = state.stark.get_balance().await?.amount;
     // What Stark will debit: the payout and the transfer's own fee.
     let needed = due.saturating_add(state.transfer_fee);
-    if balance < needed {
+    if let Err(committed) = state.commitments.try_commit(&key, needed, balance) {
         tracing::info!(
             event = "payout_waiting_for_balance",
             balance,
+            committed,
             needed,
-            "the balance does not cover the payout and its fee yet; waiting"
+            "the balance, less what other payouts will take, does not cover the payout and its fee yet; waiting"
         );
-        return Err(PayoutError::WaitingForBalance { balance, needed });
+        return Err(PayoutError::WaitingForBalance {
+            balance,
+            committed,
+            needed,
+        });
     }
     let transfer = payout_transfer(&state.receiver, due, &key);
     match state
@@ -392,9 +408,11 @@ async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode,
     {
         Ok(created) => {
             let Some(made) = created.first().map(transfer_record) else {
-                // Stark answered a create without the transfer: look it up next time.
+                // Stark answered a create without the transfer: look it up next time (it stays
+                // committed meanwhile).
                 return Err(PayoutError::NotVisibleYet);
             };
+            state.commitments.observe(&made, state.transfer_fee);
             tracing::info!(
                 event = "transfer_created",
                 transfer_id = %made.id,
@@ -419,6 +437,7 @@ async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode,
                 None if err.kind() == stark_client::ErrorKind::Rejected
                     && !err.has_code(DUPLICATE_EXTERNAL_ID) =>
                 {
+                    state.commitments.release(&key);
                     Err(PayoutError::Refused(err))
                 }
                 None => {
@@ -427,7 +446,11 @@ async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode,
                 }
             }
         }
-        Err(err) => Err(err.into()),
+        // Certainly not applied: nothing will take the money.
+        Err(err) => {
+            state.commitments.release(&key);
+            Err(err.into())
+        }
     }
 }
 
@@ -500,6 +523,7 @@ async fn await_completion(state: &AppState, live: &TransferRecord) -> Option<Tra
         match state.stark.get_transfer(&live.id).await {
             Ok(transfer) => {
                 let record = transfer_record(&transfer);
+                state.commitments.observe(&record, state.transfer_fee);
                 let done = !pending(&record);
                 latest = Some(record);
                 if done {
@@ -523,14 +547,18 @@ async fn payouts_of(
         tags: vec![InvoiceTag::for_invoice(invoice_id).to_string()],
         ..Default::default()
     };
-    Ok(state
+    let payouts: Vec<TransferRecord> = state
         .stark
         .query_transfers(&query)
         .await?
         .iter()
         .map(transfer_record)
         .filter(|t| t.key.as_ref().is_some_and(|k| k.invoice_id() == invoice_id))
-        .collect())
+        .collect();
+    for payout in &payouts {
+        state.commitments.observe(payout, state.transfer_fee);
+    }
+    Ok(payouts)
 }
 
 /// The transfer made under `key`, if Stark lists it.

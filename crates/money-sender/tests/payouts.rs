@@ -383,6 +383,50 @@ async fn a_payout_waits_for_the_balance_then_a_failed_one_is_made_again_once() {
 }
 
 #[tokio::test]
+async fn payouts_do_not_commit_one_balance_twice_before_stark_debits_it() {
+    // Stark debits a transfer only when it processes it (an hour later here), so until then the
+    // balance still shows the money the first payout will take.
+    let stark = stark(slow_transfers()).await;
+    let url = format!("{}/push", money_sender_at(&stark).await);
+    let first = credited_invoice(&stark, "r-30", 10_000).await;
+    let second = credited_invoice(&stark, "r-31", 10_000).await;
+    let other = credited_invoice(&stark, "r-32", 10_000).await;
+    // The balance (29 850 − 10 000 = 19 850) covers one payout of 9 900 + 50, not two.
+    stark.sandbox.reverse_invoice(&other.id, 10_000).unwrap();
+    let (logs, _guard) = LogCapture::start();
+    let tasks: Vec<_> = [&first, &second]
+        .map(|invoice| {
+            let url = url.clone();
+            let message = paid(invoice, 10_000);
+            tokio::spawn(async move { push(&url, &message).await })
+        })
+        .into_iter()
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 503);
+    }
+    assert_eq!(transfers(&stark).len(), 1, "{:?}", logs.lines());
+    let waiting = logs.events("payout_waiting_for_balance");
+    assert_eq!(waiting.len(), 1, "{:?}", logs.lines());
+    assert_eq!(waiting[0]["fields"]["committed"], 9_950, "{waiting:?}");
+    let made = transfers(&stark)[0].external_id.clone().unwrap();
+    let (paid_first, waiting_one) = if made == format!("payout-{}", first.id) {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    // Once Stark debited the first payout and a new credit covers the second, both are paid,
+    // and no transfer ever failed for want of balance.
+    assert_eq!(deliver(&stark, &url, &paid(paid_first, 10_000)).await, 200);
+    assert_eq!(push(&url, &paid(waiting_one, 10_000)).await, 503);
+    assert_eq!(transfers(&stark).len(), 1, "9 900 left, 9 950 needed");
+    credited_invoice(&stark, "r-33", 10_000).await;
+    assert_eq!(deliver(&stark, &url, &paid(waiting_one, 10_000)).await, 200);
+    let states: Vec<_> = transfers(&stark).iter().map(|t| t.status).collect();
+    assert_eq!(states, [TransferStatus::Success, TransferStatus::Success]);
+}
+
+#[tokio::test]
 async fn stark_faults_answer_503_and_nothing_is_paid() {
     let (stark, url) = setup().await;
     let invoice = credited_invoice(&stark, "r-15", 1_000).await;

@@ -1,0 +1,192 @@
+//! Money this instance has committed to payout transfers that Stark has not debited yet.
+//!
+//! Stark checks and debits a transfer's amount when it processes the transfer, after it sat
+//! `created` for a while; until then `GET /v2/balance` still shows the money the transfer will
+//! take. Payouts that each check that balance would all see it cover them, and every transfer
+//! beyond it would fail at processing, using up one of its invoice's payout generations: at
+//! 100× the invoice rate, with reversals draining the balance, a few invoices lost all three
+//! and were dead-lettered. So the balance check subtracts what is committed here: the transfers
+//! this instance made, or saw `created`, and has not seen in another state since.
+//!
+//! Seeing a transfer `processing` (debited, or failing) or final releases it. A commitment that
+//! is never seen again (its redelivery went to another instance) lapses after
+//! [`COMMITMENT_TTL`]: until then it only makes payouts wait, never makes one fail. Counting
+//! a transfer Stark has already debited is harmless the same way.
+//!
+//! Per instance: what another instance committed and this one never saw is not counted, so two
+//! instances can still overlap within Stark's `created` window (the README says so).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pipeline_domain::audit::{TransferRecord, TransferState};
+use pipeline_domain::vocab::PayoutKey;
+
+/// How long a commitment lasts without being seen again: far longer than Stark takes to start
+/// processing a transfer, short enough that a forgotten one delays payouts only for a while.
+pub const COMMITMENT_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The committed transfers, by payout key, with their cost (amount plus transfer fee).
+#[derive(Debug, Default)]
+pub struct Commitments {
+    by_key: Mutex<HashMap<PayoutKey, Commitment>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Commitment {
+    cost: i64,
+    seen: Instant,
+}
+
+impl Commitments {
+    /// Commits `cost` under `key` if `balance`, less everything else committed, covers it;
+    /// otherwise returns what is committed. The check and the commit are one step, so two
+    /// payouts cannot both count the same money.
+    pub fn try_commit(&self, key: &PayoutKey, cost: i64, balance: i64) -> Result<(), i64> {
+        self.try_commit_at(key, cost, balance, Instant::now())
+    }
+
+    fn try_commit_at(
+        &self,
+        key: &PayoutKey,
+        cost: i64,
+        balance: i64,
+        now: Instant,
+    ) -> Result<(), i64> {
+        let mut by_key = self.by_key.lock().expect("commitments");
+        by_key.retain(|_, c| now.duration_since(c.seen) < COMMITMENT_TTL);
+        let committed = by_key
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .fold(0i64, |sum, (_, c)| sum.saturating_add(c.cost));
+        if balance.saturating_sub(committed) < cost {
+            return Err(committed);
+        }
+        by_key.insert(key.clone(), Commitment { cost, seen: now });
+        Ok(())
+    }
+
+    /// Forgets `key`: its transfer was certainly not made.
+    pub fn release(&self, key: &PayoutKey) {
+        self.by_key.lock().expect("commitments").remove(key);
+    }
+
+    /// Updates from `transfer` as Stark showed it: committed (for its amount plus `fee`)
+    /// while it may still take money without having done so, released otherwise.
+    pub fn observe(&self, transfer: &TransferRecord, fee: i64) {
+        let Some(key) = &transfer.key else {
+            return;
+        };
+        let mut by_key = self.by_key.lock().expect("commitments");
+        match transfer.state {
+            TransferState::Created | TransferState::Unknown => {
+                let cost = transfer.amount.saturating_add(fee);
+                by_key.insert(
+                    key.clone(),
+                    Commitment {
+                        cost,
+                        seen: Instant::now(),
+                    },
+                );
+            }
+            TransferState::Processing
+            | TransferState::Success
+            | TransferState::Failed
+            | TransferState::Canceled => {
+                by_key.remove(key);
+            }
+        }
+    }
+
+    /// The total committed now (for tests and logs).
+    #[cfg(test)]
+    fn total(&self) -> i64 {
+        self.by_key
+            .lock()
+            .expect("commitments")
+            .values()
+            .map(|c| c.cost)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline_domain::receiver::Account;
+
+    fn key(invoice: &str) -> PayoutKey {
+        PayoutKey::for_invoice(invoice)
+    }
+
+    fn record(invoice: &str, state: TransferState) -> TransferRecord {
+        TransferRecord {
+            id: format!("t-{invoice}"),
+            key: Some(key(invoice)),
+            amount: 900,
+            state,
+            account: Account::default(),
+        }
+    }
+
+    #[test]
+    fn a_balance_covers_each_commitment_once() {
+        let commitments = Commitments::default();
+        assert_eq!(commitments.try_commit(&key("1"), 1_000, 1_500), Ok(()));
+        assert_eq!(commitments.try_commit(&key("2"), 1_000, 1_500), Err(1_000));
+        // The same key again (a redelivery that retries its own create) does not count itself.
+        assert_eq!(commitments.try_commit(&key("1"), 1_000, 1_500), Ok(()));
+        assert_eq!(commitments.total(), 1_000);
+        commitments.release(&key("1"));
+        assert_eq!(commitments.try_commit(&key("2"), 1_000, 1_500), Ok(()));
+    }
+
+    #[test]
+    fn a_commitment_never_seen_again_lapses() {
+        let commitments = Commitments::default();
+        let start = Instant::now();
+        assert_eq!(
+            commitments.try_commit_at(&key("1"), 1_000, 1_500, start),
+            Ok(())
+        );
+        let almost = start + COMMITMENT_TTL - Duration::from_secs(1);
+        assert_eq!(
+            commitments.try_commit_at(&key("2"), 1_000, 1_500, almost),
+            Err(1_000)
+        );
+        let lapsed = start + COMMITMENT_TTL;
+        assert_eq!(
+            commitments.try_commit_at(&key("2"), 1_000, 1_500, lapsed),
+            Ok(())
+        );
+        assert_eq!(commitments.total(), 1_000, "only the new one is left");
+    }
+
+    #[test]
+    fn a_transfer_is_committed_until_seen_past_created() {
+        let commitments = Commitments::default();
+        commitments.observe(&record("1", TransferState::Created), 100);
+        assert_eq!(commitments.total(), 1_000, "seen created: amount plus fee");
+        commitments.observe(&record("1", TransferState::Unknown), 100);
+        assert_eq!(
+            commitments.total(),
+            1_000,
+            "a status we do not know may still take money"
+        );
+        for done in [
+            TransferState::Processing,
+            TransferState::Success,
+            TransferState::Failed,
+            TransferState::Canceled,
+        ] {
+            commitments.observe(&record("1", TransferState::Created), 100);
+            commitments.observe(&record("1", done), 100);
+            assert_eq!(commitments.total(), 0, "{done:?} releases it");
+        }
+        let mut untagged = record("2", TransferState::Created);
+        untagged.key = None;
+        commitments.observe(&untagged, 100);
+        assert_eq!(commitments.total(), 0, "not a payout of ours");
+    }
+}
