@@ -22,14 +22,13 @@ use pipeline_service::publisher::{OutgoingMessage, PublishError, Publisher};
 
 /// Most POSTs one subscription has in flight at once. Waiting for a slot does not count
 /// against the ack deadline. Pub/Sub's own window grows with successful answers (it adjusts
-/// the push rate to the rate of successes), so this is a stand-in. 32, measured both ways:
-/// 128 let a 1 000× campaign pay about 190 payouts a second instead of 115 (money-sender waits
-/// about 0.1 s for each payout to settle at `--speed 180`), but also let 128 payouts check one
-/// balance at once while reversals drain it, and 3 of 4 runs at 100× then lost a few payouts
-/// whose three generations all failed for want of balance (373 failed transfers in the run
-/// that passed); with 32, 2 of 2 passed with 104 and 129. The over-commit itself is a race of
-/// concurrent payouts against one balance, which a smaller window only makes rarer.
-pub const MAX_OUTSTANDING_PUSHES: usize = 32;
+/// the push rate to the rate of successes), so this is a stand-in. 128, measured: it lets a
+/// 1 000× campaign pay about 190 payouts a second instead of 115 with 32 (money-sender waits
+/// about 0.1 s for each payout to settle at `--speed 180`). Before money-sender counted what it
+/// had committed to transfers Stark had not debited yet, 128 payouts checking one balance
+/// over-committed it, and 3 of 4 runs at 100× lost a few payouts whose three generations all
+/// failed (373 and 379 failed transfers in the runs that passed); since, 1 failed in a run.
+pub const MAX_OUTSTANDING_PUSHES: usize = 128;
 
 /// How a subscription retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
