@@ -99,7 +99,7 @@ impl Commitments {
         }
     }
 
-    /// The total committed now (for tests and logs).
+    /// The total committed now.
     #[cfg(test)]
     fn total(&self) -> i64 {
         self.by_key
