@@ -8,10 +8,13 @@
 //! and were dead-lettered. So the balance check subtracts what is committed here: the transfers
 //! this instance made, or saw `created`, and has not seen in another state since.
 //!
-//! Seeing a transfer `processing` (debited, or failing) or final releases it. A commitment that
-//! is never seen again (its redelivery went to another instance) lapses after
-//! [`COMMITMENT_TTL`]: until then it only makes payouts wait, never makes one fail. Counting
-//! a transfer Stark has already debited is harmless the same way.
+//! Seeing a transfer `processing` (debited, or failing) or final releases it. A commitment may
+//! never be seen again here (its redelivery went to another instance; its invoice was reversed
+//! and acked without a look at its transfers), so when only commitments keep a payout from
+//! the balance, money-sender looks their transfers up ([`Commitments::to_recheck`]: by id,
+//! or by payout key when a create's answer was lost) before it waits. One that no look finds
+//! (Stark's lists trail its writes) lapses after [`COMMITMENT_TTL`]. Until released, a commitment only makes payouts wait, never makes
+//! one fail; counting a transfer Stark has already debited is harmless the same way.
 //!
 //! Per instance: what another instance committed and this one never saw is not counted, so two
 //! instances can still overlap within Stark's `created` window (the README says so).
@@ -33,10 +36,12 @@ pub struct Commitments {
     by_key: Mutex<HashMap<PayoutKey, Commitment>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Commitment {
     cost: i64,
     seen: Instant,
+    /// Stark's id of the transfer, once a create's answer or a look showed it.
+    transfer_id: Option<String>,
 }
 
 impl Commitments {
@@ -63,7 +68,15 @@ impl Commitments {
         if balance.saturating_sub(committed) < cost {
             return Err(committed);
         }
-        by_key.insert(key.clone(), Commitment { cost, seen: now });
+        let transfer_id = by_key.get(key).and_then(|c| c.transfer_id.clone());
+        by_key.insert(
+            key.clone(),
+            Commitment {
+                cost,
+                seen: now,
+                transfer_id,
+            },
+        );
         Ok(())
     }
 
@@ -87,6 +100,7 @@ impl Commitments {
                     Commitment {
                         cost,
                         seen: Instant::now(),
+                        transfer_id: Some(transfer.id.clone()),
                     },
                 );
             }
@@ -97,6 +111,21 @@ impl Commitments {
                 by_key.remove(key);
             }
         }
+    }
+
+    /// What to look up to bring the commitments up to date: the transfer ids known, and the
+    /// payout keys whose transfer id is not.
+    pub fn to_recheck(&self) -> (Vec<String>, Vec<PayoutKey>) {
+        let by_key = self.by_key.lock().expect("commitments");
+        let mut ids = Vec::new();
+        let mut keys = Vec::new();
+        for (key, commitment) in by_key.iter() {
+            match &commitment.transfer_id {
+                Some(id) => ids.push(id.clone()),
+                None => keys.push(key.clone()),
+            }
+        }
+        (ids, keys)
     }
 
     /// The total committed now.
@@ -161,6 +190,11 @@ mod tests {
             Ok(())
         );
         assert_eq!(commitments.total(), 1_000, "only the new one is left");
+        assert_eq!(
+            commitments.to_recheck(),
+            (Vec::new(), vec![key("2")]),
+            "no id before a create's answer: looked up by its key"
+        );
     }
 
     #[test]
@@ -184,6 +218,12 @@ mod tests {
             commitments.observe(&record("1", done), 100);
             assert_eq!(commitments.total(), 0, "{done:?} releases it");
         }
+        commitments.observe(&record("3", TransferState::Created), 100);
+        let ids = |c: &Commitments| c.to_recheck().0;
+        assert_eq!(ids(&commitments), ["t-3"], "seen: its id is known");
+        assert_eq!(commitments.try_commit(&key("3"), 1_000, 5_000), Ok(()));
+        assert_eq!(ids(&commitments), ["t-3"], "a retried commit keeps the id");
+        commitments.release(&key("3"));
         let mut untagged = record("2", TransferState::Created);
         untagged.key = None;
         commitments.observe(&untagged, 100);

@@ -188,6 +188,8 @@ struct AppState {
     settle_wait: Duration,
     locks: KeyedLocks,
     commitments: Commitments,
+    /// When the last recheck of the commitments finished.
+    last_recheck: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// `POST /push`.
@@ -200,6 +202,7 @@ pub fn router(config: &Config, deps: Deps) -> Router {
         settle_wait: config.settle_wait,
         locks: KeyedLocks::default(),
         commitments: Commitments::default(),
+        last_recheck: tokio::sync::Mutex::new(None),
     });
     Router::new()
         .route("/push", post(handle))
@@ -383,10 +386,18 @@ async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode,
                     .join(", "),
             })?,
     };
+    let asked = tokio::time::Instant::now();
     let balance = state.stark.get_balance().await?.amount;
     // What Stark will debit: the payout and the transfer's own fee.
     let needed = due.saturating_add(state.transfer_fee);
-    if let Err(committed) = state.commitments.try_commit(&key, needed, balance) {
+    let mut commit = state.commitments.try_commit(&key, needed, balance);
+    if commit.is_err() && balance >= needed {
+        // Only commitments stand in the way, and some may be stale: Stark may have debited
+        // their transfers, or failed them, with nobody here looking since.
+        recheck_commitments(state, asked).await?;
+        commit = state.commitments.try_commit(&key, needed, balance);
+    }
+    if let Err(committed) = commit {
         tracing::info!(
             event = "payout_waiting_for_balance",
             balance,
@@ -560,6 +571,44 @@ async fn payouts_of(
     }
     Ok(payouts)
 }
+
+/// Looks the committed transfers up and updates their commitments from what Stark shows: by id
+/// (`GET /v2/transfer/{id}`, which does not trail writes as lists do), and those whose id is
+/// unknown by their payout key's tag. Payouts blocked at once share one recheck: one that
+/// finished after `asked` (when the caller read the balance) is as good as a new one.
+async fn recheck_commitments(
+    state: &AppState,
+    asked: tokio::time::Instant,
+) -> Result<(), PayoutError> {
+    let mut last = state.last_recheck.lock().await;
+    if last.is_some_and(|done| done > asked) {
+        return Ok(());
+    }
+    let (ids, keys) = state.commitments.to_recheck();
+    for id in &ids {
+        let transfer = state.stark.get_transfer(id).await?;
+        state
+            .commitments
+            .observe(&transfer_record(&transfer), state.transfer_fee);
+    }
+    for page in keys.chunks(COMMITMENT_RECHECK_PAGE) {
+        let query = TransferQuery {
+            tags: page.iter().map(ToString::to_string).collect(),
+            ..Default::default()
+        };
+        for transfer in state.stark.query_transfers(&query).await? {
+            let record = transfer_record(&transfer);
+            if record.key.as_ref().is_some_and(|k| page.contains(k)) {
+                state.commitments.observe(&record, state.transfer_fee);
+            }
+        }
+    }
+    *last = Some(tokio::time::Instant::now());
+    Ok(())
+}
+
+/// Payout keys per tag lookup of committed transfers: Stark's page size.
+const COMMITMENT_RECHECK_PAGE: usize = 100;
 
 /// The transfer made under `key`, if Stark lists it.
 async fn find(state: &AppState, key: &PayoutKey) -> Result<Option<TransferRecord>, PayoutError> {

@@ -427,6 +427,32 @@ async fn payouts_do_not_commit_one_balance_twice_before_stark_debits_it() {
 }
 
 #[tokio::test]
+async fn a_commitment_settled_on_another_instance_does_not_hold_the_balance() {
+    let stark = stark(slow_transfers()).await;
+    let here = format!("{}/push", money_sender_at(&stark).await);
+    let there = format!("{}/push", money_sender_at(&stark).await);
+    let first = credited_invoice(&stark, "r-40", 10_000).await;
+    let second = credited_invoice(&stark, "r-41", 10_000).await;
+    // This instance makes the first payout and commits its 9 950 of the 19 900 …
+    assert_eq!(push(&here, &paid(&first, 10_000)).await, 503);
+    // … which Stark debits, while the redelivery goes to the other instance and is acked there.
+    assert_eq!(deliver(&stark, &there, &paid(&first, 10_000)).await, 200);
+    assert_eq!(stark.sandbox.balance(), 9_950);
+    // Here the commitment was never seen released: looked up, it no longer holds the 9 950
+    // the second payout needs.
+    let (logs, _guard) = LogCapture::start();
+    assert_eq!(push(&here, &paid(&second, 10_000)).await, 503);
+    assert!(
+        logs.events("payout_waiting_for_balance").is_empty(),
+        "{:?}",
+        logs.lines()
+    );
+    assert_eq!(deliver(&stark, &here, &paid(&second, 10_000)).await, 200);
+    let states: Vec<_> = transfers(&stark).iter().map(|t| t.status).collect();
+    assert_eq!(states, [TransferStatus::Success, TransferStatus::Success]);
+}
+
+#[tokio::test]
 async fn stark_faults_answer_503_and_nothing_is_paid() {
     let (stark, url) = setup().await;
     let invoice = credited_invoice(&stark, "r-15", 1_000).await;
