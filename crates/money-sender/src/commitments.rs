@@ -30,6 +30,11 @@ use pipeline_domain::vocab::PayoutKey;
 /// processing a transfer, short enough that a forgotten one delays payouts only for a while.
 pub const COMMITMENT_TTL: Duration = Duration::from_secs(10 * 60);
 
+/// How long a released commitment still counts for balances read before its release (a
+/// balance read while Stark had not debited the transfer yet still shows its money): longer
+/// than any balance request takes.
+const RELEASE_GRACE: Duration = Duration::from_secs(60);
+
 /// The committed transfers, by payout key, with their cost (amount plus transfer fee).
 #[derive(Debug, Default)]
 pub struct Commitments {
@@ -42,14 +47,31 @@ struct Commitment {
     seen: Instant,
     /// Stark's id of the transfer, once a create's answer or a look showed it.
     transfer_id: Option<String>,
+    /// When it was seen past `created`: from then on a balance read shows what it took.
+    released: Option<Instant>,
+}
+
+impl Commitment {
+    /// Whether a balance read at `read` may still show the money this transfer takes.
+    fn counts_for(&self, read: Instant) -> bool {
+        self.released.is_none_or(|released| released > read)
+    }
 }
 
 impl Commitments {
-    /// Commits `cost` under `key` if `balance`, less everything else committed, covers it;
-    /// otherwise returns what is committed. The check and the commit are one step, so two
-    /// payouts cannot both count the same money.
-    pub fn try_commit(&self, key: &PayoutKey, cost: i64, balance: i64) -> Result<(), i64> {
-        self.try_commit_at(key, cost, balance, Instant::now())
+    /// Commits `cost` under `key` if `balance` (as read from Stark at `read`, when the request
+    /// was sent), less everything else committed at that time, covers it; otherwise returns
+    /// what is committed. The check and the commit are one step, so two payouts cannot both
+    /// count the same money; and a transfer released after `read` still counts, since the
+    /// balance may have been read before Stark debited it.
+    pub fn try_commit(
+        &self,
+        key: &PayoutKey,
+        cost: i64,
+        balance: i64,
+        read: Instant,
+    ) -> Result<(), i64> {
+        self.try_commit_at(key, cost, balance, read, Instant::now())
     }
 
     fn try_commit_at(
@@ -57,13 +79,17 @@ impl Commitments {
         key: &PayoutKey,
         cost: i64,
         balance: i64,
+        read: Instant,
         now: Instant,
     ) -> Result<(), i64> {
         let mut by_key = self.by_key.lock().expect("commitments");
-        by_key.retain(|_, c| now.duration_since(c.seen) < COMMITMENT_TTL);
+        by_key.retain(|_, c| match c.released {
+            Some(released) => now.duration_since(released) < RELEASE_GRACE,
+            None => now.duration_since(c.seen) < COMMITMENT_TTL,
+        });
         let committed = by_key
             .iter()
-            .filter(|(k, _)| *k != key)
+            .filter(|(k, c)| *k != key && c.counts_for(read))
             .fold(0i64, |sum, (_, c)| sum.saturating_add(c.cost));
         if balance.saturating_sub(committed) < cost {
             return Err(committed);
@@ -75,6 +101,7 @@ impl Commitments {
                 cost,
                 seen: now,
                 transfer_id,
+                released: None,
             },
         );
         Ok(())
@@ -101,6 +128,7 @@ impl Commitments {
                         cost,
                         seen: Instant::now(),
                         transfer_id: Some(transfer.id.clone()),
+                        released: None,
                     },
                 );
             }
@@ -108,7 +136,9 @@ impl Commitments {
             | TransferState::Success
             | TransferState::Failed
             | TransferState::Canceled => {
-                by_key.remove(key);
+                if let Some(commitment) = by_key.get_mut(key) {
+                    commitment.released.get_or_insert_with(Instant::now);
+                }
             }
         }
     }
@@ -119,7 +149,7 @@ impl Commitments {
         let by_key = self.by_key.lock().expect("commitments");
         let mut ids = Vec::new();
         let mut keys = Vec::new();
-        for (key, commitment) in by_key.iter() {
+        for (key, commitment) in by_key.iter().filter(|(_, c)| c.released.is_none()) {
             match &commitment.transfer_id {
                 Some(id) => ids.push(id.clone()),
                 None => keys.push(key.clone()),
@@ -135,6 +165,7 @@ impl Commitments {
             .lock()
             .expect("commitments")
             .values()
+            .filter(|c| c.released.is_none())
             .map(|c| c.cost)
             .sum()
     }
@@ -162,13 +193,44 @@ mod tests {
     #[test]
     fn a_balance_covers_each_commitment_once() {
         let commitments = Commitments::default();
-        assert_eq!(commitments.try_commit(&key("1"), 1_000, 1_500), Ok(()));
-        assert_eq!(commitments.try_commit(&key("2"), 1_000, 1_500), Err(1_000));
+        assert_eq!(
+            commitments.try_commit(&key("1"), 1_000, 1_500, Instant::now()),
+            Ok(())
+        );
+        assert_eq!(
+            commitments.try_commit(&key("2"), 1_000, 1_500, Instant::now()),
+            Err(1_000)
+        );
         // The same key again (a redelivery that retries its own create) does not count itself.
-        assert_eq!(commitments.try_commit(&key("1"), 1_000, 1_500), Ok(()));
+        assert_eq!(
+            commitments.try_commit(&key("1"), 1_000, 1_500, Instant::now()),
+            Ok(())
+        );
         assert_eq!(commitments.total(), 1_000);
         commitments.release(&key("1"));
-        assert_eq!(commitments.try_commit(&key("2"), 1_000, 1_500), Ok(()));
+        assert_eq!(
+            commitments.try_commit(&key("2"), 1_000, 1_500, Instant::now()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_release_counts_only_for_balances_read_after_it() {
+        let commitments = Commitments::default();
+        let before = Instant::now();
+        commitments.observe(&record("1", TransferState::Created), 100);
+        commitments.observe(&record("1", TransferState::Processing), 100);
+        let after = Instant::now();
+        // Read before the release, the balance may still show the 1 000 the transfer takes.
+        assert_eq!(
+            commitments.try_commit_at(&key("2"), 1_000, 1_500, before, after),
+            Err(1_000)
+        );
+        assert_eq!(
+            commitments.try_commit_at(&key("2"), 1_000, 1_500, after, after),
+            Ok(())
+        );
+        assert_eq!(commitments.to_recheck().0, Vec::<String>::new(), "released");
     }
 
     #[test]
@@ -176,17 +238,17 @@ mod tests {
         let commitments = Commitments::default();
         let start = Instant::now();
         assert_eq!(
-            commitments.try_commit_at(&key("1"), 1_000, 1_500, start),
+            commitments.try_commit_at(&key("1"), 1_000, 1_500, start, start),
             Ok(())
         );
         let almost = start + COMMITMENT_TTL - Duration::from_secs(1);
         assert_eq!(
-            commitments.try_commit_at(&key("2"), 1_000, 1_500, almost),
+            commitments.try_commit_at(&key("2"), 1_000, 1_500, almost, almost),
             Err(1_000)
         );
         let lapsed = start + COMMITMENT_TTL;
         assert_eq!(
-            commitments.try_commit_at(&key("2"), 1_000, 1_500, lapsed),
+            commitments.try_commit_at(&key("2"), 1_000, 1_500, lapsed, lapsed),
             Ok(())
         );
         assert_eq!(commitments.total(), 1_000, "only the new one is left");
@@ -221,7 +283,10 @@ mod tests {
         commitments.observe(&record("3", TransferState::Created), 100);
         let ids = |c: &Commitments| c.to_recheck().0;
         assert_eq!(ids(&commitments), ["t-3"], "seen: its id is known");
-        assert_eq!(commitments.try_commit(&key("3"), 1_000, 5_000), Ok(()));
+        assert_eq!(
+            commitments.try_commit(&key("3"), 1_000, 5_000, Instant::now()),
+            Ok(())
+        );
         assert_eq!(ids(&commitments), ["t-3"], "a retried commit keeps the id");
         commitments.release(&key("3"));
         let mut untagged = record("2", TransferState::Created);

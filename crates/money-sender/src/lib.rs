@@ -44,7 +44,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -189,7 +189,7 @@ struct AppState {
     locks: KeyedLocks,
     commitments: Commitments,
     /// When the last recheck of the commitments finished.
-    last_recheck: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    last_recheck: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// `POST /push`.
@@ -386,16 +386,19 @@ async fn pay(state: &AppState, invoice_id: &str, due: i64) -> Result<StatusCode,
                     .join(", "),
             })?,
     };
-    let asked = tokio::time::Instant::now();
-    let balance = state.stark.get_balance().await?.amount;
     // What Stark will debit: the payout and the transfer's own fee.
     let needed = due.saturating_add(state.transfer_fee);
-    let mut commit = state.commitments.try_commit(&key, needed, balance);
+    let mut read = Instant::now();
+    let mut balance = state.stark.get_balance().await?.amount;
+    let mut commit = state.commitments.try_commit(&key, needed, balance, read);
     if commit.is_err() && balance >= needed {
         // Only commitments stand in the way, and some may be stale: Stark may have debited
-        // their transfers, or failed them, with nobody here looking since.
-        recheck_commitments(state, asked).await?;
-        commit = state.commitments.try_commit(&key, needed, balance);
+        // their transfers, or failed them, with nobody here looking since. What the look
+        // releases counts only against a balance read after it.
+        recheck_commitments(state, read).await?;
+        read = Instant::now();
+        balance = state.stark.get_balance().await?.amount;
+        commit = state.commitments.try_commit(&key, needed, balance, read);
     }
     if let Err(committed) = commit {
         tracing::info!(
@@ -576,10 +579,7 @@ async fn payouts_of(
 /// (`GET /v2/transfer/{id}`, which does not trail writes as lists do), and those whose id is
 /// unknown by their payout key's tag. Payouts blocked at once share one recheck: one that
 /// finished after `asked` (when the caller read the balance) is as good as a new one.
-async fn recheck_commitments(
-    state: &AppState,
-    asked: tokio::time::Instant,
-) -> Result<(), PayoutError> {
+async fn recheck_commitments(state: &AppState, asked: Instant) -> Result<(), PayoutError> {
     let mut last = state.last_recheck.lock().await;
     if last.is_some_and(|done| done > asked) {
         return Ok(());
@@ -603,7 +603,7 @@ async fn recheck_commitments(
             }
         }
     }
-    *last = Some(tokio::time::Instant::now());
+    *last = Some(Instant::now());
     Ok(())
 }
 
