@@ -12,9 +12,10 @@
 //! never be seen again here (its redelivery went to another instance; its invoice was reversed
 //! and acked without a look at its transfers), so when only commitments keep a payout from
 //! the balance, money-sender looks their transfers up ([`Commitments::to_recheck`]: by id,
-//! or by payout key when a create's answer was lost) before it waits. One that no look finds
-//! (Stark's lists trail its writes) lapses after [`COMMITMENT_TTL`]. Until released, a commitment only makes payouts wait, never makes
-//! one fail; counting a transfer Stark has already debited is harmless the same way.
+//! or by payout key when a create's answer was lost) before it waits. One whose transfer no
+//! look has shown lapses after [`UNFOUND_TTL`], any other after [`COMMITMENT_TTL`] without
+//! being seen. Until released, a commitment only makes payouts wait, never makes one fail;
+//! counting a transfer Stark has already debited is harmless the same way.
 //!
 //! Per instance: what another instance committed and this one never saw is not counted, so two
 //! instances can still overlap within Stark's `created` window (the README says so).
@@ -29,6 +30,12 @@ use pipeline_domain::vocab::PayoutKey;
 /// How long a commitment lasts without being seen again: far longer than Stark takes to start
 /// processing a transfer, short enough that a forgotten one delays payouts only for a while.
 pub const COMMITMENT_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// How long a commitment lasts whose transfer no answer or look has shown: a create whose
+/// answer was lost may not have been applied at all (then nothing will ever show it, and its
+/// invoice may be acked without another create, e.g. once reversed), and one that was applied
+/// shows in Stark's lists well within this.
+pub const UNFOUND_TTL: Duration = Duration::from_secs(60);
 
 /// How long a released commitment still counts for balances read before its release (a
 /// balance read while Stark had not debited the transfer yet still shows its money): longer
@@ -85,7 +92,8 @@ impl Commitments {
         let mut by_key = self.by_key.lock().expect("commitments");
         by_key.retain(|_, c| match c.released {
             Some(released) => now.duration_since(released) < RELEASE_GRACE,
-            None => now.duration_since(c.seen) < COMMITMENT_TTL,
+            None if c.transfer_id.is_some() => now.duration_since(c.seen) < COMMITMENT_TTL,
+            None => now.duration_since(c.seen) < UNFOUND_TTL,
         });
         let committed = by_key
             .iter()
@@ -115,6 +123,10 @@ impl Commitments {
     /// Updates from `transfer` as Stark showed it: committed (for its amount plus `fee`)
     /// while it may still take money without having done so, released otherwise.
     pub fn observe(&self, transfer: &TransferRecord, fee: i64) {
+        self.observe_at(transfer, fee, Instant::now());
+    }
+
+    fn observe_at(&self, transfer: &TransferRecord, fee: i64, now: Instant) {
         let Some(key) = &transfer.key else {
             return;
         };
@@ -126,7 +138,7 @@ impl Commitments {
                     key.clone(),
                     Commitment {
                         cost,
-                        seen: Instant::now(),
+                        seen: now,
                         transfer_id: Some(transfer.id.clone()),
                         released: None,
                     },
@@ -137,7 +149,7 @@ impl Commitments {
             | TransferState::Failed
             | TransferState::Canceled => {
                 if let Some(commitment) = by_key.get_mut(key) {
-                    commitment.released.get_or_insert_with(Instant::now);
+                    commitment.released.get_or_insert(now);
                 }
             }
         }
@@ -234,13 +246,35 @@ mod tests {
     }
 
     #[test]
+    fn a_commitment_whose_transfer_never_showed_lapses_sooner() {
+        let commitments = Commitments::default();
+        let start = Instant::now();
+        // A create whose answer was lost, and a transfer seen `created`.
+        assert_eq!(
+            commitments.try_commit_at(&key("1"), 1_000, 3_000, start, start),
+            Ok(())
+        );
+        commitments.observe_at(&record("2", TransferState::Created), 100, start);
+        let almost = start + UNFOUND_TTL - Duration::from_secs(1);
+        assert_eq!(
+            commitments.try_commit_at(&key("3"), 1_000, 2_999, almost, almost),
+            Err(2_000)
+        );
+        commitments.release(&key("3"));
+        let unfound = start + UNFOUND_TTL;
+        assert_eq!(
+            commitments.try_commit_at(&key("3"), 1_000, 2_000, unfound, unfound),
+            Ok(()),
+            "the unseen one lapsed, the seen one still counts"
+        );
+        assert_eq!(commitments.total(), 2_000);
+    }
+
+    #[test]
     fn a_commitment_never_seen_again_lapses() {
         let commitments = Commitments::default();
         let start = Instant::now();
-        assert_eq!(
-            commitments.try_commit_at(&key("1"), 1_000, 1_500, start, start),
-            Ok(())
-        );
+        commitments.observe_at(&record("1", TransferState::Created), 100, start);
         let almost = start + COMMITMENT_TTL - Duration::from_secs(1);
         assert_eq!(
             commitments.try_commit_at(&key("2"), 1_000, 1_500, almost, almost),
