@@ -20,7 +20,7 @@
 //! Per instance: what another instance committed and this one never saw is not counted, so two
 //! instances can still overlap within Stark's `created` window (the README says so).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -45,23 +45,139 @@ const RELEASE_GRACE: Duration = Duration::from_secs(60);
 /// The committed transfers, by payout key, with their cost (amount plus transfer fee).
 #[derive(Debug, Default)]
 pub struct Commitments {
-    by_key: Mutex<HashMap<PayoutKey, Commitment>>,
+    inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Clone)]
-struct Commitment {
+/// Pending commitments by key, and released ones in the order of their release.
+///
+/// Released commitments are kept apart because there are many of them (every payout of the
+/// last [`RELEASE_GRACE`], some 26 000 at 1 000× the invoice rate) and a check needs only those
+/// released after its balance read: the newest few, summed from the back of the queue. A key
+/// committed again, or forgotten, after its release must no longer count as released; each
+/// release therefore has a sequence number, and only the one `released` names is live.
+#[derive(Debug, Default)]
+struct Inner {
+    pending: HashMap<PayoutKey, Pending>,
+    /// Oldest first; release times never decrease (see [`Inner::release_at`]).
+    releases: VecDeque<Release>,
+    /// The live release of each key.
+    released: HashMap<PayoutKey, Live>,
+    next_seq: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
     cost: i64,
     seen: Instant,
     /// Stark's id of the transfer, once a create's answer or a look showed it.
     transfer_id: Option<String>,
-    /// When it was seen past `created`: from then on a balance read shows what it took.
-    released: Option<Instant>,
 }
 
-impl Commitment {
-    /// Whether a balance read at `read` may still show the money this transfer takes.
-    fn counts_for(&self, read: Instant) -> bool {
-        self.released.is_none_or(|released| released > read)
+/// A key's live release: its sequence number in the queue, and the transfer's id, which a
+/// commit of the key again keeps.
+#[derive(Debug)]
+struct Live {
+    seq: u64,
+    transfer_id: Option<String>,
+}
+
+#[derive(Debug)]
+struct Release {
+    /// When it was seen past `created`: from then on a balance read shows what it took.
+    at: Instant,
+    cost: i64,
+    key: PayoutKey,
+    seq: u64,
+}
+
+impl Inner {
+    /// Drops what no longer counts at `now`: lapsed commitments, and releases older than
+    /// any balance read still being checked.
+    fn expire(&mut self, now: Instant) {
+        self.pending.retain(|_, c| {
+            let ttl = match c.transfer_id {
+                Some(_) => COMMITMENT_TTL,
+                None => UNFOUND_TTL,
+            };
+            now.duration_since(c.seen) < ttl
+        });
+        while let Some(oldest) = self.releases.front() {
+            if now.duration_since(oldest.at) < RELEASE_GRACE {
+                break;
+            }
+            if self.is_live(oldest) {
+                self.released.remove(&oldest.key);
+            }
+            self.releases.pop_front();
+        }
+    }
+
+    /// What a balance read at `read` may still show as not taken, beside `key`'s own: every
+    /// pending commitment, and those released after `read`.
+    fn committed_for(&self, key: &PayoutKey, read: Instant) -> i64 {
+        let pending = self
+            .pending
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .fold(0i64, |sum, (_, c)| sum.saturating_add(c.cost));
+        self.releases
+            .iter()
+            .rev()
+            .take_while(|r| r.at > read)
+            .filter(|r| r.key != *key && self.is_live(r))
+            .fold(pending, |sum, r| sum.saturating_add(r.cost))
+    }
+
+    fn is_live(&self, release: &Release) -> bool {
+        self.released
+            .get(&release.key)
+            .is_some_and(|live| live.seq == release.seq)
+    }
+
+    /// The id of `key`'s transfer, if an answer or a look showed it.
+    fn transfer_id(&self, key: &PayoutKey) -> Option<String> {
+        match self.pending.get(key) {
+            Some(pending) => pending.transfer_id.clone(),
+            None => self.released.get(key)?.transfer_id.clone(),
+        }
+    }
+
+    /// Commits `key` anew: a release before no longer counts for it.
+    fn commit(&mut self, key: &PayoutKey, cost: i64, now: Instant, transfer_id: Option<String>) {
+        self.released.remove(key);
+        self.pending.insert(
+            key.clone(),
+            Pending {
+                cost,
+                seen: now,
+                transfer_id,
+            },
+        );
+    }
+
+    /// Releases `key` at `now`, or at the latest release so far if that is later: callers
+    /// read the clock before taking the lock, and a release dated a little late only counts
+    /// for a few more balance reads (it makes payouts wait, never fail).
+    fn release_at(&mut self, key: &PayoutKey, now: Instant) {
+        let Some(pending) = self.pending.remove(key) else {
+            return;
+        };
+        let at = self.releases.back().map_or(now, |last| last.at.max(now));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.released.insert(
+            key.clone(),
+            Live {
+                seq,
+                transfer_id: pending.transfer_id,
+            },
+        );
+        self.releases.push_back(Release {
+            at,
+            cost: pending.cost,
+            key: key.clone(),
+            seq,
+        });
     }
 }
 
@@ -89,35 +205,22 @@ impl Commitments {
         read: Instant,
         now: Instant,
     ) -> Result<(), i64> {
-        let mut by_key = self.by_key.lock().expect("commitments");
-        by_key.retain(|_, c| match c.released {
-            Some(released) => now.duration_since(released) < RELEASE_GRACE,
-            None if c.transfer_id.is_some() => now.duration_since(c.seen) < COMMITMENT_TTL,
-            None => now.duration_since(c.seen) < UNFOUND_TTL,
-        });
-        let committed = by_key
-            .iter()
-            .filter(|(k, c)| *k != key && c.counts_for(read))
-            .fold(0i64, |sum, (_, c)| sum.saturating_add(c.cost));
+        let mut inner = self.inner.lock().expect("commitments");
+        inner.expire(now);
+        let committed = inner.committed_for(key, read);
         if balance.saturating_sub(committed) < cost {
             return Err(committed);
         }
-        let transfer_id = by_key.get(key).and_then(|c| c.transfer_id.clone());
-        by_key.insert(
-            key.clone(),
-            Commitment {
-                cost,
-                seen: now,
-                transfer_id,
-                released: None,
-            },
-        );
+        let transfer_id = inner.transfer_id(key);
+        inner.commit(key, cost, now, transfer_id);
         Ok(())
     }
 
     /// Forgets `key`: its transfer was certainly not made.
     pub fn release(&self, key: &PayoutKey) {
-        self.by_key.lock().expect("commitments").remove(key);
+        let mut inner = self.inner.lock().expect("commitments");
+        inner.pending.remove(key);
+        inner.released.remove(key);
     }
 
     /// Updates from `transfer` as Stark showed it: committed (for its amount plus `fee`)
@@ -130,38 +233,26 @@ impl Commitments {
         let Some(key) = &transfer.key else {
             return;
         };
-        let mut by_key = self.by_key.lock().expect("commitments");
+        let mut inner = self.inner.lock().expect("commitments");
         match transfer.state {
             TransferState::Created | TransferState::Unknown => {
                 let cost = transfer.amount.saturating_add(fee);
-                by_key.insert(
-                    key.clone(),
-                    Commitment {
-                        cost,
-                        seen: now,
-                        transfer_id: Some(transfer.id.clone()),
-                        released: None,
-                    },
-                );
+                inner.commit(key, cost, now, Some(transfer.id.clone()));
             }
             TransferState::Processing
             | TransferState::Success
             | TransferState::Failed
-            | TransferState::Canceled => {
-                if let Some(commitment) = by_key.get_mut(key) {
-                    commitment.released.get_or_insert(now);
-                }
-            }
+            | TransferState::Canceled => inner.release_at(key, now),
         }
     }
 
     /// What to look up to bring the commitments up to date: the transfer ids known, and the
     /// payout keys whose transfer id is not.
     pub fn to_recheck(&self) -> (Vec<String>, Vec<PayoutKey>) {
-        let by_key = self.by_key.lock().expect("commitments");
+        let inner = self.inner.lock().expect("commitments");
         let mut ids = Vec::new();
         let mut keys = Vec::new();
-        for (key, commitment) in by_key.iter().filter(|(_, c)| c.released.is_none()) {
+        for (key, commitment) in &inner.pending {
             match &commitment.transfer_id {
                 Some(id) => ids.push(id.clone()),
                 None => keys.push(key.clone()),
@@ -173,13 +264,8 @@ impl Commitments {
     /// The total committed now.
     #[cfg(test)]
     fn total(&self) -> i64 {
-        self.by_key
-            .lock()
-            .expect("commitments")
-            .values()
-            .filter(|c| c.released.is_none())
-            .map(|c| c.cost)
-            .sum()
+        let inner = self.inner.lock().expect("commitments");
+        inner.pending.values().map(|c| c.cost).sum()
     }
 }
 
@@ -199,6 +285,125 @@ mod tests {
             amount: 900,
             state,
             account: Account::default(),
+        }
+    }
+
+    #[test]
+    fn a_key_committed_again_after_its_release_counts_as_pending_only() {
+        let commitments = Commitments::default();
+        let start = Instant::now();
+        let released = start + Duration::from_secs(1);
+        let later = start + Duration::from_secs(2);
+        commitments.observe_at(&record("1", TransferState::Created), 100, start);
+        commitments.observe_at(&record("1", TransferState::Failed), 100, released);
+        // A redelivery retries the failed payout: committed again. A balance read before the
+        // release would count the released transfer too, but it is the same key.
+        assert_eq!(
+            commitments.try_commit_at(&key("1"), 1_000, 1_000, start, later),
+            Ok(())
+        );
+        assert_eq!(
+            commitments.try_commit_at(&key("2"), 1_000, 1_999, start, later),
+            Err(1_000),
+            "counted once, not as pending and released"
+        );
+        assert_eq!(commitments.to_recheck().0, ["t-1"], "its id is kept");
+        commitments.release(&key("1"));
+        assert_eq!(
+            commitments.try_commit_at(&key("2"), 1_000, 1_000, start, later),
+            Ok(()),
+            "forgotten: neither pending nor released"
+        );
+    }
+
+    /// The rule as first written, a scan of every commitment: the structure above must decide
+    /// exactly as it does.
+    #[derive(Default)]
+    struct Reference {
+        by_key: HashMap<PayoutKey, (i64, Instant, Option<String>, Option<Instant>)>,
+    }
+
+    impl Reference {
+        fn try_commit(
+            &mut self,
+            key: &PayoutKey,
+            cost: i64,
+            balance: i64,
+            read: Instant,
+            now: Instant,
+        ) -> Result<(), i64> {
+            self.by_key
+                .retain(|_, (_, seen, id, released)| match released {
+                    Some(released) => now.duration_since(*released) < RELEASE_GRACE,
+                    None if id.is_some() => now.duration_since(*seen) < COMMITMENT_TTL,
+                    None => now.duration_since(*seen) < UNFOUND_TTL,
+                });
+            let committed: i64 = self
+                .by_key
+                .iter()
+                .filter(|(k, (_, _, _, released))| *k != key && released.is_none_or(|r| r > read))
+                .map(|(_, (cost, ..))| cost)
+                .sum();
+            if balance - committed < cost {
+                return Err(committed);
+            }
+            let id = self.by_key.get(key).and_then(|c| c.2.clone());
+            self.by_key.insert(key.clone(), (cost, now, id, None));
+            Ok(())
+        }
+
+        fn observe(&mut self, transfer: &TransferRecord, fee: i64, now: Instant) {
+            let key = transfer.key.clone().expect("tagged");
+            if transfer.state == TransferState::Created {
+                let id = Some(transfer.id.clone());
+                self.by_key
+                    .insert(key, (transfer.amount + fee, now, id, None));
+            } else if let Some(c) = self.by_key.get_mut(&key) {
+                c.3.get_or_insert(now);
+            }
+        }
+    }
+
+    #[test]
+    fn decides_as_a_scan_of_every_commitment_would() {
+        use rand::{RngExt as _, SeedableRng as _};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
+        let commitments = Commitments::default();
+        let mut reference = Reference::default();
+        let start = Instant::now();
+        let mut now = start;
+        let states = [
+            TransferState::Created,
+            TransferState::Processing,
+            TransferState::Success,
+            TransferState::Failed,
+        ];
+        for step in 0..20_000 {
+            now += Duration::from_millis(rng.random_range(0..400));
+            let invoice = rng.random_range(0..300u32).to_string();
+            match rng.random_range(0..10) {
+                0..4 => {
+                    let read = now - Duration::from_millis(rng.random_range(0..2_000));
+                    let read = read.max(start);
+                    let balance = rng.random_range(0..40_000);
+                    let cost = rng.random_range(100..3_000);
+                    assert_eq!(
+                        commitments.try_commit_at(&key(&invoice), cost, balance, read, now),
+                        reference.try_commit(&key(&invoice), cost, balance, read, now),
+                        "step {step}"
+                    );
+                }
+                4 => {
+                    commitments.release(&key(&invoice));
+                    reference.by_key.remove(&key(&invoice));
+                }
+                _ => {
+                    let state = states[rng.random_range(0..states.len())];
+                    let transfer = record(&invoice, state);
+                    commitments.observe_at(&transfer, 100, now);
+                    reference.observe(&transfer, 100, now);
+                }
+            }
         }
     }
 
