@@ -138,23 +138,23 @@ pub async fn examine(
     campaign: Option<CampaignCheck<'_>>,
 ) -> anyhow::Result<Findings> {
     let after = Some(date_of(since));
-    let logs = stark
-        .query_invoice_logs(&InvoiceLogQuery {
-            after: after.clone(),
-            types: vec![InvoiceLogType::Credited],
-            ..Default::default()
+    // A day's credits can be hundreds of thousands: they are read a page at a time and kept
+    // as the audit's records; the whole log is read again below only for the few unpaid.
+    let mut credited: BTreeMap<String, InvoiceRecord> = BTreeMap::new();
+    stark
+        .each_invoice_log(&credited_query(after.clone(), Vec::new()), |logs| {
+            for log in logs.into_iter().filter(|l| is_credit_since(l, since)) {
+                credited
+                    .entry(log.invoice.id.clone())
+                    .or_insert_with(|| credit_record(&log));
+            }
         })
         .await?;
-    let mut credited: BTreeMap<String, InvoiceLog> = BTreeMap::new();
-    for log in logs.into_iter().filter(|l| {
-        l.log_type == InvoiceLogType::Credited
-            && OffsetDateTime::parse(&l.created, &Rfc3339).is_ok_and(|at| at >= since)
-    }) {
-        credited.entry(log.invoice.id.clone()).or_insert(log);
-    }
+    // Read after the credits: a payout made meanwhile is then seen with its credit (or as
+    // one credited before the window, below), never a credit without its payout.
     let transfers: Vec<TransferRecord> = stark
         .query_transfers(&TransferQuery {
-            after,
+            after: after.clone(),
             ..Default::default()
         })
         .await?
@@ -169,58 +169,55 @@ pub async fn examine(
         .filter_map(|t| t.key.as_ref().map(|k| k.invoice_id().to_owned()))
         .filter(|id| !credited.contains_key(id))
         .collect();
-    let mut earlier: BTreeMap<String, InvoiceLog> = BTreeMap::new();
     let outside: Vec<String> = outside.into_iter().collect();
-    for chunk in outside.chunks(100) {
-        for log in stark
-            .query_invoice_logs(&InvoiceLogQuery {
-                types: vec![InvoiceLogType::Credited],
-                invoice_ids: chunk.to_vec(),
-                ..Default::default()
-            })
-            .await?
-        {
-            earlier.entry(log.invoice.id.clone()).or_insert(log);
-        }
-    }
-    // The campaign's invoices as Stark shows them now (every one, credited or not), and its
-    // requests of past slots.
-    let (requests, issued) = match campaign {
-        None => (Vec::new(), Vec::new()),
-        Some(check) => {
-            let config = check.config;
-            let requests: Vec<PendingInvoice> = (0..config.hours)
-                .filter(|slot| {
-                    config.start + time::Duration::hours(i64::from(*slot)) <= check.until
-                })
-                .flat_map(|slot| invoice_spammer::batch(config, slot))
-                .collect();
-            let issued = stark
-                .query_invoices(&InvoiceQuery {
-                    tags: vec![CampaignTag::for_campaign(&config.campaign).to_string()],
-                    ..Default::default()
-                })
-                .await?;
-            (requests, issued)
-        }
-    };
+    let earlier: BTreeMap<String, InvoiceRecord> = first_credits(stark, None, &outside, None)
+        .await?
+        .into_iter()
+        .map(|(id, log)| (id, credit_record(&log)))
+        .collect();
     let credited_amount = |id: &str| {
         credited
             .get(id)
             .or_else(|| earlier.get(id))
-            .map(|log| log.invoice.amount)
+            .and_then(|record| record.credited_amount)
     };
-    let mut invoices: Vec<InvoiceRecord> = issued
-        .iter()
-        .map(|i| invoice_record(i, credited_amount(&i.id)))
-        .collect();
-    let listed: BTreeSet<String> = issued.iter().map(|i| i.id.clone()).collect();
+    // The campaign's invoices as Stark shows them now (every one, credited or not), and its
+    // requests of past slots.
+    let mut invoices: Vec<InvoiceRecord> = Vec::new();
+    let mut issued: Vec<Issued> = Vec::new();
+    let requests: Vec<PendingInvoice> = match campaign {
+        None => Vec::new(),
+        Some(check) => {
+            let config = check.config;
+            stark
+                .each_invoice(
+                    &InvoiceQuery {
+                        tags: vec![CampaignTag::for_campaign(&config.campaign).to_string()],
+                        ..Default::default()
+                    },
+                    |page| {
+                        for invoice in page {
+                            invoices.push(invoice_record(&invoice, credited_amount(&invoice.id)));
+                            issued.push(Issued::of(invoice));
+                        }
+                    },
+                )
+                .await?;
+            (0..config.hours)
+                .filter(|slot| {
+                    config.start + time::Duration::hours(i64::from(*slot)) <= check.until
+                })
+                .flat_map(|slot| invoice_spammer::batch(config, slot))
+                .collect()
+        }
+    };
+    let listed: BTreeSet<&str> = issued.iter().map(|i| i.id.as_str()).collect();
     invoices.extend(
         credited
             .values()
             .chain(earlier.values())
-            .filter(|log| !listed.contains(&log.invoice.id))
-            .map(|log| invoice_record(&log.invoice, Some(log.invoice.amount))),
+            .filter(|record| !listed.contains(record.id.as_str()))
+            .cloned(),
     );
     let requested: Option<Vec<String>> =
         campaign.map(|_| requests.iter().map(|r| r.request_id.clone()).collect());
@@ -232,10 +229,14 @@ pub async fn examine(
         transfer_fee,
     });
     let unpaid: BTreeSet<String> = audit.unpaid_invoices().map(str::to_owned).collect();
-    let missing = credited
-        .values()
-        .filter(|log| unpaid.contains(&log.invoice.id))
+    let unpaid_credits: Vec<String> = unpaid
+        .iter()
+        .filter(|id| credited.contains_key(*id))
         .cloned()
+        .collect();
+    let missing = first_credits(stark, after, &unpaid_credits, Some(since))
+        .await?
+        .into_values()
         .collect();
     let credited_ids = credited.keys().chain(earlier.keys()).cloned().collect();
     let unissued_ids: BTreeSet<&str> = audit.unissued_requests().collect();
@@ -254,16 +255,77 @@ pub async fn examine(
     })
 }
 
+/// Stark's `credited` logs since the start of day `after`.
+fn credited_query(after: Option<String>, invoice_ids: Vec<String>) -> InvoiceLogQuery {
+    InvoiceLogQuery {
+        after,
+        types: vec![InvoiceLogType::Credited],
+        invoice_ids,
+        ..Default::default()
+    }
+}
+
+/// A `credited` log at or after `since` (Stark's date filter keeps the whole first day).
+fn is_credit_since(log: &InvoiceLog, since: OffsetDateTime) -> bool {
+    log.log_type == InvoiceLogType::Credited
+        && OffsetDateTime::parse(&log.created, &Rfc3339).is_ok_and(|at| at >= since)
+}
+
+/// The first `credited` log of each invoice of `ids` (at or after `since`, when given), asked
+/// 100 invoices at a time, the most a query takes.
+async fn first_credits(
+    stark: &Client,
+    after: Option<String>,
+    ids: &[String],
+    since: Option<OffsetDateTime>,
+) -> anyhow::Result<BTreeMap<String, InvoiceLog>> {
+    let mut first: BTreeMap<String, InvoiceLog> = BTreeMap::new();
+    for chunk in ids.chunks(100) {
+        let logs = stark
+            .query_invoice_logs(&credited_query(after.clone(), chunk.to_vec()))
+            .await?;
+        for log in logs.into_iter().filter(|l| match since {
+            Some(since) => is_credit_since(l, since),
+            None => l.log_type == InvoiceLogType::Credited,
+        }) {
+            first.entry(log.invoice.id.clone()).or_insert(log);
+        }
+    }
+    Ok(first)
+}
+
+/// The audit's view of the invoice a `credited` log shows, credited for the amount it shows.
+fn credit_record(log: &InvoiceLog) -> InvoiceRecord {
+    invoice_record(&log.invoice, Some(log.invoice.amount))
+}
+
+/// What [`later_duplicates`] needs of each invoice listed.
+struct Issued {
+    id: String,
+    created: String,
+    still_created: bool,
+}
+
+impl Issued {
+    fn of(invoice: Invoice) -> Issued {
+        Issued {
+            still_created: invoice.status == InvoiceStatus::Created,
+            id: invoice.id,
+            created: invoice.created,
+        }
+    }
+}
+
 /// For each request with several live invoices, the ones after the first created that are still
 /// `created` (nobody paid them yet, so cancelling them loses nothing).
-fn later_duplicates(audit: &Audit, issued: &[Invoice]) -> Vec<String> {
-    let by_id: BTreeMap<&str, &Invoice> = issued.iter().map(|i| (i.id.as_str(), i)).collect();
+fn later_duplicates(audit: &Audit, issued: &[Issued]) -> Vec<String> {
+    let by_id: BTreeMap<&str, &Issued> = issued.iter().map(|i| (i.id.as_str(), i)).collect();
     let mut cancelable = Vec::new();
     for finding in &audit.findings {
         let Finding::DuplicateInvoice { invoices, .. } = finding else {
             continue;
         };
-        let mut found: Vec<&Invoice> = invoices
+        let mut found: Vec<&Issued> = invoices
             .iter()
             .filter_map(|id| by_id.get(id.as_str()).copied())
             .collect();
@@ -272,7 +334,7 @@ fn later_duplicates(audit: &Audit, issued: &[Invoice]) -> Vec<String> {
             found
                 .iter()
                 .skip(1)
-                .filter(|i| i.status == InvoiceStatus::Created)
+                .filter(|i| i.still_created)
                 .map(|i| i.id.clone()),
         );
     }

@@ -335,6 +335,18 @@ pub struct InvoiceLogQuery {
     pub invoice_ids: Vec<String>,
 }
 
+impl InvoiceLogQuery {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        push_opt(&mut pairs, "after", self.after.as_deref());
+        push_opt(&mut pairs, "before", self.before.as_deref());
+        let types: Vec<String> = self.types.iter().map(|t| t.as_str().to_owned()).collect();
+        push_list(&mut pairs, "types", &types);
+        push_list(&mut pairs, "invoiceIds", &self.invoice_ids);
+        pairs
+    }
+}
+
 /// Checks the batch size Stark enforces, before anything is sent.
 pub(crate) fn check_batch(kind: &str, len: usize) -> Result<(), Error> {
     if len == 0 || len > MAX_PAGE {
@@ -358,6 +370,16 @@ impl Client {
     /// All invoices matching `query`, following cursors.
     pub async fn query_invoices(&self, query: &InvoiceQuery) -> Result<Vec<Invoice>, Error> {
         self.collect("invoice", "invoices", &query.pairs(), query.limit)
+            .await
+    }
+
+    /// The invoices matching `query`, a page at a time, without keeping them.
+    pub async fn each_invoice(
+        &self,
+        query: &InvoiceQuery,
+        visit: impl FnMut(Vec<Invoice>),
+    ) -> Result<(), Error> {
+        self.for_each_page("invoice", "invoices", &query.pairs(), query.limit, visit)
             .await
     }
 
@@ -403,13 +425,17 @@ impl Client {
         &self,
         query: &InvoiceLogQuery,
     ) -> Result<Vec<InvoiceLog>, Error> {
-        let mut pairs = Vec::new();
-        push_opt(&mut pairs, "after", query.after.as_deref());
-        push_opt(&mut pairs, "before", query.before.as_deref());
-        let types: Vec<String> = query.types.iter().map(|t| t.as_str().to_owned()).collect();
-        push_list(&mut pairs, "types", &types);
-        push_list(&mut pairs, "invoiceIds", &query.invoice_ids);
-        self.collect("invoice/log", "logs", &pairs, query.limit)
+        self.collect("invoice/log", "logs", &query.pairs(), query.limit)
+            .await
+    }
+
+    /// The invoice logs matching `query`, a page at a time, without keeping them.
+    pub async fn each_invoice_log(
+        &self,
+        query: &InvoiceLogQuery,
+        visit: impl FnMut(Vec<InvoiceLog>),
+    ) -> Result<(), Error> {
+        self.for_each_page("invoice/log", "logs", &query.pairs(), query.limit, visit)
             .await
     }
 

@@ -62,20 +62,38 @@ impl Client {
         limit: Option<usize>,
     ) -> Result<Vec<T>, Error> {
         let mut out = Vec::new();
+        self.for_each_page(path, key, query, limit, |items| out.extend(items))
+            .await?;
+        Ok(out)
+    }
+
+    /// Follows cursors like [`Client::collect`], handing each page's items to `visit` instead
+    /// of keeping them all: a reader that needs a few fields of each item holds only those
+    /// (the reconciler reads a whole day's invoices and credits this way).
+    pub async fn for_each_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        query: &[(&str, String)],
+        limit: Option<usize>,
+        mut visit: impl FnMut(Vec<T>),
+    ) -> Result<(), Error> {
+        let mut read = 0;
         let mut cursor: Option<String> = None;
         loop {
-            let want = limit.map_or(MAX_PAGE, |l| (l - out.len()).min(MAX_PAGE));
-            let page: Page<T> = self.page(path, key, query, cursor.as_deref(), want).await?;
-            out.extend(page.items);
-            if let Some(l) = limit
-                && out.len() >= l
-            {
-                out.truncate(l);
-                return Ok(out);
+            let want = limit.map_or(MAX_PAGE, |l| (l - read).min(MAX_PAGE));
+            let mut page: Page<T> = self.page(path, key, query, cursor.as_deref(), want).await?;
+            if let Some(l) = limit {
+                page.items.truncate(l - read);
+            }
+            read += page.items.len();
+            visit(page.items);
+            if limit.is_some_and(|l| read >= l) {
+                return Ok(());
             }
             match page.cursor {
                 Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-                _ => return Ok(out),
+                _ => return Ok(()),
             }
         }
     }

@@ -241,6 +241,21 @@ async fn query_follows_cursors_and_encodes_filters() {
         ("50", "100")
     );
     assert_eq!(requests.len(), 5);
+
+    // The same cursors, handed over a page at a time: nothing is kept between pages.
+    let mut pages: Vec<(String, usize)> = Vec::new();
+    client
+        .each_invoice(&InvoiceQuery::default(), |page| {
+            pages.push((page[0].id.clone(), page.len()));
+        })
+        .await
+        .unwrap();
+    let starts = |i: usize| format!("{:016}", i);
+    assert_eq!(
+        pages,
+        vec![(starts(0), 100), (starts(100), 100), (starts(200), 50)]
+    );
+    assert_eq!(mock.seen().len(), 8);
 }
 
 fn url_pairs(uri: &Uri) -> HashMap<String, String> {
