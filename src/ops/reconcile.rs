@@ -152,16 +152,17 @@ pub async fn examine(
         .await?;
     // Read after the credits: a payout made meanwhile is then seen with its credit (or as
     // one credited before the window, below), never a credit without its payout.
-    let transfers: Vec<TransferRecord> = stark
-        .query_transfers(&TransferQuery {
-            after: after.clone(),
-            ..Default::default()
-        })
-        .await?
-        .iter()
-        .map(transfer_record)
-        .filter(|t| t.key.is_some())
-        .collect();
+    // A day's transfers are as many as its credits: kept only as the audit's records too.
+    let mut transfers: Vec<TransferRecord> = Vec::new();
+    stark
+        .each_transfer(
+            &TransferQuery {
+                after: after.clone(),
+                ..Default::default()
+            },
+            |page| transfers.extend(page.iter().map(transfer_record).filter(|t| t.key.is_some())),
+        )
+        .await?;
     // Payouts whose invoice was credited before the window (or never): read those credits too,
     // so that an early credit is not mistaken for none.
     let outside: BTreeSet<String> = transfers

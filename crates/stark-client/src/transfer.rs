@@ -213,6 +213,16 @@ impl Client {
             .await
     }
 
+    /// The transfers matching `query`, a page at a time, without keeping them.
+    pub async fn each_transfer(
+        &self,
+        query: &TransferQuery,
+        visit: impl FnMut(Vec<Transfer>),
+    ) -> Result<(), Error> {
+        self.for_each_page("transfer", "transfers", &query.pairs(), query.limit, visit)
+            .await
+    }
+
     /// One page of transfers.
     pub async fn page_transfers(
         &self,
