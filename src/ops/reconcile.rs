@@ -312,7 +312,7 @@ impl Issued {
         Issued {
             still_created: invoice.status == InvoiceStatus::Created,
             id: invoice.id,
-            created: invoice.created,
+            created: invoice.created.to_string(),
         }
     }
 }

@@ -318,11 +318,7 @@ pub async fn run_with(
                 .or_insert(log.invoice.amount);
         }
     }
-    let first = invoices
-        .iter()
-        .map(|i| i.created.as_str())
-        .min()
-        .unwrap_or("");
+    let first = invoices.iter().map(|i| &*i.created).min().unwrap_or("");
     let ours: BTreeSet<&str> = invoices.iter().map(|i| i.id.as_str()).collect();
     let transfers: Vec<TransferRecord> = if invoices.is_empty() {
         Vec::new()

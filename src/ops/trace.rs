@@ -288,7 +288,7 @@ async fn trace_invoice(
     let credited_at = credited.map(|c| rfc3339(&c.created));
     let since = credited_at
         .as_deref()
-        .or(Some(invoice.created.as_str()))
+        .or(Some(&*invoice.created))
         .and_then(|t| t.get(..10))
         .unwrap_or("1d")
         .to_owned();

@@ -37,7 +37,7 @@ async fn creates_the_invoice_with_its_request_tag() {
     let invoices = stark.sandbox.state().invoices;
     assert_eq!(invoices.len(), 1);
     assert_eq!(invoices[0].amount, 12_345);
-    assert_eq!(invoices[0].name, "João da Silva");
+    assert_eq!(&*invoices[0].name, "João da Silva");
     assert!(
         invoices[0].tags.contains(&"request:test-3-0".to_owned()),
         "{:?}",

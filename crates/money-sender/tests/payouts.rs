@@ -103,10 +103,10 @@ fn paid(invoice: &Invoice, amount: i64) -> PaidInvoice {
         invoice_id: invoice.id.clone(),
         amount,
         fee: INVOICE_FEE,
-        payer_name: invoice.name.clone(),
-        payer_tax_id: invoice.tax_id.clone(),
+        payer_name: invoice.name.to_string(),
+        payer_tax_id: invoice.tax_id.to_string(),
         credited_at: "2026-11-27T10:00:00.000000+00:00".into(),
-        tags: invoice.tags.clone(),
+        tags: invoice.tags.to_vec(),
     }
 }
 

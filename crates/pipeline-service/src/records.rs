@@ -18,10 +18,10 @@ pub fn paid_invoice(log: &InvoiceLog, event_id: &str) -> PaidInvoice {
         invoice_id: log.invoice.id.clone(),
         amount: log.invoice.amount,
         fee: log.invoice.fee,
-        payer_name: log.invoice.name.clone(),
-        payer_tax_id: log.invoice.tax_id.clone(),
+        payer_name: log.invoice.name.to_string(),
+        payer_tax_id: log.invoice.tax_id.to_string(),
         credited_at: log.created.clone(),
-        tags: log.invoice.tags.clone(),
+        tags: log.invoice.tags.to_vec(),
     }
 }
 

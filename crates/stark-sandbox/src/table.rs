@@ -35,16 +35,39 @@ pub struct Row<T> {
     pub deleted: bool,
 }
 
+/// An id or lookup key as the indexes hold it. Every id the sandbox makes is a 16-digit number
+/// (as Stark's are), held as one: a row's id is already in its item, and a second copy as text
+/// in the index cost about 40 bytes more per row. Anything else (tags, tests' names) is text.
+/// Only the canonical spelling is a number ("0123" and "+123" stay text), so that two
+/// different texts never meet under one key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Number(u64),
+    Text(Box<str>),
+}
+
+impl Key {
+    fn of(text: &str) -> Self {
+        let canonical = !text.is_empty()
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && (text.len() == 1 || !text.starts_with('0'));
+        match text.parse() {
+            Ok(n) if canonical => Self::Number(n),
+            _ => Self::Text(text.into()),
+        }
+    }
+}
+
 /// Rows in creation order, indexed by id.
 #[derive(Debug, Clone)]
 pub struct Table<T> {
     rows: Vec<Row<T>>,
-    index: HashMap<String, usize>,
+    index: HashMap<Key, usize>,
     /// Positions by lookup key (a tag, an invoice id), in creation order, for the lists that
     /// filter on one ([`Table::page_keyed`]): a lookup by tag then costs the rows that carry it,
     /// not the whole table (the pipeline makes one per invoice and per payout, so a scan makes a
     /// campaign quadratic).
-    keys: HashMap<String, Vec<usize>>,
+    keys: HashMap<Key, Vec<usize>>,
 }
 
 impl<T> Default for Table<T> {
@@ -59,8 +82,8 @@ impl<T> Default for Table<T> {
 
 impl<T> Table<T> {
     /// Appends a row of workspace `ws`.
-    pub fn insert(&mut self, id: String, at: OffsetDateTime, ws: Ws, item: T) {
-        self.index.insert(id, self.rows.len());
+    pub fn insert(&mut self, id: &str, at: OffsetDateTime, ws: Ws, item: T) {
+        self.index.insert(Key::of(id), self.rows.len());
         self.rows.push(Row {
             at,
             ws,
@@ -73,15 +96,15 @@ impl<T> Table<T> {
     /// Keys are fixed at insert: only for what never changes (tags, the invoice of a log).
     pub fn insert_keyed(
         &mut self,
-        id: String,
+        id: &str,
         at: OffsetDateTime,
         ws: Ws,
         item: T,
-        keys: impl IntoIterator<Item = String>,
+        keys: impl IntoIterator<Item = impl AsRef<str>>,
     ) {
         let position = self.rows.len();
         for key in keys {
-            let positions = self.keys.entry(key).or_default();
+            let positions = self.keys.entry(Key::of(key.as_ref())).or_default();
             if positions.last() != Some(&position) {
                 positions.push(position);
             }
@@ -92,7 +115,7 @@ impl<T> Table<T> {
     /// A live row by id.
     pub fn get(&self, id: &str) -> Option<&Row<T>> {
         self.index
-            .get(id)
+            .get(&Key::of(id))
             .map(|&i| &self.rows[i])
             .filter(|r| !r.deleted)
     }
@@ -100,7 +123,7 @@ impl<T> Table<T> {
     /// A live row by id, mutable.
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Row<T>> {
         self.index
-            .get(id)
+            .get(&Key::of(id))
             .map(|&i| &mut self.rows[i])
             .filter(|r| !r.deleted)
     }
@@ -117,14 +140,14 @@ impl<T> Table<T> {
 
     /// The workspace of a row by id, deleted or not.
     pub fn owner(&self, id: &str) -> Option<Ws> {
-        self.index.get(id).map(|&i| self.rows[i].ws)
+        self.index.get(&Key::of(id)).map(|&i| self.rows[i].ws)
     }
 
     /// Live rows found under `key` ([`Table::insert_keyed`]), oldest first: a lookup that
     /// costs the rows carrying the key, not the table.
     pub fn keyed<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Row<T>> + 'a {
         self.keys
-            .get(key)
+            .get(&Key::of(key))
             .into_iter()
             .flatten()
             .map(|&i| &self.rows[i])
@@ -168,7 +191,7 @@ impl<T> Table<T> {
         }
         let mut found: Vec<usize> = keys
             .iter()
-            .filter_map(|k| self.keys.get(k))
+            .filter_map(|k| self.keys.get(&Key::of(k)))
             .flatten()
             .copied()
             .collect();
@@ -292,7 +315,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         for i in 0..20u32 {
             let keys = [format!("mod3-{}", i % 3), format!("mod5-{}", i % 5)];
-            t.insert_keyed(i.to_string(), now, WS, i, keys);
+            t.insert_keyed(&i.to_string(), now, WS, i, keys);
         }
         let keys = ["mod3-0".to_owned(), "mod5-0".to_owned()];
         let wanted = |i: &u32| i.is_multiple_of(3) || i.is_multiple_of(5);
@@ -327,15 +350,54 @@ mod tests {
     }
 
     #[test]
+    fn ids_that_spell_one_number_differently_are_different_rows() {
+        let mut t = Table::default();
+        let now = OffsetDateTime::now_utc();
+        for (i, id) in [
+            "123",
+            "0123",
+            "+123",
+            "00",
+            "0",
+            "",
+            "x1",
+            "18446744073709551616",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            t.insert_keyed(id, now, WS, i, [id.to_owned()]);
+        }
+        for (i, id) in [
+            "123",
+            "0123",
+            "+123",
+            "00",
+            "0",
+            "",
+            "x1",
+            "18446744073709551616",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(t.get(id).map(|r| r.item), Some(i), "{id:?}");
+            let keyed: Vec<usize> = t.keyed(id).map(|r| r.item).collect();
+            assert_eq!(keyed, [i], "{id:?}");
+        }
+        assert!(t.get("1230").is_none() && t.get(" 123").is_none());
+    }
+
+    #[test]
     fn pages_newest_first_and_survive_inserts_between_pages() {
         let mut t = Table::default();
         let now = OffsetDateTime::now_utc();
         for i in 0..5 {
-            t.insert(i.to_string(), now, WS, i);
+            t.insert(&i.to_string(), now, WS, i);
         }
         let (first, cursor) = t.page(&params(2, None), ALL, |_| true);
         assert_eq!(first, [&4, &3]);
-        t.insert("5".into(), now, WS, 5);
+        t.insert("5", now, WS, 5);
         let (second, cursor) = t.page(&params(2, cursor), ALL, |_| true);
         assert_eq!(second, [&2, &1]);
         let (third, cursor) = t.page(&params(2, cursor), ALL, |_| true);
@@ -355,9 +417,9 @@ mod tests {
         let mut t = Table::default();
         let t0 = OffsetDateTime::now_utc();
         let later = t0 + time::Duration::seconds(5);
-        t.insert("a".into(), t0, Ws(0), "a");
-        t.insert("b".into(), t0, Ws(1), "b");
-        t.insert("c".into(), later, Ws(0), "c");
+        t.insert("a", t0, Ws(0), "a");
+        t.insert("b", t0, Ws(1), "b");
+        t.insert("c", later, Ws(0), "c");
         let page = |scope| t.page(&params(10, None), scope, |_| true).0;
         assert_eq!(page(Scope::all(Ws(0))), [&"c", &"a"]);
         assert_eq!(page(Scope::all(Ws(1))), [&"b"]);

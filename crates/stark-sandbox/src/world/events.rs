@@ -66,8 +66,7 @@ impl World {
             url,
             subscriptions,
         };
-        self.webhooks
-            .insert(webhook.id.clone(), now, ws, webhook.clone());
+        self.webhooks.insert(&webhook.id, now, ws, webhook.clone());
         webhook
     }
 
@@ -162,7 +161,7 @@ impl World {
             };
             let event_id = event.id.clone();
             self.events.insert(
-                event_id.clone(),
+                &event_id,
                 now,
                 ws,
                 EventRec {
@@ -201,7 +200,7 @@ impl World {
                 webhook_id: webhook_id.clone(),
                 created: timestamp(now),
             };
-            self.attempts.insert(attempt.id.clone(), now, ws, attempt);
+            self.attempts.insert(&attempt.id.clone(), now, ws, attempt);
         }
         if let Some(row) = self.events.get_mut(event_id) {
             row.item.failures = u32::try_from(tries).unwrap_or(u32::MAX);
@@ -309,7 +308,7 @@ impl World {
             webhook_id: out.webhook_id.clone(),
             created: timestamp(now),
         };
-        self.attempts.insert(attempt.id.clone(), now, ws, attempt);
+        self.attempts.insert(&attempt.id.clone(), now, ws, attempt);
         let row = self.events.get_mut(&out.event_id)?;
         row.item.failures += 1;
         let failures = row.item.failures as usize;

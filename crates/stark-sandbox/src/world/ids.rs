@@ -12,7 +12,9 @@ use crate::faults::stream;
 #[derive(Debug)]
 pub(super) struct Ids {
     rng: ChaCha8Rng,
-    used: HashSet<String>,
+    /// As numbers: one is made for every row, so a second copy of each as text cost more than
+    /// the row's own id (about 50 bytes per id).
+    used: HashSet<u64>,
 }
 
 impl Ids {
@@ -29,10 +31,9 @@ impl Ids {
         loop {
             let id = self
                 .rng
-                .random_range(1_000_000_000_000_000u64..10_000_000_000_000_000)
-                .to_string();
-            if self.used.insert(id.clone()) {
-                return id;
+                .random_range(1_000_000_000_000_000u64..10_000_000_000_000_000);
+            if self.used.insert(id) {
+                return id.to_string();
             }
         }
     }

@@ -25,8 +25,9 @@ pub struct InvoiceRec {
     pub due_at: OffsetDateTime,
     /// Discounts as (percentage, last instant it applies), by date.
     pub discounts: Vec<(f64, OffsetDateTime)>,
-    /// Filled when paid.
-    pub payment: Option<InvoicePayment>,
+    /// Filled when paid. Boxed: inline it made every invoice's row about 200 bytes larger,
+    /// paid or not.
+    pub payment: Option<Box<InvoicePayment>>,
     /// Set once the `credited` log is written, so that it happens once.
     pub credited: bool,
     /// Set by the first reversal.
@@ -59,8 +60,8 @@ impl World {
         let due_at = rec.due_at;
         let expire_at = rec.expires_at();
         let invoice = Invoice::clone(&rec.invoice);
-        let tags = rec.invoice.tags.clone();
-        self.invoices.insert_keyed(id.clone(), now, ws, rec, tags);
+        let tags = Arc::clone(&rec.invoice.tags);
+        self.invoices.insert_keyed(&id, now, ws, rec, tags.iter());
         self.counters.entry(ws.0).or_default().invoices_issued += 1;
         self.write_invoice_log(&id, InvoiceLogType::Created, now);
         if self.pay_rng.random_bool(self.settings.pay_probability) {
@@ -178,13 +179,8 @@ impl World {
             errors: Vec::new(),
             invoice,
         });
-        self.invoice_logs.insert_keyed(
-            log.id.clone(),
-            now,
-            ws,
-            Arc::clone(&log),
-            [log.invoice.id.clone()],
-        );
+        self.invoice_logs
+            .insert_keyed(&log.id, now, ws, Arc::clone(&log), [&log.invoice.id]);
         self.emit_event(ws, "invoice", EventLog::Invoice(log), now);
     }
 
@@ -240,7 +236,7 @@ impl World {
             ))
             .unwrap_or_default()
         );
-        rec.payment = Some(InvoicePayment {
+        rec.payment = Some(Box::new(InvoicePayment {
             amount: inv.amount,
             name: inv.name.clone(),
             tax_id: inv.tax_id.clone(),
@@ -250,7 +246,7 @@ impl World {
             account_type: "checking".to_owned(),
             end_to_end_id,
             method: "pix".to_owned(),
-        });
+        }));
         if let Some(ws) = self.invoices.owner(id) {
             self.counters.entry(ws.0).or_default().invoices_paid += 1;
         }

@@ -135,7 +135,7 @@ impl World {
         let start = rec.scheduled_at.max(now);
         let transfer = Transfer::clone(&rec.transfer);
         let tags = rec.transfer.tags.clone();
-        self.transfers.insert_keyed(id.clone(), now, ws, rec, tags);
+        self.transfers.insert_keyed(&id, now, ws, rec, tags);
         self.counters.entry(ws.0).or_default().transfers_created += 1;
         self.write_transfer_log(&id, TransferLogType::Created, Vec::new(), now);
         self.schedule(
@@ -255,7 +255,7 @@ impl World {
             transfer,
         });
         self.transfer_logs
-            .insert(log.id.clone(), now, ws, Arc::clone(&log));
+            .insert(&log.id, now, ws, Arc::clone(&log));
         self.emit_event(ws, "transfer", EventLog::Transfer(log), now);
     }
 

@@ -22,7 +22,7 @@ async fn invoices_create_query_in_cursor_pages_get_and_logs() {
         assert_eq!(inv.id.len(), 16, "ids are 16 digits");
         assert!(inv.id.bytes().all(|b| b.is_ascii_digit()));
         assert_eq!(inv.status, InvoiceStatus::Created);
-        assert_eq!(inv.tax_id, "012.345.678-90");
+        assert_eq!(&*inv.tax_id, "012.345.678-90");
         assert_eq!(inv.nominal_amount, inv.amount);
         assert_eq!(
             (inv.fine, inv.interest, inv.expiration),
@@ -35,8 +35,8 @@ async fn invoices_create_query_in_cursor_pages_get_and_logs() {
         );
         assert!(inv.brcode.starts_with("000201"));
     }
-    assert_eq!(created[0].tags, ["batch-a"], "tags are lowercased");
-    assert_eq!(created[4].tags, ["other tag"]);
+    assert_eq!(*created[0].tags, ["batch-a"], "tags are lowercased");
+    assert_eq!(*created[4].tags, ["other tag"]);
     env.past_listing_lag();
 
     // Cursor pages of 2, newest first, cover everything once.
