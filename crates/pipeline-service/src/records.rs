@@ -48,10 +48,10 @@ pub fn transfer_record(transfer: &Transfer) -> TransferRecord {
         amount: transfer.amount,
         state: transfer_state(transfer.status),
         account: Account {
-            bank_code: transfer.bank_code.clone(),
-            branch_code: transfer.branch_code.clone(),
-            account_number: transfer.account_number.clone(),
-            tax_id: transfer.tax_id.clone(),
+            bank_code: transfer.bank_code.to_string(),
+            branch_code: transfer.branch_code.to_string(),
+            account_number: transfer.account_number.to_string(),
+            tax_id: transfer.tax_id.to_string(),
         },
     }
 }

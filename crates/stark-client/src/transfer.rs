@@ -86,6 +86,9 @@ pub struct NewTransfer {
 }
 
 /// A transfer as Stark returns it.
+///
+/// What never changes after creation (the receiver, schedule, description, tags, `created`) is
+/// shared (`Arc`), as in [`crate::Invoice`]: each log's copy repeats only status, fee and times.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Transfer {
@@ -94,33 +97,33 @@ pub struct Transfer {
     /// Cents.
     pub amount: i64,
     /// Receiver name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Receiver tax id.
-    pub tax_id: String,
+    pub tax_id: Arc<str>,
     /// Receiver bank.
-    pub bank_code: String,
+    pub bank_code: Arc<str>,
     /// Receiver branch.
-    pub branch_code: String,
+    pub branch_code: Arc<str>,
     /// Receiver account.
-    pub account_number: String,
+    pub account_number: Arc<str>,
     /// Receiver account type.
     #[serde(default)]
-    pub account_type: String,
+    pub account_type: Arc<str>,
     /// Our idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
     /// Scheduled date/time.
     #[serde(default)]
-    pub scheduled: String,
+    pub scheduled: Arc<str>,
     /// Statement description.
     #[serde(default)]
-    pub description: String,
+    pub description: Arc<str>,
     /// Receiver-facing description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_description: Option<String>,
     /// Lowercased tags.
     #[serde(default)]
-    pub tags: Vec<String>,
+    pub tags: Arc<[String]>,
     /// Rules.
     #[serde(default)]
     pub rules: Vec<Rule>,
@@ -136,7 +139,7 @@ pub struct Transfer {
     #[serde(default)]
     pub transaction_ids: Vec<String>,
     /// Creation time.
-    pub created: String,
+    pub created: Arc<str>,
     /// Last update time.
     #[serde(default)]
     pub updated: String,

@@ -1,6 +1,7 @@
 //! `/v2/transfer`: create (with Stark's duplicate blocking), list, get, cancel, logs.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use stark_client::{Transfer, TransferStatus};
@@ -56,10 +57,10 @@ struct Checked {
     amount: i64,
     name: String,
     tax_id: String,
-    tax_digits: String,
-    bank_code: String,
-    branch_code: String,
-    account_number: String,
+    tax_digits: Arc<str>,
+    bank_code: Arc<str>,
+    branch_code: Arc<str>,
+    account_number: Arc<str>,
     account_type: String,
     external_id: Option<String>,
     scheduled: Option<DateOrTime>,
@@ -201,10 +202,10 @@ fn check(item: &mut Item<'_>, earliest: OffsetDateTime) -> Option<Checked> {
         amount: amount?,
         name: name?,
         tax_id: tax_id.to_string(),
-        tax_digits: tax_id.digits().to_owned(),
-        bank_code: bank_code?,
-        branch_code: branch_code?,
-        account_number: account_number?,
+        tax_digits: tax_id.digits().into(),
+        bank_code: bank_code?.into(),
+        branch_code: branch_code?.into(),
+        account_number: account_number?.into(),
         account_type,
         external_id,
         scheduled,
@@ -304,23 +305,24 @@ impl World {
                 amount: c.amount,
                 description: c
                     .description
-                    .unwrap_or_else(|| format!("{} ({})", c.name, c.tax_id)),
-                name: c.name,
-                tax_id: c.tax_id,
-                bank_code: c.bank_code.clone(),
-                branch_code: c.branch_code.clone(),
-                account_number: c.account_number.clone(),
-                account_type: c.account_type,
+                    .unwrap_or_else(|| format!("{} ({})", c.name, c.tax_id))
+                    .into(),
+                name: c.name.into(),
+                tax_id: c.tax_id.into(),
+                bank_code: c.bank_code,
+                branch_code: c.branch_code,
+                account_number: c.account_number,
+                account_type: c.account_type.into(),
                 external_id: c.external_id,
-                scheduled: timestamp(scheduled_at.max(now)),
+                scheduled: timestamp(scheduled_at.max(now)).into(),
                 display_description: c.display_description,
-                tags: c.tags,
+                tags: c.tags.into(),
                 rules: c.rules,
                 metadata: c.metadata,
                 fee: 0,
                 status: TransferStatus::Created,
                 transaction_ids: Vec::new(),
-                created: timestamp(now),
+                created: timestamp(now).into(),
                 updated: timestamp(now),
             };
             let rec = TransferRec {
@@ -360,7 +362,9 @@ impl World {
                     || t.transaction_ids
                         .iter()
                         .any(|x| transaction_ids.contains(x)))
-                && tax_id.as_ref().is_none_or(|d| *d == r.receiver.tax_digits)
+                && tax_id
+                    .as_ref()
+                    .is_none_or(|d| **d == *r.receiver.tax_digits)
         });
         let transfers: Vec<&Transfer> = items.into_iter().map(|r| &*r.transfer).collect();
         Ok(json!({ "cursor": cursor, "transfers": transfers }))

@@ -61,17 +61,17 @@ impl TransferLogType {
 }
 
 /// Who a transfer pays, as the same-day duplicate rule compares it: the tax id's digits and the
-/// bank account.
+/// bank account. Shared with the stored transfer (`Arc`), not copied.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Receiver {
     /// CPF or CNPJ digits, without formatting.
-    pub tax_digits: String,
+    pub tax_digits: Arc<str>,
     /// ISPB or bank code.
-    pub bank_code: String,
+    pub bank_code: Arc<str>,
     /// Branch, as sent.
-    pub branch_code: String,
+    pub branch_code: Arc<str>,
     /// Account, as sent.
-    pub account_number: String,
+    pub account_number: Arc<str>,
 }
 
 /// What makes two transfers without `externalId` duplicates: same receiver, same amount, same
@@ -134,8 +134,8 @@ impl World {
         }
         let start = rec.scheduled_at.max(now);
         let transfer = Transfer::clone(&rec.transfer);
-        let tags = rec.transfer.tags.clone();
-        self.transfers.insert_keyed(&id, now, ws, rec, tags);
+        let tags = Arc::clone(&rec.transfer.tags);
+        self.transfers.insert_keyed(&id, now, ws, rec, tags.iter());
         self.counters.entry(ws.0).or_default().transfers_created += 1;
         self.write_transfer_log(&id, TransferLogType::Created, Vec::new(), now);
         self.schedule(

@@ -251,7 +251,7 @@ async fn transfers_create_query_get_and_duplicate_rules() {
         .unwrap();
     assert_eq!(first[0].status, TransferStatus::Created);
     assert_eq!(first[0].external_id.as_deref(), Some("ext-1"));
-    assert_eq!(first[0].tags, ["payout"]);
+    assert_eq!(*first[0].tags, ["payout"]);
     assert_eq!(first[0].id.len(), 16);
 
     // The repeated externalId fails, on its own item, and takes the batch down with it.
