@@ -71,6 +71,68 @@ pub struct StoredMessage {
     pub publish_time: SystemTime,
 }
 
+/// A message as the bus keeps it: one copy, shared (`Arc`) by the topic's retention and every
+/// delivery in flight, in the smallest form that gives [`StoredMessage`] back. Every message is
+/// kept for [`MemoryBus::seek`], so its size counts once per message of a campaign: the
+/// attributes as a `BTreeMap` cost about 540 bytes for the map's first node alone, and the id
+/// and topic as text another 60; as a slice and a number, a message costs its data and little
+/// more.
+#[derive(Debug)]
+struct Kept {
+    id: u64,
+    data: Box<[u8]>,
+    /// Sorted by name, as the map they came from.
+    attributes: Box<[(Box<str>, Box<str>)]>,
+    ordering_key: Option<Box<str>>,
+    publish_time: SystemTime,
+}
+
+impl Kept {
+    fn new(id: u64, message: OutgoingMessage) -> Self {
+        Self {
+            id,
+            data: message.data.into(),
+            attributes: message
+                .attributes
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            ordering_key: message.ordering_key.map(Into::into),
+            publish_time: SystemTime::now(),
+        }
+    }
+
+    /// The message as an [`OutgoingMessage`] again, for an envelope.
+    fn outgoing(&self) -> OutgoingMessage {
+        OutgoingMessage {
+            data: self.data.to_vec(),
+            attributes: self
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ordering_key: self.ordering_key.as_deref().map(Into::into),
+        }
+    }
+
+    /// The message as the bus's API shows it.
+    fn stored(&self, topic: &str) -> StoredMessage {
+        let OutgoingMessage {
+            data,
+            attributes,
+            ordering_key,
+        } = self.outgoing();
+        StoredMessage {
+            message_id: self.id.to_string(),
+            topic: topic.to_owned(),
+            data,
+            attributes,
+            ordering_key,
+            publish_time: self.publish_time,
+        }
+    }
+}
+
 /// What happened to one message on one subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryState {
@@ -100,8 +162,10 @@ struct Subscription {
     name: String,
     endpoint: String,
     policy: RetryPolicy,
+    /// The topic it reads, for the dead letters it keeps.
+    topic: String,
     /// State of every message this subscription received, by message id.
-    states: Mutex<HashMap<String, DeliveryState>>,
+    states: Mutex<HashMap<u64, DeliveryState>>,
     dead_letters: Mutex<Vec<StoredMessage>>,
     attempts: AtomicU64,
     /// Bumped by `seek`, so that deliveries started before a seek do not overwrite newer state.
@@ -113,7 +177,7 @@ struct Subscription {
 #[derive(Debug, Default)]
 struct Topic {
     subscriptions: Vec<Arc<Subscription>>,
-    messages: Vec<StoredMessage>,
+    messages: Vec<Arc<Kept>>,
 }
 
 /// The in-process bus. Cheap to clone.
@@ -155,6 +219,7 @@ impl MemoryBus {
     pub fn subscribe(&self, topic: &str, name: &str, endpoint: &str, policy: RetryPolicy) {
         let subscription = Arc::new(Subscription {
             name: name.to_owned(),
+            topic: topic.to_owned(),
             endpoint: endpoint.to_owned(),
             policy,
             states: Mutex::new(HashMap::new()),
@@ -181,7 +246,7 @@ impl MemoryBus {
         let topics = self.inner.topics.lock().expect("bus lock");
         topics
             .get(topic)
-            .map(|t| t.messages.clone())
+            .map(|t| t.messages.iter().map(|m| m.stored(topic)).collect())
             .unwrap_or_default()
     }
 
@@ -228,7 +293,7 @@ impl MemoryBus {
         let Some(subscription) = self.find(name) else {
             return 0;
         };
-        let messages: Vec<StoredMessage> = {
+        let messages: Vec<Arc<Kept>> = {
             let topics = self.inner.topics.lock().expect("bus lock");
             topics
                 .values()
@@ -241,7 +306,7 @@ impl MemoryBus {
                     t.messages
                         .iter()
                         .filter(|m| m.publish_time >= since)
-                        .cloned()
+                        .map(Arc::clone)
                 })
                 .collect()
         };
@@ -261,13 +326,13 @@ impl MemoryBus {
             .cloned()
     }
 
-    fn spawn_delivery(&self, subscription: Arc<Subscription>, message: StoredMessage) {
+    fn spawn_delivery(&self, subscription: Arc<Subscription>, message: Arc<Kept>) {
         let generation = subscription.generation.load(Ordering::SeqCst);
         subscription
             .states
             .lock()
             .expect("bus lock")
-            .insert(message.message_id.clone(), DeliveryState::Pending);
+            .insert(message.id, DeliveryState::Pending);
         let http = self.inner.http.clone();
         let project = self.inner.project.clone();
         tokio::spawn(async move {
@@ -280,13 +345,13 @@ impl MemoryBus {
                     .dead_letters
                     .lock()
                     .expect("bus lock")
-                    .push(message.clone());
+                    .push(message.stored(&subscription.topic));
             }
             subscription
                 .states
                 .lock()
                 .expect("bus lock")
-                .insert(message.message_id, outcome);
+                .insert(message.id, outcome);
         });
     }
 }
@@ -296,22 +361,19 @@ async fn deliver(
     http: &reqwest::Client,
     project: &str,
     subscription: &Subscription,
-    message: &StoredMessage,
+    message: &Kept,
 ) -> DeliveryState {
     let publish_time = time::OffsetDateTime::from(message.publish_time)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let policy = &subscription.policy;
     let mut backoff = policy.min_backoff;
+    let message_id = message.id.to_string();
     for attempt in 1..=policy.max_delivery_attempts {
-        let outgoing = OutgoingMessage {
-            data: message.data.clone(),
-            attributes: message.attributes.clone(),
-            ordering_key: message.ordering_key.clone(),
-        };
+        let outgoing = message.outgoing();
         let envelope = WireEnvelope::for_message(
             &format!("projects/{project}/subscriptions/{}", subscription.name),
-            &message.message_id,
+            &message_id,
             &publish_time,
             &outgoing,
             Some(attempt),
@@ -331,13 +393,13 @@ async fn deliver(
             Ok(response) => format!("HTTP {}", response.status().as_u16()),
             Err(err) => format!("no answer: {err}"),
         };
-        tracing::debug!(event = "bus_delivery_failed", subscription = %subscription.name, message_id = %message.message_id, attempt, %failure, "push delivery failed");
+        tracing::debug!(event = "bus_delivery_failed", subscription = %subscription.name, message_id = %message_id, attempt, %failure, "push delivery failed");
         if attempt < policy.max_delivery_attempts {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(policy.max_backoff);
         }
     }
-    tracing::warn!(event = "bus_dead_lettered", subscription = %subscription.name, message_id = %message.message_id, "message dead-lettered after max delivery attempts");
+    tracing::warn!(event = "bus_dead_lettered", subscription = %subscription.name, message_id = %message_id, "message dead-lettered after max delivery attempts");
     DeliveryState::DeadLettered
 }
 
@@ -354,29 +416,18 @@ impl Publisher for MemoryBus {
                     reason: "the in-memory bus is set to fail publishes".into(),
                 });
             }
-            let id = self
-                .inner
-                .next_id
-                .fetch_add(1, Ordering::SeqCst)
-                .to_string();
-            let stored = StoredMessage {
-                message_id: id.clone(),
-                topic: topic.to_owned(),
-                data: message.data,
-                attributes: message.attributes,
-                ordering_key: message.ordering_key,
-                publish_time: SystemTime::now(),
-            };
+            let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
+            let kept = Arc::new(Kept::new(id, message));
             let subscriptions = {
                 let mut topics = self.inner.topics.lock().expect("bus lock");
                 let entry = topics.entry(topic.to_owned()).or_default();
-                entry.messages.push(stored.clone());
+                entry.messages.push(Arc::clone(&kept));
                 entry.subscriptions.clone()
             };
             for subscription in subscriptions {
-                self.spawn_delivery(subscription, stored.clone());
+                self.spawn_delivery(subscription, Arc::clone(&kept));
             }
-            Ok(id)
+            Ok(id.to_string())
         })
     }
 }

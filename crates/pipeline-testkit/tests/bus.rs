@@ -222,3 +222,52 @@ async fn failing_publishes_report_the_topic() {
     assert_eq!(err.topic, "paid_invoices");
     assert!(bus.published("paid_invoices").is_empty());
 }
+
+#[tokio::test]
+async fn kept_messages_come_back_whole_from_published_deliveries_and_dead_letters() {
+    let (url, seen) = endpoint(|_| StatusCode::UNPROCESSABLE_ENTITY).await;
+    let bus = MemoryBus::new();
+    bus.subscribe("t", "s", &url, fast_policy(2));
+    let sent = OutgoingMessage {
+        data: br#"{"invoiceId":"7"}"#.to_vec(),
+        attributes: BTreeMap::from([
+            ("schemaVersion".to_owned(), "1".to_owned()),
+            ("invoiceId".to_owned(), "7".to_owned()),
+            ("campaign".to_owned(), "demo".to_owned()),
+        ]),
+        ordering_key: Some("7".to_owned()),
+    };
+    let first = bus.publish("t", sent.clone()).await.unwrap();
+    let second = bus.publish("t", message("plain")).await.unwrap();
+    assert_ne!(first, second);
+    let published = bus.published("t");
+    assert_eq!(published.len(), 2);
+    let kept = &published[0];
+    assert_eq!(
+        (&kept.message_id, kept.topic.as_str(), &kept.data),
+        (&first, "t", &sent.data)
+    );
+    assert_eq!(kept.attributes, sent.attributes);
+    assert_eq!(kept.ordering_key.as_deref(), Some("7"));
+    assert_eq!(published[1].message_id, second);
+    assert_eq!(published[1].ordering_key, None);
+    eventually("2 dead letters", Duration::from_secs(5), || {
+        bus.stats("s").unwrap().dead_lettered == 2
+    })
+    .await;
+    let letter = bus
+        .dead_letters("s")
+        .into_iter()
+        .find(|m| m.message_id == first)
+        .expect("the first message is dead-lettered");
+    assert_eq!(&letter, kept, "a dead letter is the message as published");
+    let envelope = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.message_id == first)
+        .cloned()
+        .expect("the first message was pushed");
+    assert_eq!(envelope.attributes, sent.attributes);
+    assert_eq!(envelope.data, sent.data);
+}
