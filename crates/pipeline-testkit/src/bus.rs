@@ -370,21 +370,25 @@ async fn deliver(
     let mut backoff = policy.min_backoff;
     let message_id = message.id.to_string();
     for attempt in 1..=policy.max_delivery_attempts {
-        let outgoing = message.outgoing();
+        // The envelope is made only once a push slot is free: while payouts trail a campaign,
+        // tens of thousands of deliveries wait here, and each then holds its shared message,
+        // not an envelope of its own besides.
+        let permit = subscription.in_flight.acquire().await;
         let envelope = WireEnvelope::for_message(
             &format!("projects/{project}/subscriptions/{}", subscription.name),
             &message_id,
             &publish_time,
-            &outgoing,
+            &message.outgoing(),
             Some(attempt),
         );
-        let permit = subscription.in_flight.acquire().await;
+        let body = serde_json::to_vec(&envelope).unwrap_or_default();
+        drop(envelope);
         subscription.attempts.fetch_add(1, Ordering::SeqCst);
         let result = http
             .post(&subscription.endpoint)
             .timeout(policy.ack_deadline)
             .header("content-type", "application/json")
-            .body(serde_json::to_vec(&envelope).unwrap_or_default())
+            .body(body)
             .send()
             .await;
         drop(permit);
