@@ -351,36 +351,22 @@ mod tests {
 
     #[test]
     fn ids_that_spell_one_number_differently_are_different_rows() {
+        const IDS: [&str; 8] = [
+            "123",
+            "0123",
+            "+123",
+            "00",
+            "0",
+            "",
+            "x1",
+            "18446744073709551616",
+        ];
         let mut t = Table::default();
         let now = OffsetDateTime::now_utc();
-        for (i, id) in [
-            "123",
-            "0123",
-            "+123",
-            "00",
-            "0",
-            "",
-            "x1",
-            "18446744073709551616",
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            t.insert_keyed(id, now, WS, i, [id.to_owned()]);
+        for (i, id) in IDS.into_iter().enumerate() {
+            t.insert_keyed(id, now, WS, i, [id]);
         }
-        for (i, id) in [
-            "123",
-            "0123",
-            "+123",
-            "00",
-            "0",
-            "",
-            "x1",
-            "18446744073709551616",
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, id) in IDS.into_iter().enumerate() {
             assert_eq!(t.get(id).map(|r| r.item), Some(i), "{id:?}");
             let keyed: Vec<usize> = t.keyed(id).map(|r| r.item).collect();
             assert_eq!(keyed, [i], "{id:?}");
