@@ -28,15 +28,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` and wraps `router` with `/healthz` and request tracing.
+    /// Binds `addr` and serves [`service_router`]`(router)`.
     pub async fn bind(addr: SocketAddr, router: Router) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        let router = router
-            .route("/healthz", get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn(trace_request));
         Ok(Self {
             listener,
-            router,
+            router: service_router(router),
             grace: SHUTDOWN_GRACE,
         })
     }
@@ -94,6 +91,14 @@ impl Server {
             }
         }
     }
+}
+
+/// `router` as every service serves it: with `GET /healthz` and request tracing. Public so that
+/// an in-process benchmark measures the very stack a request goes through.
+pub fn service_router(router: Router) -> Router {
+    router
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn(trace_request))
 }
 
 /// Resolves on SIGTERM (Cloud Run's stop signal) or Ctrl-C.
