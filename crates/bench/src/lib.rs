@@ -6,7 +6,6 @@
 //! # Layout
 //! - [`procfs`]: peak and current RSS (`VmHWM`, `VmRSS`), CPU time of a process, a thread or a
 //!   whole process tree, and the cores a process may run on.
-//! - [`events`]: credited-invoice webhooks signed like stark-sandbox signs them.
 //! - [`Percentiles`]: latency summaries.
 //! - [`parse_duration`], [`free_port`]: command-line and networking helpers.
 //!
@@ -16,7 +15,6 @@
 //! against the seed's Python webhook in `seed/`, under the same `wrk` load in one run).
 #![forbid(unsafe_code)]
 
-pub mod events;
 pub mod procfs;
 
 use std::time::Duration;

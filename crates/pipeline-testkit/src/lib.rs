@@ -8,16 +8,20 @@
 //!   `127.0.0.1:0` through the production [`Server`].
 //! - [`public_key_server`]: a stand-in Stark serving only `GET /v2/public-key`.
 //! - [`push`]: delivers a message the way Pub/Sub push does, returning the HTTP status.
+//! - [`webhooks`]: credited-invoice webhooks signed as Stark signs them (the benchmarks' load).
+//! - [`NullPublisher`]: confirms every publish and keeps nothing (the benchmarks' publisher).
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod webhooks;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use pipeline_domain::messages::TopicMessage;
 use pipeline_service::envelope::WireEnvelope;
-use pipeline_service::publisher::OutgoingMessage;
+use pipeline_service::publisher::{OutgoingMessage, PublishError, Publisher};
 use pipeline_service::serve::{Server, loopback};
 use stark_client::Client;
 use stark_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
@@ -59,6 +63,32 @@ pub fn run(server: Server) -> String {
 }
 
 pub use pipeline_service::serve::free_port;
+
+/// A publisher that confirms every message at once and keeps none, counting them: what a
+/// benchmark of a publishing service uses to measure the service and not a bus.
+#[derive(Debug, Default)]
+pub struct NullPublisher {
+    published: AtomicU64,
+}
+
+impl NullPublisher {
+    /// Messages confirmed so far.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+}
+
+impl Publisher for NullPublisher {
+    fn publish<'a>(
+        &'a self,
+        _topic: &'a str,
+        message: OutgoingMessage,
+    ) -> BoxFuture<'a, Result<String, PublishError>> {
+        drop(message);
+        let id = self.published.fetch_add(1, Ordering::Relaxed) + 1;
+        Box::pin(async move { Ok(id.to_string()) })
+    }
+}
 
 /// A stand-in Stark that serves only `GET /v2/public-key`, listing `pem` (what a webhook
 /// verifier fetches once, then caches). Returns the Stark base URL, `http://127.0.0.1:PORT/v2`.

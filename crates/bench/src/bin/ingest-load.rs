@@ -27,14 +27,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use bench::events::{SignedWebhook, signed_webhooks};
 use bench::procfs::{Memory, cpu_time, mib};
 use bench::{Percentiles, free_port, ms, parse_duration};
 use clap::{Parser, ValueEnum};
-use futures::future::BoxFuture;
 use pipeline_domain::messages::PAID_INVOICES;
-use pipeline_service::publisher::{OutgoingMessage, PublishError, Publisher, SharedPublisher};
+use pipeline_service::publisher::SharedPublisher;
+use pipeline_testkit::NullPublisher;
 use pipeline_testkit::bus::MemoryBus;
+use pipeline_testkit::webhooks::{SignedWebhook, signed_webhooks};
 use stark_client::keys::parse_signature;
 use stark_client::{AccessId, Client, ClientConfig, Environment, PrivateKey, PublicKey};
 
@@ -119,22 +119,6 @@ fn main() -> ExitCode {
 
 // ----- the child: the ingester -----------------------------------------------------------------
 
-/// Confirms every publish at once and keeps nothing.
-#[derive(Debug)]
-struct NullPublisher(AtomicU64);
-
-impl Publisher for NullPublisher {
-    fn publish<'a>(
-        &'a self,
-        _topic: &'a str,
-        message: OutgoingMessage,
-    ) -> BoxFuture<'a, Result<String, PublishError>> {
-        drop(message);
-        let id = self.0.fetch_add(1, Ordering::Relaxed) + 1;
-        Box::pin(async move { Ok(id.to_string()) })
-    }
-}
-
 fn serve_child(args: &Args) -> anyhow::Result<bool> {
     if args.logs == Logs::Json {
         pipeline_service::logging::init(pipeline_service::logging::LogFormat::Json);
@@ -155,10 +139,10 @@ fn serve_child(args: &Args) -> anyhow::Result<bool> {
             PrivateKey::generate(),
             Environment::parse(&args.stark_url)?,
         ))?;
-        let mut config = webhook_ingester::Config::local(bench::events::WORKSPACE_ID);
+        let mut config = webhook_ingester::Config::local(pipeline_testkit::webhooks::WORKSPACE_ID);
         config.listen.set_port(args.port);
         let bus = MemoryBus::new();
-        let null = Arc::new(NullPublisher(AtomicU64::new(0)));
+        let null = Arc::new(NullPublisher::default());
         let publisher: SharedPublisher = match args.publisher {
             PublisherKind::Memory => Arc::new(bus.clone()),
             PublisherKind::Null => null.clone(),
@@ -179,7 +163,7 @@ fn serve_child(args: &Args) -> anyhow::Result<bool> {
             .await?;
         let published = match args.publisher {
             PublisherKind::Memory => bus.published(PAID_INVOICES).len() as u64,
-            PublisherKind::Null => null.0.load(Ordering::Relaxed),
+            PublisherKind::Null => null.published(),
         };
         eprintln!("published={published}");
         Ok(true)

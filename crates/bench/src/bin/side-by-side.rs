@@ -44,12 +44,12 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use bench::events::{SignedWebhook, WORKSPACE_ID, signed_webhooks};
 use bench::procfs::{cpus_allowed, process_tree, total_cpu_time};
 use bench::{free_port, parse_duration};
 use clap::Parser;
 use gcp_pubsub::emulator::{Emulator, EmulatorOptions};
 use pipeline_domain::messages::PAID_INVOICES;
+use pipeline_testkit::webhooks::{SignedWebhook, WORKSPACE_ID, signed_webhooks};
 use serde_json::{Value, json};
 use stark_client::PrivateKey;
 use stark_sandbox::{Sandbox, SandboxConfig};

@@ -1,5 +1,6 @@
-//! Credited-invoice webhooks signed like stark-sandbox (and Stark) sign them. (The stand-in
-//! for Stark's `GET /v2/public-key` is `pipeline_testkit::public_key_server`.)
+//! Credited-invoice webhooks signed like stark-sandbox (and Stark) sign them: the load of the
+//! ingester's benchmarks. (The stand-in for Stark's `GET /v2/public-key` is
+//! [`crate::public_key_server`].)
 
 use serde_json::json;
 use stark_client::PrivateKey;
