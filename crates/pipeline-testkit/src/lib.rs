@@ -6,7 +6,8 @@
 //! - [`stark`]: a local Stark sandbox plus a client registered with it.
 //! - [`run`]: runs a server a service's `build` returned; [`spawn`]: serves any router on
 //!   `127.0.0.1:0` through the production [`Server`].
-//! - [`public_key_server`]: a stand-in Stark serving only `GET /v2/public-key`.
+//! - [`public_key_server`]: a stand-in Stark serving only `GET /v2/public-key`;
+//!   [`stand_in_config`]: the settings of a client of such a stand-in.
 //! - [`push`]: delivers a message the way Pub/Sub push does, returning the HTTP status.
 //! - [`webhooks`]: credited-invoice webhooks signed as Stark signs them (the benchmarks' load).
 //! - [`NullPublisher`]: confirms every publish and keeps nothing (the benchmarks' publisher).
@@ -116,13 +117,19 @@ pub async fn refusing_stark(status: u16) -> Client {
         )
     });
     let base = spawn(app).await;
-    let mut config = stark_client::ClientConfig::new(
-        stark_client::AccessId::parse("project/1").expect("a valid access id"),
-        stark_client::PrivateKey::generate(),
-        stark_client::Environment::parse(&format!("{base}/v2")).expect("a loopback base URL"),
-    );
+    let mut config = stand_in_config(&format!("{base}/v2"));
     config.retry_backoff = Duration::from_millis(1);
     Client::new(config).expect("client builds")
+}
+
+/// The settings of a client of a stand-in Stark at `base` (`http://127.0.0.1:PORT/v2`), as
+/// project 1 with a throwaway key: stand-ins check no request signature.
+pub fn stand_in_config(base: &str) -> stark_client::ClientConfig {
+    stark_client::ClientConfig::new(
+        stark_client::AccessId::parse("project/1").expect("a valid access id"),
+        stark_client::PrivateKey::generate(),
+        stark_client::Environment::parse(base).expect("a loopback base URL"),
+    )
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

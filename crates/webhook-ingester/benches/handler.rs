@@ -30,7 +30,7 @@ use pipeline_service::serve::service_router;
 use pipeline_testkit::NullPublisher;
 use pipeline_testkit::webhooks::{WORKSPACE_ID, signed_webhooks};
 use stark_client::keys::parse_signature;
-use stark_client::{AccessId, Client, ClientConfig, Environment, PrivateKey};
+use stark_client::{Client, PrivateKey};
 use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -72,12 +72,7 @@ fn ingest(c: &mut Criterion) {
     let webhook = signed_webhooks(&key, 2).pop().expect("two webhooks");
 
     let stark_url = runtime.block_on(pipeline_testkit::public_key_server(public.to_pem()));
-    let stark = Client::new(ClientConfig::new(
-        AccessId::parse("project/1").expect("access id"),
-        PrivateKey::generate(),
-        Environment::parse(&stark_url).expect("base URL"),
-    ))
-    .expect("client");
+    let stark = Client::new(pipeline_testkit::stand_in_config(&stark_url)).expect("client");
     let config = webhook_ingester::Config::local(WORKSPACE_ID);
     let deps = webhook_ingester::Deps {
         stark,

@@ -7,7 +7,7 @@ use pipeline_domain::messages::{PAID_INVOICES, PaidInvoice, TopicMessage as _};
 use pipeline_testkit::bus::MemoryBus;
 use pipeline_testkit::{run, stark};
 use serde_json::{Value, json};
-use stark_client::{AccessId, Client, ClientConfig, Environment, NewInvoice, PrivateKey};
+use stark_client::{Client, NewInvoice, PrivateKey};
 use stark_sandbox::{DeliveryOutcome, SandboxConfig};
 use webhook_ingester::{Config, Deps, build};
 
@@ -44,11 +44,7 @@ async fn key_server(pem: String) -> Client {
 }
 
 fn client_at(base: &str) -> Client {
-    let mut config = ClientConfig::new(
-        AccessId::parse("project/1").unwrap(),
-        PrivateKey::generate(),
-        Environment::parse(base).unwrap(),
-    );
+    let mut config = pipeline_testkit::stand_in_config(base);
     config.retry_backoff = Duration::from_millis(5);
     config.public_key_min_refresh = Duration::ZERO;
     Client::new(config).unwrap()
